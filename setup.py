@@ -1,0 +1,32 @@
+"""Only the Cython extension list and its build switches live here; metadata is in pyproject.toml.
+
+FASTGW_NO_EXT=1 skips the extensions (the package then runs on its pure-Python twins);
+FASTGW_CYTHON_ANNOTATE=1 writes the annotated HTML next to each .pyx for profiling;
+FASTGW_DEBUG=1 compiles the invariant checks in.
+"""
+import os
+
+from setuptools import Extension, setup
+
+NATIVE_MODULES = ["headers"]
+
+
+def extensions():
+    if os.environ.get("FASTGW_NO_EXT") == "1":
+        return []
+    from Cython.Build import cythonize
+
+    exts = [
+        Extension(f"fastgw._native.{name}", [f"src/fastgw/_native/{name}.pyx"], extra_compile_args=["-O2"])
+        for name in NATIVE_MODULES
+    ]
+    return cythonize(
+        exts,
+        language_level=3,
+        annotate=os.environ.get("FASTGW_CYTHON_ANNOTATE") == "1",
+        compile_time_env={"FASTGW_DEBUG": os.environ.get("FASTGW_DEBUG") == "1"},
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+
+
+setup(ext_modules=extensions())
