@@ -1,0 +1,318 @@
+"""Configuration: typed, frozen sections, validated once at start.
+
+Sources are layered in this order: the defaults below, the YAML file (with ``${VAR}`` and
+``${VAR:-default}`` interpolation), then ``FASTGW__SECTION__KEY=value`` environment overrides
+(values parsed as YAML scalars). ``load`` validates the result: unknown keys and wrong types are
+errors that name the key and the file, so a typo never silently falls back to a default.
+
+Durations accept numbers (seconds) or strings such as ``"250ms"``, ``"30s"``, ``"5m"``; sizes
+accept integers (bytes) or strings such as ``"64KiB"``, ``"32MiB"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+
+ENV_PREFIX = "FASTGW__"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key and the file it came from."""
+
+    def __init__(self, key: str, message: str, source: str) -> None:
+        self.key = key
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"{key}: {message}{where}" if key else f"{message}{where}")
+
+
+class Duration(float):
+    """Seconds, written in config as a number or as '250ms', '30s', '5m', '1h', '7d'."""
+
+
+class Size(int):
+    """Bytes, written in config as an integer or as '64KiB', '32MiB', '1GB'."""
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+    backlog: int = 2048
+    max_connections: int = 10_000
+    max_head_size: Size = Size(64 * 1024)
+    max_body_size: Size = Size(32 * 1024 * 1024)
+    header_timeout: Duration = Duration(10.0)
+    keepalive_timeout: Duration = Duration(30.0)
+    graceful_timeout: Duration = Duration(30.0)
+    # Above this many bytes queued on a client socket we stop reading from the upstream.
+    write_high_water: Size = Size(256 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    connect_timeout: Duration = Duration(10.0)
+    # Time allowed between two reads of an upstream response. Reasoning models can think for minutes.
+    read_timeout: Duration = Duration(600.0)
+    max_connections_per_origin: int = 512
+    max_idle_per_origin: int = 128
+    idle_timeout: Duration = Duration(30.0)
+    verify: bool = True
+    # None: the system CA store (or SSL_CERT_FILE); a path: that PEM bundle instead.
+    ca_bundle: str | None = None
+    # None: HTTPS_PROXY / https_proxy from the environment; "" disables the proxy.
+    https_proxy: str | None = None
+    # Above this many bytes read ahead from an upstream we stop reading it until the client catches up.
+    read_high_water: Size = Size(256 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    base_url: str
+    # The wire format decides the auth header ("openai": Authorization Bearer, "anthropic": x-api-key).
+    format: str = "openai"
+    # None: the client's own credential passes through; a key: it is injected instead.
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetsConfig:
+    """Which upstreams ``Helicone-Target-Url`` may reach; everything else gets 403."""
+
+    # Entries are URL prefixes ("https://api.together.xyz") or fnmatch patterns ("https://*.groq.com").
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    # The provider that serves unprefixed /v1/... paths.
+    default_provider: str = "openai"
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    source: str = ""  # the file this came from, for messages; "" for defaults only
+
+
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openai": {"base_url": "https://api.openai.com", "format": "openai"},
+    "anthropic": {"base_url": "https://api.anthropic.com", "format": "anthropic"},
+}
+WIRE_FORMATS = ("openai", "anthropic")
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file at ``path``, then ``FASTGW__*`` overrides from ``env``; validated."""
+    env = os.environ if env is None else env
+    source = path or ""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                loaded = yaml.safe_load(f)
+        except OSError as exc:
+            raise ConfigError("", f"cannot read config file: {exc.strerror}", source) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError("", f"invalid YAML: {exc}", source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("", "the top level must be a mapping", source)
+        raw = _interpolate(loaded, env, "", source)
+    _apply_env_overrides(raw, env, source)
+    return from_dict(raw, source)
+
+
+def from_dict(raw: Mapping[str, Any], source: str = "") -> Config:
+    data = dict(raw)
+    providers_raw = data.pop("providers", None) or {}
+    if not isinstance(providers_raw, Mapping):
+        raise ConfigError("providers", "must be a mapping of name to provider", source)
+    merged: dict[str, Any] = {name: dict(spec) for name, spec in DEFAULT_PROVIDERS.items()}
+    for name, spec in providers_raw.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"providers.{name}", "must be a mapping", source)
+        merged[str(name)] = {**merged.get(str(name), {}), **spec}
+    providers = {name: _build(ProviderConfig, spec, f"providers.{name}", source) for name, spec in merged.items()}
+    config = _build(Config, {**data, "source": source}, "", source)
+    config = dataclasses.replace(config, providers=providers)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    src = config.source
+    s = config.server
+    if not 0 <= s.port <= 65535:
+        raise ConfigError("server.port", f"{s.port} is not a TCP port", src)
+    for key in ("workers", "max_connections", "backlog"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"server.{key}", "must be at least 1", src)
+    if s.max_head_size < 1024:
+        raise ConfigError("server.max_head_size", "must be at least 1KiB", src)
+    for key in ("header_timeout", "keepalive_timeout"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"server.{key}", "must be positive", src)
+    u = config.upstream
+    if u.max_connections_per_origin < 1:
+        raise ConfigError("upstream.max_connections_per_origin", "must be at least 1", src)
+    if u.ca_bundle is not None and not os.path.isfile(u.ca_bundle):
+        raise ConfigError("upstream.ca_bundle", f"no such file: {u.ca_bundle}", src)
+    for name, p in config.providers.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+            raise ConfigError(f"providers.{name}", "names are lower-case letters, digits, - and _", src)
+        if name == "v1":
+            raise ConfigError("providers.v1", "'v1' is reserved for the default provider's paths", src)
+        _check_url(p.base_url, f"providers.{name}.base_url", src)
+        if p.format not in WIRE_FORMATS:
+            raise ConfigError(f"providers.{name}.format", f"must be one of {', '.join(WIRE_FORMATS)}", src)
+    if config.default_provider not in config.providers:
+        raise ConfigError("default_provider", f"no provider named {config.default_provider!r}", src)
+    for i, pattern in enumerate(config.targets.allow):
+        if "*" not in pattern:
+            _check_url(pattern, f"targets.allow[{i}]", src)
+
+
+def _check_url(url: str, key: str, source: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"{url!r} is not an http(s) URL", source)
+    if parts.query or parts.fragment:
+        raise ConfigError(key, "must not have a query or fragment", source)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, env: Mapping[str, str], key: str, source: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(key, f"environment variable {name} is not set (write ${{{name}:-}} to allow that)", source)
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, f"{key}.{k}" if key else str(k), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    return value
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str], source: str) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path), f"set by {name}, but {part} is not a section", source)
+            node = child
+        try:
+            node[path[-1]] = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            node[path[-1]] = text
+
+
+# --- typed construction --------------------------------------------------------------------------
+
+
+def _build(cls: type, data: Any, key: str, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(key, "must be a mapping", source)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"{where}{unknown[0]}", f"unknown key (known: {', '.join(sorted(known - {'source'}))})", source)
+    kwargs = {}
+    for name, value in data.items():
+        if name == "providers":  # built separately, with its defaults merged
+            continue
+        kwargs[name] = _coerce(hints[name], value, f"{key}.{name}" if key else name, source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(key, str(exc).split("() ", 1)[-1], source) from None
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key, source)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(key, "must be a list", source)
+        (inner, _) = typing.get_args(tp)
+        return tuple(_coerce(inner, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if tp is Duration:
+        return _duration(value, key, source)
+    if tp is Size:
+        return _size(value, key, source)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be true or false, not {value!r}", source)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be an integer, not {value!r}", source)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(key, f"must be a string, not {value!r}", source)
+    raise ConfigError(key, f"unsupported type {tp}", source)  # pragma: no cover - a bug in this module
+
+
+def _duration(value: Any, key: str, source: str) -> Duration:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return Duration(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*", value)
+        if m:
+            return Duration(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    raise ConfigError(key, f"{value!r} is not a duration (a number of seconds, or like '250ms', '30s', '5m')", source)
+
+
+def _size(value: Any, key: str, source: str) -> Size:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Size(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if m and m.group(2).lower() in _SIZE_UNITS:
+            return Size(int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]))
+    raise ConfigError(key, f"{value!r} is not a size (bytes, or like '64KiB', '32MiB')", source)

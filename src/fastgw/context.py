@@ -1,0 +1,59 @@
+"""RequestContext: everything one request carries through the pipeline, in slots, built once."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from fastgw.errors import InvalidHeader
+
+if TYPE_CHECKING:
+    from fastgw._native.headers import ParsedHeaders
+    from fastgw.providers.table import Provider
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID, formatted without going through uuid.UUID's slower constructor."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def request_id_for(client_value: str | None) -> str:
+    """The client's Helicone-Request-Id when it is a valid UUID; a new one when absent; else 400."""
+    if client_value is None:
+        return new_request_id()
+    try:
+        return str(uuid.UUID(client_value))
+    except ValueError:
+        raise InvalidHeader(f"Helicone-Request-Id must be a UUID, got {client_value[:64]!r}") from None
+
+
+class RequestContext:
+    __slots__ = (
+        "request_id", "method", "target", "http_version", "headers", "body", "client",
+        "t_start", "upstream_ns", "provider", "upstream_path",
+    )
+
+    def __init__(
+        self, method: bytes, target: bytes, headers: ParsedHeaders, body: bytes, t_start: int
+    ) -> None:
+        self.request_id = request_id_for(headers.helicone.request_id)
+        self.method = method  # upper-case, as on the request line
+        self.target = target  # path and query, as on the request line
+        self.http_version = "1.1"
+        self.headers = headers
+        self.body = body
+        self.client: tuple[str, int] | None = None
+        self.t_start = t_start  # perf_counter_ns when the request's head was complete
+        self.upstream_ns = 0  # time spent waiting on upstreams (connect, send, response head)
+        self.provider: Provider | None = None  # set by the route stage
+        self.upstream_path = b""  # path and query to request from the provider's origin
+
+    def gateway_ns(self) -> int:
+        """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""
+        return time.perf_counter_ns() - self.t_start - self.upstream_ns

@@ -1,0 +1,134 @@
+"""The gateway's exception tree, and the one place errors become HTTP.
+
+    GatewayError                      500 server_error
+    ├── BadRequest                    400 invalid_request_error
+    │   ├── MalformedHTTP             400 (the connection is closed after it)
+    │   └── InvalidHeader             400
+    ├── Forbidden                     403 permission_error
+    ├── NotFound                      404 not_found_error
+    ├── RequestTimeout                408 (the connection is closed after it)
+    ├── BodyTooLarge                  413
+    ├── HeadersTooLarge               431
+    ├── Overloaded                    503 (connection cap, shutting down)
+    └── UpstreamError                 502 upstream_error
+        ├── UpstreamUnreachable       502 (connect refused, DNS, TLS)
+        ├── UpstreamProtocolError     502 (the upstream spoke broken HTTP or hung up mid-response)
+        └── UpstreamTimeout           504
+
+Stages raise; they never build error responses. ``error_response`` and ``error_body`` are the only
+functions that turn an exception into bytes, and ``label`` is the low-cardinality name metrics use.
+Foreign exceptions are mapped at the boundary where they occur (the upstream client maps OSError,
+ssl errors and timeouts), so anything that reaches the server unmapped is a bug: it becomes a
+generic 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+    close_connection = False
+
+    def __init__(self, message: str = "internal gateway error", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    @property
+    def label(self) -> str:
+        """A low-cardinality name for metrics and logs."""
+        return self.code
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+
+class BadRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "bad_request"
+
+
+class MalformedHTTP(BadRequest):
+    code = "malformed_http"
+    close_connection = True
+
+
+class InvalidHeader(BadRequest):
+    code = "invalid_header"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+    close_connection = True
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    close_connection = True
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
+    close_connection = True
+
+
+class Overloaded(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "overloaded"
+    close_connection = True
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+def error_body(message: str, type_: str, code: str) -> bytes:
+    """OpenAI's error shape, which every OpenAI-compatible SDK knows how to surface."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def as_gateway_error(exc: BaseException) -> GatewayError:
+    """Anything unmapped is a bug: hide its details from the client, keep them for the log."""
+    if isinstance(exc, GatewayError):
+        return exc
+    return GatewayError("internal gateway error")
