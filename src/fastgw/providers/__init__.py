@@ -1,0 +1,1 @@
+"""Providers: where a request goes and how it authenticates. Data, plus one small module per wire format."""

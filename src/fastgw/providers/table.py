@@ -1,0 +1,61 @@
+"""The provider table: config resolved once at start into what a request needs at run time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from fastgw.config import Config, ProviderConfig
+from fastgw.providers.formats import FORMATS, WireFormat
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where connections go: the pool keeps one set of connections per origin."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def host_header(self) -> bytes:
+        default = 443 if self.tls else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_base_url(url: str) -> tuple[Origin, str]:
+    """Split a base URL into its origin and its path prefix (no trailing slash)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    port = parts.port or (443 if scheme == "https" else 80)
+    return Origin(scheme, parts.hostname, port), parts.path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str
+    origin: Origin
+    base_path: str  # the base URL's path, prepended to the request's path remainder
+    format: WireFormat
+    # None: the client's credential passes through. Otherwise the header line injected instead.
+    auth_line: bytes | None
+
+    @classmethod
+    def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
+        origin, base_path = parse_base_url(pc.base_url)
+        fmt = FORMATS[pc.format]
+        return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None)
+
+
+def build_table(config: Config) -> dict[str, Provider]:
+    return {name: Provider.from_config(name, pc) for name, pc in config.providers.items()}
