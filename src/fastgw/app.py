@@ -1,0 +1,213 @@
+"""The gateway core, and the same core as a raw ASGI 3 application.
+
+``build_pipeline`` is the one place the request's path through the stages is written:
+
+    route     which provider and which path on it (stages/route.py)
+    dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
+
+Stages from later work (auth and keys, rate limits, cache, retries and fallbacks) slot in above
+``route``, each wrapping the next. The built-in server (server/) calls ``Gateway.handle``
+directly; any ASGI server can run ``fastgw.app:app`` instead, which reads its configuration from
+the file named by ``FASTGW_CONFIG`` (defaults when unset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from fastgw import config as config_mod
+from fastgw._native import headers as native_headers
+from fastgw._native.errors import HeaderError
+from fastgw.config import Config
+from fastgw.context import RequestContext, new_request_id
+from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
+from fastgw.providers.table import build_table
+from fastgw.stages.base import Handler, Response
+from fastgw.stages.dispatch import Dispatch
+from fastgw.stages.route import Route
+from fastgw.upstream.pool import ConnectionPool
+
+
+def build_pipeline(config: Config, pool: ConnectionPool) -> Handler:
+    handler: Handler = Dispatch(pool)
+    handler = Route(handler, config, build_table(config))
+    return handler
+
+
+class Gateway:
+    """Shared dependencies built once per worker process, and the pipeline over them."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pool: ConnectionPool | None = None
+        self.handler: Handler | None = None
+
+    async def start(self) -> None:
+        """Needs the running loop: the pool's connections and timers live on it."""
+        self.pool = ConnectionPool(self.config.upstream)
+        self.handler = build_pipeline(self.config, self.pool)
+
+    async def handle(self, ctx: RequestContext) -> Response:
+        return await self.handler(ctx)  # type: ignore[misc]
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def context_from_raw(
+    method: bytes, target: bytes, raw_headers: list[tuple[bytes, bytes]], body: bytes, t_start: int
+) -> RequestContext:
+    try:
+        parsed = native_headers.parse_headers(raw_headers)
+    except HeaderError as exc:
+        raise InvalidHeader(str(exc)) from None
+    return RequestContext(method, target, parsed, body, t_start)
+
+
+def gateway_headers(request_id: str, gateway_ns: int) -> bytes:
+    """The headers the gateway adds to every response, error or not."""
+    return b"helicone-id: %s\r\nserver-timing: gateway;dur=%.3f\r\n" % (request_id.encode(), gateway_ns / 1e6)
+
+
+# --- ASGI ------------------------------------------------------------------------------------------
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ASGIApp:
+    """The gateway as an ASGI 3 application, for uvicorn, hypercorn, granian and friends."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self._config = config
+        self._gateway: Gateway | None = None
+        self._starting: asyncio.Lock | None = None
+
+    async def _get_gateway(self) -> Gateway:
+        if self._gateway is None:
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:
+                if self._gateway is None:
+                    cfg = self._config or config_mod.load(os.environ.get("FASTGW_CONFIG") or None)
+                    gateway = Gateway(cfg)
+                    await gateway.start()
+                    self._gateway = gateway
+        return self._gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._get_gateway()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._gateway is not None:
+                    await self._gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = await self._get_gateway()
+        t_start = time.perf_counter_ns()
+        request_id = None
+        response: Response | None = None
+        try:
+            body = await _read_body(receive, gateway.config.server.max_body_size)
+            target = scope.get("raw_path") or scope["path"].encode()
+            if scope.get("query_string"):
+                target += b"?" + scope["query_string"]
+            ctx = context_from_raw(scope["method"].encode(), target, list(scope["headers"]), body, t_start)
+            request_id = ctx.request_id
+            response = await gateway.handle(ctx)
+        except Exception as exc:
+            err = as_gateway_error(exc)
+            rid = request_id or new_request_id()
+            await _send_error(send, err, rid, time.perf_counter_ns() - t_start)
+            return
+        try:
+            await self._send_response(scope, receive, send, ctx, response)
+        finally:
+            response.close()
+
+    async def _send_response(
+        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, response: Response
+    ) -> None:
+        head = response.headers + gateway_headers(ctx.request_id, ctx.gateway_ns())
+        headers = _block_to_list(head)
+        if response.content_length is not None:
+            headers.append((b"content-length", b"%d" % response.content_length))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if response.stream is None:
+            await send({"type": "http.response.body", "body": response.body or b""})
+            return
+        # Watch for the client leaving, so the upstream request is cancelled rather than read out.
+        relay = asyncio.current_task()
+        assert relay is not None
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            relay.cancel()
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            async for chunk in response.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except GatewayError:
+            # The head is out: end the stream cleanly and let the client see it was cut short.
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body is over the {limit} byte limit")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _send_error(send: Send, err: GatewayError, request_id: str, gateway_ns: int) -> None:
+    body = err.body()
+    headers = _block_to_list(gateway_headers(request_id, gateway_ns))
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _block_to_list(block: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+app = ASGIApp()

@@ -1,0 +1,72 @@
+"""The terminal stage: serialise the upstream request, send it on a pooled connection, and wrap
+the answer as a Response whose body streams from the socket as it arrives."""
+
+from __future__ import annotations
+
+import time
+
+from fastgw.context import RequestContext
+from fastgw.stages.base import Response
+from fastgw.upstream.pool import ConnectionPool
+
+# Response headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the framing
+# headers the server writes itself.
+_DROP_RESPONSE = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"te", b"trailer",
+        b"transfer-encoding", b"upgrade", b"content-length",
+    }
+)
+_BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
+
+
+def response_head_block(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, int | None]:
+    """The end-to-end headers as one block, and the Content-Length the upstream announced."""
+    lines = []
+    length: int | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _DROP_RESPONSE:
+            if lower == b"content-length" and value.strip().isdigit():
+                length = int(value)
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    return b"".join(lines), length
+
+
+class Dispatch:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        provider = ctx.provider
+        assert provider is not None, "the route stage runs first"
+        h = ctx.headers
+        if provider.auth_line is not None:
+            auth = provider.auth_line
+        else:
+            auth = b""
+            if h.authorization is not None:
+                auth = b"authorization: " + h.authorization + b"\r\n"
+            if h.api_key is not None:
+                auth += b"x-api-key: " + h.api_key + b"\r\n"
+        body = ctx.body
+        method = ctx.method
+        framing = b"" if (not body and method in _BODYLESS_METHODS) else b"content-length: %d\r\n" % len(body)
+        data = b"".join(
+            (method, b" ", ctx.upstream_path, b" HTTP/1.1\r\nhost: ", provider.origin.host_header, b"\r\n",
+             h.forward, auth, framing, b"\r\n", body)
+        )
+        t0 = time.perf_counter_ns()
+        try:
+            upstream = await self.pool.request(provider.origin, data, method == b"HEAD")
+        finally:
+            ctx.upstream_ns += time.perf_counter_ns() - t0
+        block, length = response_head_block(upstream.headers)
+        if upstream.complete and upstream.error is None:
+            body_bytes = upstream.take_body()
+            upstream.close()
+            if method == b"HEAD":  # no body, but the length a GET would have had
+                return Response(upstream.status, block, content_length=length)
+            return Response(upstream.status, block, body=body_bytes)
+        return Response(upstream.status, block, stream=upstream, content_length=length)

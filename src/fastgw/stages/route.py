@@ -1,0 +1,83 @@
+"""Route stage: which provider, and which path on it, from the request's path or Helicone-Target-Url.
+
+There are three cases, checked in this order:
+1. ``Helicone-Target-Url`` names the upstream; it must match ``targets.allow`` or the request gets
+   403, so the gateway is never an open proxy. The request's whole path is appended to it.
+2. The first path segment names a provider (``/anthropic/v1/messages``): the rest of the path is
+   appended to that provider's base URL.
+3. The path starts with ``/v1``: the default provider, with the whole path appended.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from fastgw.config import Config
+from fastgw.context import RequestContext
+from fastgw.errors import BadRequest, Forbidden, NotFound
+from fastgw.providers.formats import FORMATS
+from fastgw.providers.table import Provider, parse_base_url
+from fastgw.stages.base import Handler, Response
+
+
+class TargetAllowlist:
+    """URL prefixes (matched on a path boundary) and fnmatch patterns, fixed at start."""
+
+    def __init__(self, allow: tuple[str, ...]) -> None:
+        self.prefixes = tuple(a.rstrip("/") for a in allow if "*" not in a)
+        self.patterns = tuple(a for a in allow if "*" in a)
+
+    def allows(self, url: str) -> bool:
+        url = url.rstrip("/")
+        for prefix in self.prefixes:
+            if url == prefix or url.startswith(prefix + "/"):
+                return True
+        return any(fnmatchcase(url, p) for p in self.patterns)
+
+
+class Route:
+    def __init__(self, next: Handler, config: Config, providers: dict[str, Provider]) -> None:
+        self.next = next
+        self.providers = {name.encode(): p for name, p in providers.items()}
+        self.default = providers[config.default_provider]
+        self.allowlist = TargetAllowlist(config.targets.allow)
+        self._targets: dict[str, Provider] = {}  # allowed target URLs seen, resolved once each
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        target_url = ctx.headers.helicone.target_url
+        path = ctx.target
+        if target_url is not None:
+            provider = self._target_provider(target_url)
+            ctx.upstream_path = provider.base_path.encode() + path
+        else:
+            end = path.find(b"/", 1)
+            segment = path[1:end] if end > 0 else path[1:].split(b"?", 1)[0]
+            provider = self.providers.get(segment)  # type: ignore[assignment]
+            if provider is not None:
+                rest = path[end:] if end > 0 else b"/"
+                ctx.upstream_path = provider.base_path.encode() + rest
+            elif segment == b"v1":
+                provider = self.default
+                ctx.upstream_path = provider.base_path.encode() + path
+            else:
+                raise NotFound(
+                    f"no route for {path[:200].decode('latin-1')}: use /v1/..., /<provider>/..., "
+                    "or Helicone-Target-Url"
+                )
+        ctx.provider = provider
+        return await self.next(ctx)
+
+    def _target_provider(self, url: str) -> Provider:
+        provider = self._targets.get(url)
+        if provider is not None:
+            return provider
+        try:
+            origin, base_path = parse_base_url(url)
+        except ValueError:
+            raise BadRequest(f"Helicone-Target-Url is not an http(s) URL: {url[:200]!r}") from None
+        if not self.allowlist.allows(url):
+            raise Forbidden(f"Helicone-Target-Url {url[:200]!r} is not in targets.allow")
+        provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
+        if len(self._targets) < 1024:
+            self._targets[url] = provider
+        return provider
