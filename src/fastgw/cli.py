@@ -1,0 +1,96 @@
+"""Command line: argv and environment → Config → a running server. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import socket
+import sys
+
+from fastgw import __version__
+from fastgw.config import Config, ConfigError, load
+
+
+def version_string() -> str:
+    from fastgw import _native
+
+    kind = "Cython extensions" if _native.NATIVE else "pure-Python twins (extensions not built)"
+    return f"fastgw {__version__} (native: {_native.IMPLEMENTATION}, {kind})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastgw", description="A fast LLM gateway.")
+    parser.add_argument("--version", action="version", version=version_string())
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", "-c", help="YAML config file (defaults serve without one)")
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.add_argument("--workers", type=int, help="override server.workers")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        try:
+            load(args.file)
+        except ConfigError as exc:
+            print(f"fastgw: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.file}: ok")
+        return 0
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load(args.config)
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+        if overrides:
+            config = dataclasses.replace(config, server=dataclasses.replace(config.server, **overrides))
+            from fastgw.config import validate
+
+            validate(config)
+    except ConfigError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    return serve_forever(config)
+
+
+def serve_forever(config: Config) -> int:
+    from fastgw.server.supervisor import Supervisor
+
+    s = config.server
+    workers = s.workers
+    try:  # fail fast with a clear message rather than N workers dying on a taken port
+        probe = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if workers > 1:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((s.host, s.port))
+        probe.close()
+    except OSError as exc:
+        print(f"fastgw: cannot listen on {s.host}:{s.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    banner = f"fastgw {__version__} listening on http://{s.host}:{s.port} ({workers} worker{'s' * (workers > 1)})"
+    if workers == 1:
+        run_worker(config, reuse_port=False, banner=banner)
+        return 0
+    print(banner, file=sys.stderr, flush=True)
+    return Supervisor(workers, lambda index: run_worker(config, reuse_port=True), s.graceful_timeout).run()
+
+
+def run_worker(config: Config, reuse_port: bool, banner: str | None = None) -> None:
+    import uvloop
+
+    from fastgw.server.server import Server, make_listen_socket
+
+    s = config.server
+    sock = make_listen_socket(s.host, s.port, s.backlog, reuse_port)
+
+    async def run() -> None:
+        server = Server(config)
+        await server.serve(sock, on_ready=(lambda: print(banner, file=sys.stderr, flush=True)) if banner else None)
+
+    uvloop.run(run())

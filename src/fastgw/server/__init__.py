@@ -1,0 +1,1 @@
+"""The built-in HTTP/1.1 server: bytes in, the gateway core, bytes out."""

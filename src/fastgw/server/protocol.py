@@ -1,0 +1,378 @@
+"""HttpProtocol: one client connection, parsed by httptools, answered by the gateway core.
+
+The parser callbacks only collect bytes and flags into an ``Exchange``; a completed exchange joins
+the queue, and one task at a time answers the head of the queue, so pipelined requests are answered
+in order. Timers: a request head must arrive within ``header_timeout`` (else 408 and close); an idle
+keep-alive connection is closed after ``keepalive_timeout``.
+
+Back-pressure, both directions: we stop reading from the client while too many pipelined requests
+wait, and while the client isn't reading what we write; when a streamed response outruns the
+client we stop reading the upstream (``drain`` holds the relay, whose unread chunks pause the
+upstream socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from fastgw._native import headers as native_headers
+from fastgw._native.errors import HeaderError
+from fastgw.app import gateway_headers
+from fastgw.context import RequestContext, new_request_id
+from fastgw.errors import (
+    BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
+    as_gateway_error,
+)
+from fastgw.server.flow_control import FlowControl
+from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
+
+if TYPE_CHECKING:
+    from fastgw.server.server import ServerState
+    from fastgw.stages.base import Response
+
+log = logging.getLogger("fastgw.server")
+
+MAX_PIPELINED = 16  # queued requests before we stop reading the socket
+
+
+class _Abort(Exception):
+    """Raised inside a parser callback to stop parsing; the real error is in ``protocol._abort``."""
+
+
+class Exchange:
+    """One request, from its first byte to the end of its response."""
+
+    __slots__ = (
+        "method", "url", "raw_headers", "parsed", "body_parts", "body_size", "keep_alive",
+        "http_10", "t_start", "expect_100",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.parsed: native_headers.ParsedHeaders | None = None
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.keep_alive = True
+        self.http_10 = False
+        self.t_start = 0
+        self.expect_100 = False
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, state: ServerState) -> None:
+        # Per-connection state
+        self.state = state
+        self.limits = state.config.server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.task: asyncio.Task[None] | None = None  # answering the exchange at the head of the queue
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False  # shutting down, or the client asked to close: no more requests
+        self.closed = False
+        self._abort: GatewayError | None = None
+        # Per-request state (the request being parsed)
+        self.ex: Exchange | None = None
+        self.head_size = 0
+
+    # Protocol interface ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if len(self.state.connections) >= self.limits.max_connections:
+            self.state.refused += 1
+            transport.write(OVERLOADED)  # type: ignore[attr-defined]
+            transport.close()
+            self.closed = True
+            return
+        self.state.connections.add(self)
+        self.flow = FlowControl(self.transport)  # type: ignore[arg-type]
+        self.transport.set_write_buffer_limits(high=self.limits.write_high_water)  # type: ignore[union-attr]
+        self._set_timer(self.limits.header_timeout, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client left: stop the upstream request, don't read it out
+        if self.flow is not None:
+            self.flow.resume_writing()  # wake a relay waiting on drain; it will see the cancel
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing and self.task is None and not self.queue:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail_parse(MalformedHTTP("protocol upgrades are not supported"))
+            return
+        except httptools.HttpParserCallbackError:
+            self._fail_parse(self._abort or MalformedHTTP("malformed HTTP request"))
+            return
+        except httptools.HttpParserError as exc:
+            self._fail_parse(MalformedHTTP(f"malformed HTTP request: {exc}"))
+            return
+        ex = self.ex
+        if ex is not None and ex.parsed is None:  # still inside a head after this read
+            self.head_size += len(data)
+            if self.head_size > self.limits.max_head_size:
+                self._fail_parse(HeadersTooLarge(f"request head is over {self.limits.max_head_size} bytes"))
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()  # type: ignore[union-attr]
+        self.flow.pause_reading()  # type: ignore[union-attr]
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()  # type: ignore[union-attr]
+        if len(self.queue) < MAX_PIPELINED:
+            self.flow.resume_reading()  # type: ignore[union-attr]
+
+    # Parser callbacks --------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.ex = Exchange()
+        self.head_size = 0
+        if self.timer is not None and self.task is None:  # idle keep-alive ends; the head's clock starts
+            self._set_timer(self.limits.header_timeout, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.ex
+        ex.url += url  # type: ignore[union-attr]
+        self.head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.ex.raw_headers.append((name, value))  # type: ignore[union-attr]
+        self.head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        self._cancel_timer()
+        if self.head_size > self.limits.max_head_size:
+            self._abort = HeadersTooLarge(f"request head is over {self.limits.max_head_size} bytes")
+            raise _Abort
+        ex.method = self.parser.get_method()
+        ex.http_10 = self.parser.get_http_version() == "1.0"
+        ex.t_start = time.perf_counter_ns()
+        try:
+            ex.parsed = native_headers.parse_headers(ex.raw_headers)
+        except HeaderError as exc:
+            self._abort = InvalidHeader(str(exc))
+            raise _Abort from None
+        if ex.parsed.content_length > self.limits.max_body_size:
+            self._abort = BodyTooLarge(f"request body is over the {self.limits.max_body_size} byte limit")
+            raise _Abort
+        if ex.parsed.expect_continue and not ex.http_10:
+            if self.task is None and not self.queue:
+                self.transport.write(CONTINUE)  # type: ignore[union-attr]
+            else:
+                ex.expect_100 = True  # sent once the responses ahead of it are out
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        ex.body_size += len(body)
+        if ex.body_size > self.limits.max_body_size:
+            self._abort = BodyTooLarge(f"request body is over the {self.limits.max_body_size} byte limit")
+            raise _Abort
+        ex.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        self.ex = None
+        ex.keep_alive = self.parser.should_keep_alive()
+        self.queue.append(ex)
+        if self.task is None:
+            self._next()
+        elif len(self.queue) >= MAX_PIPELINED:
+            self.flow.pause_reading()  # type: ignore[union-attr]
+
+    # Answering ---------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        ex = self.queue.popleft()
+        self.task = self.loop.create_task(self._answer(ex))
+
+    async def _answer(self, ex: Exchange) -> None:
+        request_id: str | None = None
+        keep_alive = ex.keep_alive and not self.closing
+        try:
+            body = ex.body_parts[0] if len(ex.body_parts) == 1 else b"".join(ex.body_parts)
+            ctx = RequestContext(ex.method, ex.url, ex.parsed, body, ex.t_start)  # type: ignore[arg-type]
+            request_id = ctx.request_id
+            response = await self.state.gateway.handle(ctx)
+        except asyncio.CancelledError:
+            return self._done(False)
+        except Exception as exc:
+            err = as_gateway_error(exc)
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error answering %s", ex.url[:200])
+            elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
+            keep_alive = keep_alive and not err.close_connection
+            extra = gateway_headers(request_id or new_request_id(), elapsed)
+            self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
+            return self._done(keep_alive)
+        try:
+            keep_alive = await self._send(ex, ctx, response, keep_alive)
+        except asyncio.CancelledError:
+            keep_alive = False
+        except Exception:
+            log.exception("unexpected error streaming %s", ex.url[:200])
+            keep_alive = False
+        finally:
+            response.close()
+        self._done(keep_alive)
+
+    async def _send(self, ex: Exchange, ctx: RequestContext, response: Response, keep_alive: bool) -> bool:
+        """Write the response; returns whether the connection can carry another request.
+
+        There are three framings: a body known in full (Content-Length, one write); a stream whose
+        length the upstream announced (Content-Length, chunks written as they come); an open-ended
+        stream (chunked for HTTP/1.1, close-delimited for HTTP/1.0).
+        """
+        transport = self.transport
+        assert transport is not None
+        stream = response.stream
+        chunked = False
+        if ex.method == b"HEAD" or response.content_length is not None:
+            framing = b"" if response.content_length is None else b"content-length: %d\r\n" % response.content_length
+        elif ex.http_10:
+            framing, keep_alive = b"", False
+        else:
+            framing, chunked = b"transfer-encoding: chunked\r\n", True
+        if not keep_alive:
+            framing += b"connection: close\r\n"
+        elif ex.http_10:
+            framing += b"connection: keep-alive\r\n"
+        head = b"".join(
+            (STATUS_LINES[response.status], response.headers, gateway_headers(ctx.request_id, ctx.gateway_ns()),
+             framing, b"\r\n")
+        )
+        if stream is None or ex.method == b"HEAD":
+            transport.write(head + response.body if response.body and ex.method != b"HEAD" else head)
+            return keep_alive
+        transport.write(head)
+        flow = self.flow
+        assert flow is not None
+        try:
+            async for chunk in stream:
+                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if flow.write_paused:
+                    await flow.drain()
+        except GatewayError as err:
+            # The head is out, so the status can't change. An SSE stream gets a last event with the
+            # error and ends cleanly; any other body is cut, which the client detects.
+            if chunked and b"text/event-stream" in response.headers:
+                transport.write(_sse_error_chunk(ctx, err) + CHUNKED_END)
+                return keep_alive
+            transport.abort()
+            return False
+        if chunked:
+            transport.write(CHUNKED_END)
+        return keep_alive
+
+    def _done(self, keep_alive: bool) -> None:
+        self.task = None
+        if self.closed:
+            return
+        if not keep_alive:
+            self._close()
+            return
+        if self.queue:
+            if self.flow.read_paused and not self.flow.write_paused:  # type: ignore[union-attr]
+                self.flow.resume_reading()  # type: ignore[union-attr]
+            self._next()
+            return
+        if self._abort is not None:  # a parse error behind the finished responses
+            self._write_abort()
+            return
+        ex = self.ex
+        if ex is not None and ex.expect_100:
+            ex.expect_100 = False
+            self.transport.write(CONTINUE)  # type: ignore[union-attr]
+        if self.closing:
+            self._close()
+        elif ex is None:
+            self._set_timer(self.limits.keepalive_timeout, self._on_keepalive_timeout)
+        elif ex.parsed is None:
+            self._set_timer(self.limits.header_timeout, self._on_header_timeout)
+
+    # Errors, timers, shutdown --------------------------------------------------------------------
+
+    def _fail_parse(self, err: GatewayError) -> None:
+        """Bad bytes: answer what came before in order, then this error, then close."""
+        self._abort = err
+        self.flow.pause_reading()  # type: ignore[union-attr]
+        self.closing = True
+        if self.task is None and not self.queue:
+            self._write_abort()
+
+    def _write_abort(self) -> None:
+        err = self._abort
+        assert err is not None
+        self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+        self._close()
+
+    def _on_header_timeout(self) -> None:
+        self.timer = None
+        if self.task is None and not self.queue:
+            err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
+            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+            self._close()
+
+    def _on_keepalive_timeout(self) -> None:
+        self.timer = None
+        if self.task is None and not self.queue and self.ex is None:
+            self._close()
+
+    def _set_timer(self, delay: float, callback: object) -> None:
+        self._cancel_timer()
+        self.timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _close(self) -> None:
+        self.closing = True
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful: an idle connection closes now; a busy one after its current response."""
+        self.closing = True
+        if self.task is None and not self.queue:
+            self._close()
+
+    def abort(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _sse_error_chunk(ctx: RequestContext, err: GatewayError) -> bytes:
+    """One SSE event carrying the error, in the shape the provider's SDK raises on."""
+    import orjson
+
+    provider = ctx.provider
+    if provider is not None and provider.format.name == "anthropic":
+        payload = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": err.message}})
+        event = b"event: error\ndata: " + payload + b"\n\n"
+    else:
+        event = b"data: " + err.body() + b"\n\n"
+    return b"%x\r\n%b\r\n" % (len(event), event)

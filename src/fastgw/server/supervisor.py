@@ -1,0 +1,69 @@
+"""The parent of ``--workers N``: N worker processes share the port through SO_REUSEPORT.
+
+The parent binds nothing that accepts (a listening socket in the group would take a share of the
+connections); it starts the workers, restarts one that dies (with a back-off when they die fast),
+and on SIGTERM/SIGINT passes the signal on and waits for them to drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from multiprocessing.process import BaseProcess
+from typing import Callable
+
+log = logging.getLogger("fastgw.supervisor")
+
+
+class Supervisor:
+    def __init__(self, workers: int, target: Callable[[int], None], grace: float) -> None:
+        self.count = workers
+        self.target = target
+        self.grace = grace
+        self.ctx = multiprocessing.get_context("fork")  # the parent runs no loop, so fork is safe
+        self.procs: dict[int, BaseProcess] = {}
+        self.restarts = 0
+        self._stopping = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(self.count):
+            self._spawn(index)
+        recent: list[float] = []
+        while not self._stopping:
+            time.sleep(0.2)
+            for index, proc in list(self.procs.items()):
+                if proc.is_alive() or self._stopping:
+                    continue
+                log.warning("worker %d (pid %s) exited with %s; restarting", index, proc.pid, proc.exitcode)
+                now = time.monotonic()
+                recent = [t for t in recent if now - t < 10] + [now]
+                if len(recent) > 3 * self.count:  # crash loop: slow down instead of spinning
+                    time.sleep(1.0)
+                self.restarts += 1
+                self._spawn(index)
+        return self._stop_all()
+
+    def _spawn(self, index: int) -> None:
+        proc = self.ctx.Process(target=self.target, args=(index,), name=f"fastgw-worker-{index}", daemon=False)
+        proc.start()
+        self.procs[index] = proc
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def _stop_all(self) -> int:
+        for proc in self.procs.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 5
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        return 0
