@@ -14,11 +14,6 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import fastgw.testing.mock_upstream  # noqa: F401
-except ImportError:  # running from a checkout without an installed package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
 import anthropic
 import openai
 

@@ -117,7 +117,8 @@ class MockUpstream:
     Request-header controls (constructor keyword in brackets is the default):
       x-mock-latency-ms: float   delay before the response head          [latency_ms]
       x-mock-status: int >= 400  provider-shaped error (429 adds Retry-After: 1) [status]
-      x-mock-reset: before|mid   abort (RST) before any byte / after the head and half the SSE
+      x-mock-reset: before|mid|reused  abort (RST) before any byte / after the head and half the SSE
+                                 / before any byte, but only on a connection that already answered
                                  events (half the JSON body when not streaming) [reset]
       x-mock-chunks: int         number of content pieces                  [chunks]
       x-mock-chunk-delay-ms: f   delay between SSE events                  [chunk_delay_ms]
@@ -135,6 +136,7 @@ class MockUpstream:
         self.request_count = 0
         self.connections_opened = 0
         self.connections_open = 0
+        self.write_pauses = 0  # times a client's socket stopped taking our writes (flow-control tests)
         self.port = 0
         self._conns: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -291,6 +293,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future | None = None
+        self.served = 0  # requests answered on this connection (x-mock-reset: reused)
 
     # -- asyncio.Protocol
 
@@ -320,6 +323,7 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.mock.write_pauses += 1
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -352,6 +356,9 @@ class _Connection(asyncio.Protocol):
         req = RecordedRequest(parser.get_method().decode(), path, self.headers, b"".join(self.body))
         if not path.startswith("/__mock/"):
             self.mock._record(req)
+        self.served += 1
+        if self.served > 1 and self.ctl.get(b"x-mock-reset", b"").strip().lower() == b"reused":
+            return self.abort()  # a pooled connection that "died" while idle, seen only on use
         plan = self.mock.plan(req, self.ctl, parser.should_keep_alive())
         if self.task is None and plan.immediate:
             self._send_all(plan)  # the fast path: no task, one write

@@ -1,0 +1,188 @@
+"""Test helpers: a real gateway process, raw sockets, and an HTTP response reader."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httptools
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+class GatewayProcess:
+    """``fastgw serve`` started the way a user starts it, with a config file written for the test."""
+
+    def __init__(self, config: dict[str, Any], tmp: Path, *, pure: bool = False, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
+        self.port = free_port()
+        cfg = {**config, "server": {"port": self.port, **config.get("server", {})}}
+        self.config_path = tmp / f"fastgw-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        full_env = {**os.environ, **(env or {})}
+        if pure:
+            full_env["FASTGW_PURE"] = "1"
+        self.stderr_path = tmp / f"fastgw-{self.port}.log"
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastgw", "serve", "--config", str(self.config_path), *(args or [])],
+            env=full_env, stdout=subprocess.DEVNULL, stderr=self._stderr,
+        )
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"gateway did not start: {self.log()}") from None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        return self.proc.returncode
+
+
+def gateway_config(mock_url: str, **extra: Any) -> dict[str, Any]:
+    """Every built-in provider pointed at the mock, plus a custom one and the mock allow-listed."""
+    cfg: dict[str, Any] = {
+        "providers": {
+            "openai": {"base_url": mock_url},
+            "anthropic": {"base_url": mock_url, "format": "anthropic"},
+            "local": {"base_url": mock_url, "format": "openai"},
+        },
+        "targets": {"allow": [mock_url]},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+# --- raw HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawResponse:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+    complete: bool = False
+
+    def json(self) -> Any:
+        import orjson
+
+        return orjson.loads(self.body)
+
+
+class ResponseReader:
+    """Splits the bytes of a connection into responses (pipelining, keep-alive) with httptools."""
+
+    def __init__(self, head_request: bool = False) -> None:
+        self.responses: list[RawResponse] = []
+        self.parser = httptools.HttpResponseParser(self)
+        self._cur: RawResponse | None = None
+        self.head_request = head_request
+
+    def on_message_begin(self) -> None:
+        self._cur = RawResponse()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._cur.headers[name.decode().lower()] = value.decode("latin-1")  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        self._cur.status = self.parser.get_status_code()  # type: ignore[union-attr]
+        if self.head_request:
+            self._cur.complete = True  # type: ignore[union-attr]
+            self.responses.append(self._cur)  # type: ignore[arg-type]
+
+    def on_body(self, body: bytes) -> None:
+        self._cur.body += body  # type: ignore[union-attr]
+        self._cur.chunks.append(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        if not self.head_request:
+            self._cur.complete = True  # type: ignore[union-attr]
+            self.responses.append(self._cur)  # type: ignore[arg-type]
+
+    def feed(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_responses(sock: socket.socket, count: int, timeout: float = 5.0, head_request: bool = False) -> list[RawResponse]:
+    """Read until ``count`` complete responses arrived (or the peer closed, or timeout)."""
+    reader = ResponseReader(head_request)
+    sock.settimeout(timeout)
+    while len(reader.responses) < count:
+        data = sock.recv(65536)
+        if not data:
+            break
+        reader.feed(data)
+    return reader.responses
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        out += data
+    return out
+
+
+def chat_request(body: bytes = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}',
+                 path: str = "/v1/chat/completions", extra: str = "", version: str = "1.1") -> bytes:
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer sk-test\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
