@@ -93,7 +93,8 @@ class ProviderConfig:
 class TargetsConfig:
     """Which upstreams ``Helicone-Target-Url`` may reach; everything else gets 403."""
 
-    # Entries are URL prefixes ("https://api.together.xyz") or fnmatch patterns ("https://*.groq.com").
+    # Entries are scheme://host[:port][/path]: "https://api.together.xyz", "https://*.groq.com",
+    # "http://127.0.0.1:*". The host may start with "*." and the port may be "*".
     allow: tuple[str, ...] = ()
 
 
@@ -185,9 +186,9 @@ def validate(config: Config) -> None:
             raise ConfigError(f"providers.{name}.format", f"must be one of {', '.join(WIRE_FORMATS)}", src)
     if config.default_provider not in config.providers:
         raise ConfigError("default_provider", f"no provider named {config.default_provider!r}", src)
-    for i, pattern in enumerate(config.targets.allow):
-        if "*" not in pattern:
-            _check_url(pattern, f"targets.allow[{i}]", src)
+    for i, entry in enumerate(config.targets.allow):
+        if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
+            raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)
 
 
 def _check_url(url: str, key: str, source: str) -> None:

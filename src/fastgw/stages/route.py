@@ -10,29 +10,48 @@ There are three cases, checked in this order:
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
 from fastgw.config import Config
 from fastgw.context import RequestContext
-from fastgw.errors import BadRequest, Forbidden, NotFound
+from fastgw.errors import Forbidden, NotFound
 from fastgw.providers.formats import FORMATS
-from fastgw.providers.table import Provider, parse_base_url
+from fastgw.providers.table import Origin, Provider, parse_base_url
 from fastgw.stages.base import Handler, Response
 
 
 class TargetAllowlist:
-    """URL prefixes (matched on a path boundary) and fnmatch patterns, fixed at start."""
+    """Which upstream URLs ``Helicone-Target-Url`` may name, compared by parsed parts, never as text.
+
+    An entry is ``scheme://host[:port][/path]``: the host may start with ``*.`` (any subdomain, not
+    the bare domain), the port may be ``*`` (any), and the path is a prefix on a segment boundary.
+    Text patterns would let ``*`` swallow a ``/`` or an ``@``, which is how open proxies happen.
+    """
 
     def __init__(self, allow: tuple[str, ...]) -> None:
-        self.prefixes = tuple(a.rstrip("/") for a in allow if "*" not in a)
-        self.patterns = tuple(a for a in allow if "*" in a)
+        self.entries = [self._parse_entry(a) for a in allow]
 
-    def allows(self, url: str) -> bool:
-        url = url.rstrip("/")
-        for prefix in self.prefixes:
-            if url == prefix or url.startswith(prefix + "/"):
+    @staticmethod
+    def _parse_entry(entry: str) -> tuple[str, str, int | None, str]:
+        scheme, _, rest = entry.partition("://")
+        authority, slash, path = rest.partition("/")
+        host, _, port = authority.rpartition(":") if authority.count(":") == 1 else (authority, "", "")
+        default = 443 if scheme == "https" else 80
+        port_num = None if port == "*" else int(port) if port else default
+        return scheme.lower(), host.lower(), port_num, (slash + path).rstrip("/")
+
+    def allows(self, origin: Origin, path: str) -> bool:
+        for scheme, host, port, prefix in self.entries:
+            if scheme != origin.scheme or (port is not None and port != origin.port):
+                continue
+            if host.startswith("*."):
+                if not origin.host.endswith(host[1:]):
+                    continue
+            elif host != origin.host:
+                continue
+            if not prefix or path == prefix or path.startswith(prefix + "/"):
                 return True
-        return any(fnmatchcase(url, p) for p in self.patterns)
+        return False
 
 
 class Route:
@@ -71,11 +90,14 @@ class Route:
         provider = self._targets.get(url)
         if provider is not None:
             return provider
+        # Anything not provably on the list is refused alike: unparseable, user info, or unlisted.
         try:
+            if "@" in urlsplit(url).netloc:
+                raise ValueError("user info in a target URL")
             origin, base_path = parse_base_url(url)
         except ValueError:
-            raise BadRequest(f"Helicone-Target-Url is not an http(s) URL: {url[:200]!r}") from None
-        if not self.allowlist.allows(url):
+            raise Forbidden(f"Helicone-Target-Url {url[:200]!r} is not a plain http(s) URL in targets.allow") from None
+        if not self.allowlist.allows(origin, base_path):
             raise Forbidden(f"Helicone-Target-Url {url[:200]!r} is not in targets.allow")
         provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
         if len(self._targets) < 1024:
