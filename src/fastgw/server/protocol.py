@@ -110,8 +110,8 @@ class HttpProtocol(asyncio.Protocol):
             self.flow.resume_writing()  # wake a relay waiting on drain; it will see the cancel
 
     def data_received(self, data: bytes) -> None:
-        if self.closing and self.task is None and not self.queue:
-            return
+        if self._abort is not None or (self.closing and self.task is None and not self.queue):
+            return  # past a parse error, or shutting down: nothing more is read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -290,8 +290,8 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self._close()
             return
-        if self.queue:
-            if self.flow.read_paused and not self.flow.write_paused:  # type: ignore[union-attr]
+        if self.queue:  # requests parsed before any parse error are still answered, in order
+            if self.flow.read_paused and not self.flow.write_paused and self._abort is None:  # type: ignore[union-attr]
                 self.flow.resume_reading()  # type: ignore[union-attr]
             self._next()
             return
@@ -315,7 +315,6 @@ class HttpProtocol(asyncio.Protocol):
         """Bad bytes: answer what came before in order, then this error, then close."""
         self._abort = err
         self.flow.pause_reading()  # type: ignore[union-attr]
-        self.closing = True
         if self.task is None and not self.queue:
             self._write_abort()
 

@@ -150,9 +150,10 @@ class MockUpstream:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, ssl: Any = None) -> int:
+        """Listen on ``host:port`` (0: any free port); ``ssl``, a server SSLContext, serves HTTPS."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096, ssl=ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -353,13 +354,17 @@ class _Connection(asyncio.Protocol):
             return
         parser = self.parser
         path = self.url.decode("latin-1")
-        req = RecordedRequest(parser.get_method().decode(), path, self.headers, b"".join(self.body))
+        method = parser.get_method().decode()
+        # HEAD is answered as GET without the body, as real servers do.
+        req = RecordedRequest("GET" if method == "HEAD" else method, path, self.headers, b"".join(self.body))
         if not path.startswith("/__mock/"):
             self.mock._record(req)
         self.served += 1
         if self.served > 1 and self.ctl.get(b"x-mock-reset", b"").strip().lower() == b"reused":
             return self.abort()  # a pooled connection that "died" while idle, seen only on use
         plan = self.mock.plan(req, self.ctl, parser.should_keep_alive())
+        if method == "HEAD":
+            plan.body, plan.events = b"", None
         if self.task is None and plan.immediate:
             self._send_all(plan)  # the fast path: no task, one write
             return
