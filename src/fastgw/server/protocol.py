@@ -207,8 +207,10 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _answer(self, ex: Exchange) -> None:
         request_id: str | None = None
-        keep_alive = ex.keep_alive and not self.closing
         try:
+            if self.flow.write_paused:  # type: ignore[union-attr]
+                # The client isn't reading our answers: don't send its next request upstream yet.
+                await self.flow.drain()  # type: ignore[union-attr]
             body = ex.body_parts[0] if len(ex.body_parts) == 1 else b"".join(ex.body_parts)
             ctx = RequestContext(ex.method, ex.url, ex.parsed, body, ex.t_start)  # type: ignore[arg-type]
             request_id = ctx.request_id
@@ -220,12 +222,13 @@ class HttpProtocol(asyncio.Protocol):
             if not isinstance(exc, GatewayError):
                 log.exception("unexpected error answering %s", ex.url[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
-            keep_alive = keep_alive and not err.close_connection
+            keep_alive = ex.keep_alive and not self.closing and not err.close_connection
             extra = gateway_headers(request_id or new_request_id(), elapsed)
             self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
             return self._done(keep_alive)
         try:
-            keep_alive = await self._send(ex, ctx, response, keep_alive)
+            # Decided as the head goes out: a shutdown that began meanwhile closes this connection.
+            keep_alive = await self._send(ex, ctx, response, ex.keep_alive and not self.closing)
         except asyncio.CancelledError:
             keep_alive = False
         except Exception:

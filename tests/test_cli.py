@@ -1,0 +1,82 @@
+"""The command line as a user runs it: --version, --workers with restarts, graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fastgw.testing.mock_upstream import MockUpstreamThread
+from tests.helpers import chat_request, connect, gateway_config, read_responses
+
+
+@pytest.mark.parametrize(("pure", "word"), [(False, "native: cython"), (True, "native: pure")])
+def test_version_says_which_twin(pure: bool, word: str) -> None:
+    env = {**os.environ, "FASTGW_PURE": "1"} if pure else {k: v for k, v in os.environ.items() if k != "FASTGW_PURE"}
+    out = subprocess.run([sys.executable, "-m", "fastgw", "--version"], capture_output=True, text=True, env=env, check=True)
+    assert word in out.stdout, out.stdout
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(p) for p in f.read().split())
+
+
+def test_workers_share_the_port_and_a_dead_worker_is_replaced(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(gateway_config(mock.url, server={"workers": 2}))
+    deadline = time.monotonic() + 10
+    while len(_children(gw.proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(gw.proc.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _children(gw.proc.pid)
+        if len(now) == 2 and workers[0] not in now:
+            break
+        time.sleep(0.05)
+    assert len(now) == 2 and workers[0] not in now and workers[1] in now
+    for _ in range(20):  # both workers answer; none of the new connections fails
+        with connect(gw.port) as s:
+            s.sendall(chat_request())
+            assert read_responses(s, 1)[0].status == 200
+    assert gw.stop() == 0
+
+
+def test_graceful_shutdown_finishes_requests_in_flight(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(gateway_config(mock.url, server={"graceful_timeout": "5s"}))
+    result: dict[str, object] = {}
+
+    def slow_request() -> None:
+        with connect(gw.port) as s:
+            s.sendall(chat_request(extra="x-mock-latency-ms: 700\r\n"))
+            result["responses"] = read_responses(s, 1, timeout=10)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.3)  # the request is with the upstream now
+    gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    with pytest.raises(OSError):  # no longer accepting
+        connect(gw.port, timeout=1).close()
+    t.join(10)
+    (resp,) = result["responses"]  # type: ignore[misc]
+    assert resp.status == 200 and resp.headers.get("connection") == "close"
+    assert gw.proc.wait(10) == 0
+
+
+def test_grace_period_ends_stuck_requests(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(gateway_config(mock.url, server={"graceful_timeout": "500ms"}))
+    with connect(gw.port) as s:
+        s.sendall(chat_request(extra="x-mock-latency-ms: 10000\r\n"))
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 3
