@@ -80,3 +80,9 @@ def test_grace_period_ends_stuck_requests(start_gateway, mock: MockUpstreamThrea
         gw.proc.send_signal(signal.SIGTERM)
         assert gw.proc.wait(10) == 0
         assert time.monotonic() - t0 < 3
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    out = subprocess.run([sys.executable, "-m", "fastgw", "check-config", "fastgw.example.yaml"],
+                         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr

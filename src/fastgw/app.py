@@ -2,6 +2,7 @@
 
 ``build_pipeline`` is the one place the request's path through the stages is written:
 
+    health    GET /healthz answers without touching a provider (stages/health.py)
     route     which provider and which path on it (stages/route.py)
     dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
 
@@ -27,6 +28,7 @@ from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_
 from fastgw.providers.table import build_table
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.dispatch import Dispatch
+from fastgw.stages.health import Health
 from fastgw.stages.route import Route
 from fastgw.upstream.pool import ConnectionPool
 
@@ -34,6 +36,7 @@ from fastgw.upstream.pool import ConnectionPool
 def build_pipeline(config: Config, pool: ConnectionPool) -> Handler:
     handler: Handler = Dispatch(pool)
     handler = Route(handler, config, build_table(config))
+    handler = Health(handler)
     return handler
 
 

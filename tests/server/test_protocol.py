@@ -338,3 +338,12 @@ def test_server_keeps_serving_after_errors(gateway: GatewayProcess) -> None:
         s.sendall(chat_request())
         assert read_responses(s, 1)[0].status == 200
     assert "Traceback" not in gateway.log()
+
+
+def test_healthz_answers_without_a_provider(gateway: GatewayProcess, mock: MockUpstreamThread) -> None:
+    before = mock.mock.request_count
+    with connect(gateway.port) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        (resp,) = read_responses(s, 1)
+    assert resp.status == 200 and resp.json() == {"status": "ok"}
+    assert mock.mock.request_count == before
