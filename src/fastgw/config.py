@@ -152,6 +152,8 @@ def from_dict(raw: Mapping[str, Any], source: str = "") -> Config:
             raise ConfigError(f"providers.{name}", "must be a mapping", source)
         merged[str(name)] = {**merged.get(str(name), {}), **spec}
     providers = {name: _build(ProviderConfig, spec, f"providers.{name}", source) for name, spec in merged.items()}
+    if "source" in data:  # a field we fill in, not a key a file may set
+        raise ConfigError("source", "unknown key", source)
     config = _build(Config, {**data, "source": source}, "", source)
     config = dataclasses.replace(config, providers=providers)
     validate(config)
@@ -172,6 +174,9 @@ def validate(config: Config) -> None:
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}", "must be positive", src)
     u = config.upstream
+    for key in ("connect_timeout", "read_timeout", "idle_timeout"):
+        if getattr(u, key) <= 0:
+            raise ConfigError(f"upstream.{key}", "must be positive", src)
     if u.max_connections_per_origin < 1:
         raise ConfigError("upstream.max_connections_per_origin", "must be at least 1", src)
     if u.ca_bundle is not None and not os.path.isfile(u.ca_bundle):
@@ -202,6 +207,16 @@ def _check_url(url: str, key: str, source: str) -> None:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class _EnvText(str):
+    """Text that ``${VAR}`` interpolation produced.
+
+    YAML typed the value before interpolation, so ``port: ${PORT}`` reads as a string. Where the
+    key wants a number, a bool, a duration or a size, ``_coerce`` reads this text as a YAML scalar,
+    as it does ``FASTGW__*`` values; where it wants a string, the text is kept exactly (an API key
+    "0123" must not become 83).
+    """
+
+
 def _interpolate(value: Any, env: Mapping[str, str], key: str, source: str) -> Any:
     if isinstance(value, str):
 
@@ -213,7 +228,8 @@ def _interpolate(value: Any, env: Mapping[str, str], key: str, source: str) -> A
                 return default
             raise ConfigError(key, f"environment variable {name} is not set (write ${{{name}:-}} to allow that)", source)
 
-        return _ENV_REF.sub(sub, value)
+        text, count = _ENV_REF.subn(sub, value)
+        return _EnvText(text) if count else value
     if isinstance(value, dict):
         return {k: _interpolate(v, env, f"{key}.{k}" if key else str(k), source) for k, v in value.items()}
     if isinstance(value, list):
@@ -271,6 +287,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, key, source)
+    if isinstance(value, _EnvText) and tp in (bool, int, Duration, Size):
+        value = _scalar(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, source)
     if origin is tuple:
@@ -297,6 +315,15 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return str(value)
         raise ConfigError(key, f"must be a string, not {value!r}", source)
     raise ConfigError(key, f"unsupported type {tp}", source)  # pragma: no cover - a bug in this module
+
+
+def _scalar(text: str) -> Any:
+    """``text`` read as a YAML scalar; kept as text if it isn't one (the type check then says why)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return str(text)
+    return value if isinstance(value, (bool, int, float, str)) else str(text)
 
 
 def _duration(value: Any, key: str, source: str) -> Duration:

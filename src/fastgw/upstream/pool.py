@@ -144,8 +144,13 @@ class ConnectionPool:
             try:
                 handed = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    waiter.result().release()  # type: ignore[union-attr]
+                # Cancelled after being served but before running: pass on what we were given, a
+                # connection or a free slot, or the next waiter never hears of it and may wait forever.
+                if waiter.done() and not waiter.cancelled():
+                    if waiter.result() is not None:
+                        waiter.result().release()  # type: ignore[union-attr]
+                    else:
+                        op.slot_freed()
                 raise
             if handed is not None:
                 return handed
@@ -194,7 +199,10 @@ class ConnectionPool:
         """HTTPS through an HTTP proxy: CONNECT, then TLS to the origin inside the tunnel."""
         assert self.proxy is not None
         proxy_host, proxy_port = self.proxy
-        transport, tunnel = await self.loop.create_connection(_TunnelProtocol, proxy_host, proxy_port)
+        try:
+            transport, tunnel = await self.loop.create_connection(_TunnelProtocol, proxy_host, proxy_port)
+        except OSError as exc:
+            raise UpstreamUnreachable(f"cannot connect to the HTTPS proxy {proxy_host}:{proxy_port}: {exc.strerror or exc}") from None
         try:
             authority = f"{origin.host}:{origin.port}"
             transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("idna"))
