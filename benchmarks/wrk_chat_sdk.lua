@@ -1,0 +1,21 @@
+-- A chat completion with the headers the OpenAI Python SDK sends, plus four Helicone headers:
+-- what the native header parser sees in real traffic (wrk_chat.lua sends only four headers).
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+wrk.headers["user-agent"] = "OpenAI/Python 1.54.0"
+wrk.headers["accept"] = "application/json"
+wrk.headers["accept-encoding"] = "gzip, deflate"
+wrk.headers["x-stainless-lang"] = "python"
+wrk.headers["x-stainless-package-version"] = "1.54.0"
+wrk.headers["x-stainless-os"] = "Linux"
+wrk.headers["x-stainless-arch"] = "x64"
+wrk.headers["x-stainless-runtime"] = "CPython"
+wrk.headers["x-stainless-runtime-version"] = "3.11.7"
+wrk.headers["x-stainless-retry-count"] = "0"
+wrk.headers["x-stainless-read-timeout"] = "600"
+wrk.headers["helicone-user-id"] = "user-123"
+wrk.headers["helicone-property-env"] = "prod"
+wrk.headers["helicone-property-feature"] = "chat"
+wrk.headers["helicone-session-id"] = "0b7f6d7e-6b8e-4c43-9d6f-0a3f1f4a8b9c"
