@@ -57,6 +57,8 @@ class ServerConfig:
     max_head_size: Size = Size(64 * 1024)
     max_body_size: Size = Size(32 * 1024 * 1024)
     header_timeout: Duration = Duration(10.0)
+    # Time allowed for a request body once its head is in; slow uploads of big prompts need room.
+    body_timeout: Duration = Duration(60.0)
     keepalive_timeout: Duration = Duration(30.0)
     graceful_timeout: Duration = Duration(30.0)
     # Above this many bytes queued on a client socket we stop reading from the upstream.
@@ -170,7 +172,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"server.{key}", "must be at least 1", src)
     if s.max_head_size < 1024:
         raise ConfigError("server.max_head_size", "must be at least 1KiB", src)
-    for key in ("header_timeout", "keepalive_timeout"):
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}", "must be positive", src)
     u = config.upstream

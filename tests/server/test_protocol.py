@@ -165,6 +165,22 @@ def test_header_timeout_gets_408_then_close(start_gateway, mock: MockUpstreamThr
     assert 0.2 < took < 2.0
 
 
+def test_body_timeout_gets_408_then_close(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
+    gw = start_gateway(gateway_config(mock.url, server={"body_timeout": "300ms"}))
+    with connect(gw.port) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"mod")
+        t0 = time.monotonic()
+        raw = read_until_closed(s)
+        took = time.monotonic() - t0
+    assert raw.startswith(b"HTTP/1.1 408 ") and b"request body not received" in raw
+    assert 0.2 < took < 2.0
+    with connect(gw.port) as s:  # a body that arrives in time, after a pause shorter than the limit
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 27\r\n\r\n")
+        time.sleep(0.15)
+        s.sendall(b'{"model":"m","messages":[]}')
+        assert read_responses(s, 1)[0].status == 200
+
+
 def test_idle_keep_alive_connection_is_closed(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
     gw = start_gateway(gateway_config(mock.url, server={"keepalive_timeout": "300ms", "header_timeout": "5s"}))
     with connect(gw.port) as s:

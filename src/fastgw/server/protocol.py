@@ -2,8 +2,9 @@
 
 The parser callbacks only collect bytes and flags into an ``Exchange``; a completed exchange joins
 the queue, and one task at a time answers the head of the queue, so pipelined requests are answered
-in order. Timers: a request head must arrive within ``header_timeout`` (else 408 and close); an idle
-keep-alive connection is closed after ``keepalive_timeout``.
+in order. Timers, one at a time, while no response is in progress: a request head must arrive within
+``header_timeout`` and its body within ``body_timeout`` (else 408 and close); an idle keep-alive
+connection is closed after ``keepalive_timeout``.
 
 Back-pressure, both directions: we stop reading from the client while too many pipelined requests
 wait, and while the client isn't reading what we write; when a streamed response outruns the
@@ -173,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
         if ex.parsed.content_length > self.limits.max_body_size:
             self._abort = BodyTooLarge(f"request body is over the {self.limits.max_body_size} byte limit")
             raise _Abort
+        if self.task is None and (ex.parsed.content_length > 0 or ex.parsed.chunked):
+            self._set_timer(self.limits.body_timeout, self._on_body_timeout)
         if ex.parsed.expect_continue and not ex.http_10:
             if self.task is None and not self.queue:
                 self.transport.write(CONTINUE)  # type: ignore[union-attr]
@@ -195,6 +198,7 @@ class HttpProtocol(asyncio.Protocol):
         ex.keep_alive = self.parser.should_keep_alive()
         self.queue.append(ex)
         if self.task is None:
+            self._cancel_timer()
             self._next()
         elif len(self.queue) >= MAX_PIPELINED:
             self.flow.pause_reading()  # type: ignore[union-attr]
@@ -311,6 +315,8 @@ class HttpProtocol(asyncio.Protocol):
             self._set_timer(self.limits.keepalive_timeout, self._on_keepalive_timeout)
         elif ex.parsed is None:
             self._set_timer(self.limits.header_timeout, self._on_header_timeout)
+        else:
+            self._set_timer(self.limits.body_timeout, self._on_body_timeout)
 
     # Errors, timers, shutdown --------------------------------------------------------------------
 
@@ -331,6 +337,13 @@ class HttpProtocol(asyncio.Protocol):
         self.timer = None
         if self.task is None and not self.queue:
             err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
+            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+            self._close()
+
+    def _on_body_timeout(self) -> None:
+        self.timer = None
+        if self.task is None and not self.queue and self.ex is not None:
+            err = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
             self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
