@@ -4,11 +4,13 @@ FASTGW_NO_EXT=1 skips the extensions (the package then runs on its pure-Python t
 FASTGW_CYTHON_ANNOTATE=1 writes the annotated HTML next to each .pyx for profiling;
 FASTGW_DEBUG=1 compiles the invariant checks in.
 """
+import glob
 import os
 
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ["headers"]
+# Every .pyx under _native is an extension; each has a pure-Python twin in _native/_pure.
+NATIVE_MODULES = sorted(os.path.basename(p)[:-4] for p in glob.glob("src/fastgw/_native/*.pyx"))
 
 
 def extensions():
