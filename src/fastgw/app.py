@@ -4,6 +4,7 @@
 
     health    GET /healthz answers without touching a provider (stages/health.py)
     route     which provider and which path on it (stages/route.py)
+    usage     ask OpenAI-compatible streams for usage, hide that chunk (stages/stream_usage.py)
     dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
 
 Stages from later work (auth and keys, rate limits, cache, retries and fallbacks) slot in above
@@ -30,11 +31,14 @@ from fastgw.stages.base import Handler, Response
 from fastgw.stages.dispatch import Dispatch
 from fastgw.stages.health import Health
 from fastgw.stages.route import Route
+from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
 
 
 def build_pipeline(config: Config, pool: ConnectionPool) -> Handler:
     handler: Handler = Dispatch(pool)
+    if config.logging.enabled and config.logging.inject_stream_usage:
+        handler = StreamUsage(handler)
     handler = Route(handler, config, build_table(config))
     handler = Health(handler)
     return handler
@@ -68,7 +72,7 @@ def context_from_raw(
         parsed = native_headers.parse_headers(raw_headers)
     except HeaderError as exc:
         raise InvalidHeader(str(exc)) from None
-    return RequestContext(method, target, parsed, body, t_start)
+    return RequestContext(method, target, parsed, body, t_start, raw_headers)
 
 
 def gateway_headers(request_id: str, gateway_ns: int) -> bytes:

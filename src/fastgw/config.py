@@ -101,6 +101,30 @@ class TargetsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Where request logs go and what they keep. Workers only capture; the exporter does the rest."""
+
+    enabled: bool = True
+    # chdb:///path (embedded ClickHouse, the default), http(s)://user:pass@host:8123/db, jsonl:///dir, none
+    sink: str = "chdb://./fastgw-data"
+    # Each body is kept up to this size (streams keep their head and tail); longer ones are flagged.
+    body_max_bytes: Size = Size(256 * 1024)
+    omit_request_bodies: bool = False  # as if every request carried Helicone-Omit-Request: true
+    omit_response_bodies: bool = False
+    body_ttl_days: int = 30  # 0 keeps bodies forever
+    # Ask OpenAI-compatible streams for usage when the client didn't, and hide that extra chunk.
+    inject_stream_usage: bool = True
+    ring_size: Size = Size(16 * 1024 * 1024)  # shared memory per worker
+    # Rings and spill files live here; None: /dev/shm/fastgw-<port> for rings, <sink dir>/spill.
+    run_dir: str | None = None
+    spill_dir: str | None = None
+    batch_max_records: int = 5000
+    batch_max_age: Duration = Duration(1.0)
+    # A user price file that extends or overrides the shipped table; re-read when it changes.
+    prices_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -108,6 +132,7 @@ class Config:
     # The provider that serves unprefixed /v1/... paths.
     default_provider: str = "openai"
     targets: TargetsConfig = field(default_factory=TargetsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = ""  # the file this came from, for messages; "" for defaults only
 
 
@@ -193,6 +218,15 @@ def validate(config: Config) -> None:
             raise ConfigError(f"providers.{name}.format", f"must be one of {', '.join(WIRE_FORMATS)}", src)
     if config.default_provider not in config.providers:
         raise ConfigError("default_provider", f"no provider named {config.default_provider!r}", src)
+    lg = config.logging
+    if not re.fullmatch(r"(chdb|jsonl)://.*|https?://.+|none", lg.sink):
+        raise ConfigError("logging.sink", f"{lg.sink!r} is not chdb://PATH, http(s)://HOST, jsonl://DIR or none", src)
+    if lg.ring_size < 65536 or lg.ring_size & (lg.ring_size - 1):
+        raise ConfigError("logging.ring_size", "must be a power of two of at least 64KiB", src)
+    if lg.batch_max_records < 1 or lg.batch_max_age <= 0:
+        raise ConfigError("logging.batch_max_records", "batches need at least one record and a positive age", src)
+    if lg.body_ttl_days < 0:
+        raise ConfigError("logging.body_ttl_days", "must be 0 (forever) or more", src)
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
             raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)

@@ -35,24 +35,30 @@ def request_id_for(client_value: str | None) -> str:
 
 class RequestContext:
     __slots__ = (
-        "request_id", "method", "target", "http_version", "headers", "body", "client",
-        "t_start", "upstream_ns", "provider", "upstream_path",
+        "request_id", "method", "target", "http_version", "headers", "raw_headers", "body", "client",
+        "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
+        "hidden_usage",
     )
 
     def __init__(
-        self, method: bytes, target: bytes, headers: ParsedHeaders, body: bytes, t_start: int
+        self, method: bytes, target: bytes, headers: ParsedHeaders, body: bytes, t_start: int,
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.request_id = request_id_for(headers.helicone.request_id)
         self.method = method  # upper-case, as on the request line
         self.target = target  # path and query, as on the request line
         self.http_version = "1.1"
         self.headers = headers
+        self.raw_headers = raw_headers or []  # as received, for the (redacted) log record
         self.body = body
         self.client: tuple[str, int] | None = None
         self.t_start = t_start  # perf_counter_ns when the request's head was complete
+        self.created_ms = time.time_ns() // 1_000_000  # wall clock, for the log
         self.upstream_ns = 0  # time spent waiting on upstreams (connect, send, response head)
         self.provider: Provider | None = None  # set by the route stage
         self.upstream_path = b""  # path and query to request from the provider's origin
+        self.usage_injected = False  # we asked the upstream for stream usage the client didn't want
+        self.hidden_usage = b""  # the usage event(s) that request produced, kept from the client
 
     def gateway_ns(self) -> int:
         """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""

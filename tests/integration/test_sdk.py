@@ -144,3 +144,24 @@ def test_stream_cut_by_upstream_ends_with_error_event(oai: openai.OpenAI) -> Non
             got.append(chunk)
     assert got, "some chunks arrived before the cut"
     assert "upstream" in str(info.value)
+
+
+def test_stream_usage_injection_is_invisible_to_the_client(oai: openai.OpenAI, direct: openai.OpenAI, mock: MockUpstreamThread) -> None:
+    """Without include_usage the client sees exactly what it would direct; the upstream was asked for usage."""
+
+    def chunks(client: openai.OpenAI) -> list[dict]:
+        return [c.model_dump(exclude={"id", "created"}) for c in
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)]
+
+    via, want = chunks(oai), chunks(direct)
+    assert via == want
+    assert all(c["choices"] and c["usage"] is None for c in via)
+    sent = [r for r in list(mock.mock.requests) if r.path == "/v1/chat/completions"][-2:]
+    assert sent[0].json()["stream_options"] == {"include_usage": True}  # via the gateway
+    assert "stream_options" not in sent[1].json()  # direct
+
+
+def test_client_that_asked_for_usage_still_gets_it(oai: openai.OpenAI) -> None:
+    got = list(oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True,
+                                           stream_options={"include_usage": True}))
+    assert got[-1].choices == [] and got[-1].usage is not None

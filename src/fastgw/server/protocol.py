@@ -216,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
                 # The client isn't reading our answers: don't send its next request upstream yet.
                 await self.flow.drain()  # type: ignore[union-attr]
             body = ex.body_parts[0] if len(ex.body_parts) == 1 else b"".join(ex.body_parts)
-            ctx = RequestContext(ex.method, ex.url, ex.parsed, body, ex.t_start)  # type: ignore[arg-type]
+            ctx = RequestContext(ex.method, ex.url, ex.parsed, body, ex.t_start, ex.raw_headers)  # type: ignore[arg-type]
             request_id = ctx.request_id
             response = await self.state.gateway.handle(ctx)
         except asyncio.CancelledError:

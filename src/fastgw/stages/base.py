@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, AsyncIterator, Protocol
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
-    from fastgw.upstream.connection import UpstreamResponse
+
+
+class BodyStream(Protocol):
+    """A body still arriving: its chunks, and ``close`` to release what carries them."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
 class Response:
@@ -26,7 +33,7 @@ class Response:
         status: int,
         headers: bytes,
         body: bytes | None = None,
-        stream: UpstreamResponse | None = None,
+        stream: BodyStream | None = None,
         content_length: int | None = None,
     ) -> None:
         self.status = status

@@ -1,0 +1,94 @@
+"""StreamUsage stage: exact usage for OpenAI-compatible streams whose client didn't ask for it.
+
+It adds ``stream_options.include_usage: true`` to the upstream request and wraps the streamed answer
+in a filter that removes the extra usage chunk, so the client sees what it would have seen direct
+and the log still gets the provider's own counts. ``logging.inject_stream_usage: false`` leaves the
+stage out of the pipeline.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from fastgw.context import RequestContext
+from fastgw.stages.base import Handler, Response
+from fastgw.stream.sse import UsageChunkFilter
+
+
+def wants_injection(ctx: RequestContext) -> bool:
+    provider = ctx.provider
+    if provider is None or provider.format.name != "openai" or ctx.method != b"POST":
+        return False
+    if not ctx.upstream_path.split(b"?", 1)[0].endswith(b"/chat/completions") or b'"stream"' not in ctx.body:
+        return False
+    return True
+
+
+class StreamUsage:
+    def __init__(self, next: Handler) -> None:
+        self.next = next
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        if wants_injection(ctx):
+            self._inject(ctx)
+        response = await self.next(ctx)
+        if ctx.usage_injected and 200 <= response.status < 300 and b"text/event-stream" in response.headers.lower():
+            usage_filter = UsageChunkFilter()
+            if response.body is not None:
+                response.body = usage_filter.feed(response.body) + usage_filter.finish()
+                response.content_length = len(response.body)
+                ctx.hidden_usage = usage_filter.hidden
+            elif response.stream is not None:
+                response.stream = FilteredStream(response.stream, usage_filter, ctx)  # type: ignore[assignment]
+                response.content_length = None  # the length changes: re-framed as chunked
+        return response
+
+    @staticmethod
+    def _inject(ctx: RequestContext) -> None:
+        try:
+            data = orjson.loads(ctx.body)
+        except orjson.JSONDecodeError:
+            return  # the provider will answer the bad JSON itself
+        if not isinstance(data, dict) or data.get("stream") is not True:
+            return
+        options = data.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return
+        data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        ctx.body = orjson.dumps(data)
+        ctx.usage_injected = True
+
+
+class FilteredStream:
+    """The upstream body with the injected usage chunk taken out; closes like the stream it wraps."""
+
+    __slots__ = ("_stream", "_filter", "_ctx", "_done")
+
+    def __init__(self, stream: object, usage_filter: UsageChunkFilter, ctx: RequestContext) -> None:
+        self._stream = stream
+        self._filter = usage_filter
+        self._ctx = ctx
+        self._done = False
+
+    def __aiter__(self) -> FilteredStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            try:
+                chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
+            except StopAsyncIteration:
+                self._done = True
+                self._ctx.hidden_usage = self._filter.hidden
+                rest = self._filter.finish()
+                if rest:
+                    return rest
+                break
+            out = self._filter.feed(chunk)
+            if out:  # never an empty chunk: in chunked framing that would end the body
+                return out
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self._ctx.hidden_usage = self._filter.hidden
+        self._stream.close()  # type: ignore[attr-defined]
