@@ -1,0 +1,146 @@
+"""The log record: built once per request in the worker, when its response ends or its client leaves.
+
+The worker keeps only what it alone can know (timings, status, headers, the bodies as they passed)
+and leaves everything that can wait to the exporter process: parsing usage, counting tokens,
+pricing. Two things do happen here, on purpose:
+
+- Credentials are redacted before the record exists, so no key reaches the ring, the spill file on
+  disk, the exporter or a sink.
+- Bodies are capped (``logging.body_max_bytes``). A long stream keeps its head and its tail rather
+  than its head alone, because providers put usage at both ends (Anthropic's message_start, the
+  final usage chunk of OpenAI and the message_delta of Anthropic).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastgw.context import RequestContext
+
+# Header names whose values are credentials. Values are replaced, names kept: seeing *that* a
+# request carried an Authorization header is useful, its value never is.
+CREDENTIAL_HEADERS = frozenset(
+    {
+        "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key",
+        "helicone-auth", "cookie", "set-cookie", "x-amz-security-token",
+    }
+)
+REDACTED = "[redacted]"
+
+
+def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        out[key] = REDACTED if key in CREDENTIAL_HEADERS else value.decode("latin-1")
+    return out
+
+
+class BodyCapture:
+    """A copy of a streamed body within a byte budget: its first half and its last half.
+
+    Appending is O(1) and copies nothing: chunks are kept by reference, and the tail drops whole
+    chunks from its front once it holds more than half the budget.
+    """
+
+    __slots__ = ("limit", "head", "head_bytes", "tail", "tail_bytes", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head: list[bytes] = []
+        self.head_bytes = 0
+        self.tail: deque[bytes] = deque()
+        self.tail_bytes = 0
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        half = self.limit // 2
+        if self.head_bytes < half:
+            self.head.append(chunk)
+            self.head_bytes += len(chunk)
+            return
+        self.tail.append(chunk)
+        self.tail_bytes += len(chunk)
+        while self.tail_bytes - len(self.tail[0]) >= half:
+            self.tail_bytes -= len(self.tail.popleft())
+
+    def value(self) -> tuple[bytes, bool]:
+        """The captured bytes, and whether anything in the middle (or at the end) was left out."""
+        if self.total <= self.limit:
+            return b"".join(self.head) + b"".join(self.tail), False
+        half = self.limit // 2
+        head = b"".join(self.head)[:half]
+        tail = b"".join(self.tail)[-half:]
+        return head + tail, True
+
+
+def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
+    if len(body) <= limit:
+        return body, False
+    half = limit // 2
+    return body[:half] + body[-half:], True
+
+
+def _text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
+
+
+def build_record(
+    ctx: RequestContext,
+    *,
+    status: int,
+    error: tuple[str, str] | None,
+    response_body: bytes,
+    response_truncated: bool,
+    response_content_type: str,
+    t_first_byte: int,
+    client_left: bool,
+    body_limit: int,
+    omit_request: bool,
+    omit_response: bool,
+    worker: int,
+) -> dict[str, Any]:
+    """The raw record the exporter turns into a row. Timings are in microseconds."""
+    now = time.perf_counter_ns()
+    h = ctx.headers.helicone
+    provider = ctx.provider
+    request_body, request_truncated = capped(ctx.body, body_limit)
+    return {
+        "kind": "request",
+        "request_id": ctx.request_id,
+        "created_at_ms": ctx.created_ms,
+        "total_us": (now - ctx.t_start) // 1000,
+        "ttfb_us": (t_first_byte - ctx.t_start) // 1000 if t_first_byte else 0,
+        "upstream_us": ctx.upstream_ns // 1000,
+        "gateway_us": ((t_first_byte or now) - ctx.t_start - ctx.upstream_ns) // 1000,
+        "method": ctx.method.decode("latin-1"),
+        "path": ctx.target.decode("latin-1"),
+        "provider": provider.name if provider is not None else "",
+        "format": provider.format.name if provider is not None else "",
+        "target_url": (str(provider.origin) + ctx.upstream_path.decode("latin-1")) if provider is not None else "",
+        "status": status,
+        "error_type": error[0] if error else "",
+        "error_message": error[1] if error else "",
+        "client_left": client_left,
+        "usage_injected": ctx.usage_injected,
+        "user_id": h.user_id or "",
+        "properties": h.properties,
+        "session_id": h.session_id or "",
+        "session_path": h.session_path or "",
+        "session_name": h.session_name or "",
+        # The exporter reads the model from the request body even when the body is not to be
+        # stored, so the omit flags travel with the body and the exporter drops it before the sink.
+        "omit_request": omit_request or (h.omit_request or "").lower() == "true",
+        "omit_response": omit_response or (h.omit_response or "").lower() == "true",
+        "request_body": _text(request_body),
+        "request_truncated": request_truncated,
+        "response_body": _text(response_body),
+        "response_truncated": response_truncated,
+        "response_content_type": response_content_type,
+        "request_headers": redact_headers(ctx.raw_headers),
+        "worker": worker,
+    }
