@@ -78,6 +78,16 @@ class BodyCapture:
         return head + tail, True
 
 
+def content_type_of(headers: bytes) -> str:
+    """The Content-Type in a serialised header block, for the log; "" when there is none."""
+    lower = headers.lower()
+    at = lower.find(b"content-type:")
+    if at < 0:
+        return ""
+    end = lower.find(b"\r\n", at)
+    return headers[at + 13 : end if end >= 0 else None].strip().decode("latin-1")
+
+
 def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
     if len(body) <= limit:
         return body, False

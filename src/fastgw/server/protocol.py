@@ -30,6 +30,7 @@ from fastgw.errors import (
     BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
     as_gateway_error,
 )
+from fastgw.requestlog.record import BodyCapture, content_type_of
 from fastgw.server.flow_control import FlowControl
 from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
 
@@ -40,10 +41,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.server")
 
 MAX_PIPELINED = 16  # queued requests before we stop reading the socket
+CLIENT_LEFT = GatewayError("the client closed the connection before the response", code="client_disconnected")
 
 
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing; the real error is in ``protocol._abort``."""
+
+
+class Outcome:
+    """What the log needs to know about how a response went, filled in while it is sent."""
+
+    __slots__ = ("capture", "error", "t_first_byte", "client_left")
+
+    def __init__(self, capture: BodyCapture | None) -> None:
+        self.capture = capture  # a copy of a streamed body, when logging
+        self.error: GatewayError | None = None  # what cut a stream short
+        self.t_first_byte = 0  # perf_counter_ns when the response head went out
+        self.client_left = False
 
 
 class Exchange:
@@ -210,16 +224,19 @@ class HttpProtocol(asyncio.Protocol):
         self.task = self.loop.create_task(self._answer(ex))
 
     async def _answer(self, ex: Exchange) -> None:
-        request_id: str | None = None
+        ctx: RequestContext | None = None
+        logger = self.state.logger
         try:
             if self.flow.write_paused:  # type: ignore[union-attr]
                 # The client isn't reading our answers: don't send its next request upstream yet.
                 await self.flow.drain()  # type: ignore[union-attr]
             body = ex.body_parts[0] if len(ex.body_parts) == 1 else b"".join(ex.body_parts)
             ctx = RequestContext(ex.method, ex.url, ex.parsed, body, ex.t_start, ex.raw_headers)  # type: ignore[arg-type]
-            request_id = ctx.request_id
             response = await self.state.gateway.handle(ctx)
         except asyncio.CancelledError:
+            if logger is not None and ctx is not None:
+                logger.log_request(ctx, status=499, error=CLIENT_LEFT, body=b"", content_type="",
+                                   t_first_byte=0, client_left=True)
             return self._done(False)
         except Exception as exc:
             err = as_gateway_error(exc)
@@ -227,22 +244,40 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("unexpected error answering %s", ex.url[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
-            extra = gateway_headers(request_id or new_request_id(), elapsed)
-            self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
+            request_id = ctx.request_id if ctx is not None else new_request_id()
+            self.transport.write(error_response(err, gateway_headers(request_id, elapsed), keep_alive))  # type: ignore[union-attr]
+            if logger is not None:
+                if ctx is not None:
+                    logger.log_request(ctx, status=err.status, error=err, body=err.body(),
+                                       content_type="application/json", t_first_byte=time.perf_counter_ns(),
+                                       client_left=False)
+                else:
+                    logger.log_rejected(ex.method, ex.url, ex.raw_headers, err, ex.t_start, request_id)
             return self._done(keep_alive)
+        outcome = Outcome(logger.capture() if logger is not None and response.stream is not None else None)
         try:
             # Decided as the head goes out: a shutdown that began meanwhile closes this connection.
-            keep_alive = await self._send(ex, ctx, response, ex.keep_alive and not self.closing)
+            keep_alive = await self._send(ex, ctx, response, ex.keep_alive and not self.closing, outcome)
         except asyncio.CancelledError:
             keep_alive = False
+            outcome.client_left = True
         except Exception:
             log.exception("unexpected error streaming %s", ex.url[:200])
             keep_alive = False
         finally:
             response.close()
+        if logger is not None:
+            logger.log_request(
+                ctx, status=response.status, error=outcome.error,
+                body=outcome.capture if outcome.capture is not None else (response.body or b""),
+                content_type=content_type_of(response.headers), t_first_byte=outcome.t_first_byte,
+                client_left=outcome.client_left,
+            )
         self._done(keep_alive)
 
-    async def _send(self, ex: Exchange, ctx: RequestContext, response: Response, keep_alive: bool) -> bool:
+    async def _send(
+        self, ex: Exchange, ctx: RequestContext, response: Response, keep_alive: bool, outcome: Outcome
+    ) -> bool:
         """Write the response; returns whether the connection can carry another request.
 
         There are three framings: a body known in full (Content-Length, one write); a stream whose
@@ -267,20 +302,25 @@ class HttpProtocol(asyncio.Protocol):
             (STATUS_LINES[response.status], response.headers, gateway_headers(ctx.request_id, ctx.gateway_ns()),
              framing, b"\r\n")
         )
+        outcome.t_first_byte = time.perf_counter_ns()
         if stream is None or ex.method == b"HEAD":
             transport.write(head + response.body if response.body and ex.method != b"HEAD" else head)
             return keep_alive
         transport.write(head)
         flow = self.flow
         assert flow is not None
+        capture = outcome.capture
         try:
             async for chunk in stream:
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                if capture is not None:
+                    capture.add(chunk)
                 if flow.write_paused:
                     await flow.drain()
         except GatewayError as err:
             # The head is out, so the status can't change. An SSE stream gets a last event with the
             # error and ends cleanly; any other body is cut, which the client detects.
+            outcome.error = err
             if chunked and b"text/event-stream" in response.headers:
                 transport.write(_sse_error_chunk(ctx, err) + CHUNKED_END)
                 return keep_alive
@@ -330,7 +370,11 @@ class HttpProtocol(asyncio.Protocol):
     def _write_abort(self) -> None:
         err = self._abort
         assert err is not None
-        self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+        request_id = new_request_id()
+        self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
+        ex = self.ex
+        if self.state.logger is not None and ex is not None and ex.url:  # a request, if a cut-off one
+            self.state.logger.log_rejected(ex.method, ex.url, ex.raw_headers, err, ex.t_start, request_id)
         self._close()
 
     def _on_header_timeout(self) -> None:

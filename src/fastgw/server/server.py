@@ -17,6 +17,7 @@ from fastgw.config import Config
 from fastgw.server.responses import DateHeader
 
 if TYPE_CHECKING:
+    from fastgw.requestlog.logger import RequestLogger
     from fastgw.server.protocol import HttpProtocol
 
 log = logging.getLogger("fastgw.server")
@@ -30,6 +31,7 @@ class ServerState:
         self.gateway = gateway
         self.connections: set[HttpProtocol] = set()
         self.refused = 0  # connections turned away at the cap
+        self.logger: RequestLogger | None = None  # None when logging is off
 
     def __repr__(self) -> str:
         return f"<ServerState connections={len(self.connections)} refused={self.refused}>"
