@@ -1,0 +1,300 @@
+"""The ClickHouse sink: ``chdb:///path`` (in-process chDB) and ``http(s)://user:pass@host:8123/db``.
+
+One code path for both, through clickhouse-connect, so the embedded default and a real server
+behave alike. ``open`` connects and runs ``schema.migrate`` (create or add columns, set the body
+TTL). ``write`` turns a batch into column lists once (no per-row tuples, no DESCRIBE round trip:
+the types come from ``schema``) and inserts each kind into its table with the batch id as
+``insert_deduplication_token``, so a batch re-sent after a crash, or after a failure halfway
+through its tables, is dropped by the server instead of doubling counts.
+
+chDB locks its data folder to ONE process (and one folder per process): run a single exporter per
+folder, and point several gateway hosts at an http(s) server instead.
+
+Failures are sorted for the exporter: unreachable, timed out, overloaded, out of memory or disk,
+the chDB folder held by another process → ``SinkError`` (retry later); a malformed row or a schema
+conflict → the original exception (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import re
+import threading
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from uuid import UUID
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
+
+from fastgw.requestlog import schema
+from fastgw.requestlog.sinks.base import (
+    KIND_FEEDBACK,
+    KIND_REQUEST,
+    KIND_SCORE,
+    SinkError,
+    SinkOptions,
+    split_by_kind,
+    url_path,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHDB_PATH = "./fastgw-data"
+_TABLES = {KIND_REQUEST: schema.REQUESTS, KIND_FEEDBACK: schema.FEEDBACK, KIND_SCORE: schema.SCORES}
+
+# ClickHouse error codes that describe the server's state, not the query: worth a retry.
+TRANSIENT_CODES = frozenset({
+    3,     # UNEXPECTED_END_OF_FILE
+    32,    # ATTEMPT_TO_READ_AFTER_EOF
+    76,    # CANNOT_OPEN_FILE (chDB: folder locked by another process)
+    159,   # TIMEOUT_EXCEEDED
+    160,   # TOO_SLOW
+    202,   # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,   # NO_FREE_CONNECTION
+    209,   # SOCKET_TIMEOUT
+    210,   # NETWORK_ERROR
+    236,   # ABORTED
+    241,   # MEMORY_LIMIT_EXCEEDED
+    242,   # TABLE_IS_READ_ONLY
+    243,   # NOT_ENOUGH_SPACE
+    252,   # TOO_MANY_PARTS
+    285,   # TOO_FEW_LIVE_REPLICAS
+    319,   # UNKNOWN_STATUS_OF_INSERT
+    394,   # QUERY_WAS_CANCELLED
+    425,   # SYSTEM_ERROR
+    439,   # CANNOT_SCHEDULE_TASK
+    516,   # AUTHENTICATION_FAILED (a rotated password: keep the data until it is fixed)
+    999,   # KEEPER_EXCEPTION
+    1000,  # POCO_EXCEPTION
+})
+# The table or database vanished under us (dropped by hand): recreate at the next write.
+SCHEMA_GONE_CODES = frozenset({60, 81})  # UNKNOWN_TABLE, UNKNOWN_DATABASE
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (OperationalError, OSError, TimeoutError)):
+        return True  # transport: refused, reset, timed out, TLS, chDB stream failures
+    if isinstance(exc, DatabaseError):
+        code = getattr(exc, "code", None)
+        if code is None:  # an HTTP error without a ClickHouse code: a proxy/load balancer (5xx)
+            return not isinstance(exc, ProgrammingError) and type(exc) is DatabaseError
+        return code in TRANSIENT_CODES or code in SCHEMA_GONE_CODES
+    return False
+
+
+# --- column building -------------------------------------------------------------------------
+
+def _ms(value: Any) -> int:
+    """DateTime64(3) ticks. Datetimes (naive ones are UTC), epoch seconds, or ISO-8601 text."""
+    if isinstance(value, datetime):
+        return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return round(value * 1000)
+    if isinstance(value, str):
+        return _ms(datetime.fromisoformat(value))
+    raise TypeError(f"expected a datetime, epoch seconds or ISO text, got {type(value).__name__}")
+
+
+def _uuid_int(value: Any) -> int:
+    if isinstance(value, UUID):
+        return value.int
+    if isinstance(value, (bytes, bytearray)) and len(value) == 16:
+        return int.from_bytes(value, "big")
+    return UUID(str(value)).int  # validates: a malformed id is a ValueError, not a stored zero
+
+
+# clickhouse-connect picks the encoding from a column's first value, so mixed inputs (str and
+# UUID, datetime and float) are normalised here to the one form it writes fastest: integers.
+_CONVERT = {"UUID": _uuid_int, "DateTime64(3, 'UTC')": _ms}
+
+
+def build_columns(table: schema.Table, rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Column-oriented data for ``table.insert_columns``: one list per column, defaults applied.
+
+    A key that is missing or None takes the column's default (Nullable columns keep None);
+    required columns (ids, timestamps) raise ValueError instead, see ``schema.Column``.
+    """
+    out: list[list[Any]] = []
+    for col in table.insert_columns:
+        name = col.name
+        if col.required:
+            values = [r.get(name) for r in rows]
+            if any(v is None for v in values):
+                raise ValueError(f"a {table.name} row has no {name}; it is required")
+        elif col.nullable:
+            values = [r.get(name) for r in rows]
+        else:
+            default = col.default
+            values = [default if (v := r.get(name)) is None else v for r in rows]
+        convert = _CONVERT.get(col.type)
+        if convert is not None:
+            values = [convert(v) for v in values]
+        out.append(values)
+    if table is schema.SCORES:  # a bool value is stored as 0/1 and flagged, unless told otherwise
+        names = [c.name for c in table.insert_columns]
+        value_i, flag_i = names.index("value"), names.index("is_bool")
+        raw = [r.get("value") for r in rows]
+        out[flag_i] = [isinstance(v, bool) or bool(r.get("is_bool")) for v, r in zip(raw, rows)]
+        out[value_i] = [float(v) for v in out[value_i]]
+    return out
+
+
+# --- the sink --------------------------------------------------------------------------------
+
+class ClickHouseSink:
+    def __init__(self, *, options: SinkOptions | None = None, chdb_path: str | None = None,
+                 host: str | None = None, port: int | None = None, username: str = "default",
+                 password: str = "", secure: bool = False, database: str | None = None) -> None:
+        if (chdb_path is None) == (host is None):
+            raise ValueError("give exactly one of chdb_path or host")
+        self.options = options or SinkOptions()
+        self.chdb_path = os.path.abspath(chdb_path) if chdb_path is not None else None
+        self.host, self.port, self.secure = host, port, secure
+        self.username, self.password = username, password
+        self.database = database or self.options.database
+        self.client: Any = None
+        self.dedup_tokens = False  # set at open: does this server honour insert_deduplication_token?
+        self.migration: schema.Plan | None = None
+        self._schema_ready = False
+        self._lock = threading.Lock()  # chDB handles and HTTP sessions are not for concurrent use
+
+    @classmethod
+    def from_url(cls, url: str, options: SinkOptions | None = None) -> "ClickHouseSink":
+        options = options or SinkOptions()
+        scheme = url.split(":", 1)[0].lower()
+        if scheme == "chdb":
+            return cls(options=options, chdb_path=url_path(url, DEFAULT_CHDB_PATH))
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ValueError(f"ClickHouse URL takes no query or fragment: {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"ClickHouse URL has no host: {url!r}")
+        database = unquote(parts.path.strip("/")) or None
+        if database and "/" in database:
+            raise ValueError(f"ClickHouse URL path must be a single database name: {url!r}")
+        secure = scheme == "https"
+        return cls(options=options, host=parts.hostname, port=parts.port or (8443 if secure else 8123),
+                   username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
+                   secure=secure, database=database)
+
+    def __repr__(self) -> str:  # never the password
+        where = f"chdb:{self.chdb_path}" if self.chdb_path else f"{self.host}:{self.port}"
+        return f"ClickHouseSink({where}, database={self.database!r})"
+
+    # -- lifecycle
+
+    def open(self) -> None:
+        with self._lock:
+            self._ensure_ready()
+
+    def _ensure_ready(self) -> None:
+        """Connect and migrate; on any failure leave nothing half-open (chDB holds its folder)."""
+        if self.client is None:
+            self.client = self._connect()
+        try:
+            self._prepare()
+        except BaseException:
+            self._close_client()
+            raise
+
+    def _connect(self) -> Any:
+        try:
+            if self.chdb_path is not None:
+                os.makedirs(self.chdb_path, exist_ok=True)
+                return clickhouse_connect.get_client(interface="chdb", path=self.chdb_path)
+            return clickhouse_connect.get_client(
+                host=self.host, port=self.port, username=self.username, password=self.password,
+                secure=self.secure, connect_timeout=self.options.connect_timeout,
+                send_receive_timeout=self.options.send_receive_timeout,
+                # One try per call: the exporter owns retries and their backoff.
+                query_retries=0, autogenerate_session_id=False,
+            )
+        except ProgrammingError as exc:
+            if self.chdb_path is not None:  # chDB reports a folder locked elsewhere this way
+                raise SinkError(f"cannot open chDB at {self.chdb_path} (another process may hold "
+                                f"it; chDB allows one per folder): {exc}") from exc
+            raise
+        except (DatabaseError, OSError) as exc:
+            if is_transient(exc):
+                raise SinkError(f"cannot connect to ClickHouse {self!r}: {exc}") from exc
+            raise
+
+    def _prepare(self) -> None:
+        try:
+            self.migration = schema.migrate(self.client, self.database, self.options.body_ttl_days,
+                                            self.options.dedup_window)
+            self.dedup_tokens = self._tokens_supported()
+        except (DatabaseError, OSError) as exc:
+            if is_transient(exc):
+                raise SinkError(f"ClickHouse schema setup failed on {self!r}: {exc}") from exc
+            raise
+        for warning in self.migration.warnings:
+            log.warning("request log schema: %s", warning)
+        for statement in self.migration.statements[1:]:
+            log.info("request log schema: %s", statement.splitlines()[0])
+        self._schema_ready = True
+
+    def _tokens_supported(self) -> bool:
+        """Tokens dedup on replicated engines, and on plain MergeTree only with a window set."""
+        has_setting = self.client.query(
+            "SELECT count() FROM system.settings WHERE name = 'insert_deduplication_token'"
+        ).result_rows[0][0]
+        if not has_setting:  # servers before 22.2
+            return False
+        state = schema.read_state(self.client, self.database)[schema.REQUESTS.name]
+        if state.engine.startswith(("Replicated", "Shared")):
+            return True
+        window = re.search(r"non_replicated_deduplication_window = (\d+)", state.create_query)
+        return window is not None and int(window.group(1)) > 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_client()
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        self._schema_ready = False
+        if client is not None:
+            try:
+                client.close()  # chDB: frees the engine so this process may open another folder
+            except Exception:  # closing must not mask the error that led here
+                log.debug("closing the ClickHouse client failed", exc_info=True)
+
+    # -- writing
+
+    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+        if not rows:
+            return
+        by_kind = split_by_kind(rows)
+        # Build everything before sending anything: a bad row fails the batch with nothing stored.
+        prepared = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows))
+                    for kind, kind_rows in by_kind.items() if kind_rows]
+        with self._lock:
+            if self.client is None or not self._schema_ready:
+                self._ensure_ready()  # never opened, failed to, or the table was dropped
+            for table, columns in prepared:
+                self._insert(table, columns, batch_id)
+
+    def _insert(self, table: schema.Table, columns: list[list[Any]], batch_id: str) -> None:
+        cols = table.insert_columns
+        settings: dict[str, Any] = {}
+        if self.dedup_tokens:
+            # Tokens are remembered per table, so the same batch id serves all three tables.
+            settings = {"insert_deduplicate": 1, "insert_deduplication_token": batch_id}
+        try:
+            self.client.insert(
+                f"{schema.quote_ident(self.database)}.{schema.quote_ident(table.name)}",
+                columns, column_names=[c.name for c in cols], column_type_names=[c.type for c in cols],
+                column_oriented=True, settings=settings,
+            )
+        except (DatabaseError, OSError) as exc:
+            if not is_transient(exc):
+                raise
+            if getattr(exc, "code", None) in SCHEMA_GONE_CODES:
+                self._schema_ready = False
+            raise SinkError(f"insert of batch {batch_id} into {self.database}.{table.name} "
+                            f"failed: {exc}") from exc

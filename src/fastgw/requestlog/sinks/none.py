@@ -1,0 +1,25 @@
+"""The ``none`` sink: accepts every batch and keeps nothing.
+
+For deployments that want the gateway without request logging, and for measuring the exporter
+without a destination's cost. It still counts, so tests and metrics can see what went through.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NoneSink:
+    def __init__(self) -> None:
+        self.rows_written = 0
+        self.batches_written = 0
+
+    def open(self) -> None:
+        pass
+
+    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+        self.rows_written += len(rows)
+        self.batches_written += 1
+
+    def close(self) -> None:
+        pass
