@@ -16,9 +16,12 @@ the file named by ``FASTGW_CONFIG`` (defaults when unset).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any, Awaitable, Callable
+
+import orjson
 
 from fastgw import config as config_mod
 from fastgw._native import headers as native_headers
@@ -27,12 +30,15 @@ from fastgw.config import Config
 from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
 from fastgw.providers.table import build_table
+from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.dispatch import Dispatch
 from fastgw.stages.health import Health
 from fastgw.stages.route import Route
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
+
+log = logging.getLogger("fastgw.app")
 
 
 def build_pipeline(config: Config, pool: ConnectionPool) -> Handler:
@@ -73,6 +79,16 @@ def context_from_raw(
     except HeaderError as exc:
         raise InvalidHeader(str(exc)) from None
     return RequestContext(method, target, parsed, body, t_start, raw_headers)
+
+
+def sse_error_event(ctx: RequestContext, err: GatewayError) -> bytes:
+    """One SSE event carrying an error that cut a stream short, in the shape the provider's SDK
+    raises on (the OpenAI SDK raises on a ``data`` object with ``error``; Anthropic's on ``event: error``)."""
+    provider = ctx.provider
+    if provider is not None and provider.format.name == "anthropic":
+        payload = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": err.message}})
+        return b"event: error\ndata: " + payload + b"\n\n"
+    return b"data: " + err.body() + b"\n\n"
 
 
 def gateway_headers(request_id: str, gateway_ns: int) -> bytes:
@@ -132,44 +148,48 @@ class ASGIApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = await self._get_gateway()
         t_start = time.perf_counter_ns()
-        request_id = None
-        response: Response | None = None
+        ctx: RequestContext | None = None
         try:
             body = await _read_body(receive, gateway.config.server.max_body_size)
             target = scope.get("raw_path") or scope["path"].encode()
             if scope.get("query_string"):
                 target += b"?" + scope["query_string"]
             ctx = context_from_raw(scope["method"].encode(), target, list(scope["headers"]), body, t_start)
-            request_id = ctx.request_id
             response = await gateway.handle(ctx)
+        except _ClientGone:
+            return
         except Exception as exc:
             err = as_gateway_error(exc)
-            rid = request_id or new_request_id()
+            if not isinstance(exc, GatewayError):
+                log.exception("unexpected error answering %s", scope.get("path", "")[:200])
+            rid = ctx.request_id if ctx is not None else new_request_id()
             await _send_error(send, err, rid, time.perf_counter_ns() - t_start)
             return
         try:
-            await self._send_response(scope, receive, send, ctx, response)
+            await self._send_response(receive, send, ctx, response)
         finally:
             response.close()
 
-    async def _send_response(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, response: Response
-    ) -> None:
+    async def _send_response(self, receive: Receive, send: Send, ctx: RequestContext, response: Response) -> None:
         head = response.headers + gateway_headers(ctx.request_id, ctx.gateway_ns())
         headers = _block_to_list(head)
-        if response.content_length is not None:
+        bodyless = response.status in (204, 304) or response.status < 200
+        if response.content_length is not None and not bodyless:
             headers.append((b"content-length", b"%d" % response.content_length))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        if response.stream is None:
-            await send({"type": "http.response.body", "body": response.body or b""})
+        if response.stream is None or bodyless:
+            await send({"type": "http.response.body", "body": b"" if bodyless else (response.body or b"")})
             return
         # Watch for the client leaving, so the upstream request is cancelled rather than read out.
         relay = asyncio.current_task()
         assert relay is not None
+        left = False
 
         async def watch_disconnect() -> None:
+            nonlocal left
             while (await receive())["type"] != "http.disconnect":
                 pass
+            left = True
             relay.cancel()
 
         watcher = asyncio.create_task(watch_disconnect())
@@ -177,11 +197,22 @@ class ASGIApp:
             async for chunk in response.stream:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except GatewayError:
-            # The head is out: end the stream cleanly and let the client see it was cut short.
-            await send({"type": "http.response.body", "body": b""})
+        except GatewayError as err:
+            # The head is out. An SSE stream of unknown length gets a last event with the error and
+            # ends cleanly; any other body is cut (re-raised, so the server aborts the connection).
+            if response.content_length is not None or not is_event_stream(response.headers):
+                raise
+            await send({"type": "http.response.body", "body": sse_error_event(ctx, err)})
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            relay.uncancel()  # the client left: nothing to report, and nothing to log as an error
         finally:
             watcher.cancel()
+
+
+class _ClientGone(Exception):
+    """The client disconnected while we were still reading its request."""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -190,7 +221,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
+            raise _ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -60,6 +60,8 @@ class ServerConfig:
     # Time allowed for a request body once its head is in; slow uploads of big prompts need room.
     body_timeout: Duration = Duration(60.0)
     keepalive_timeout: Duration = Duration(30.0)
+    # A client that reads nothing of a response for this long is dropped (its upstream with it).
+    send_timeout: Duration = Duration(60.0)
     graceful_timeout: Duration = Duration(30.0)
     # Above this many bytes queued on a client socket we stop reading from the upstream.
     write_high_water: Size = Size(256 * 1024)
@@ -78,6 +80,9 @@ class UpstreamConfig:
     ca_bundle: str | None = None
     # None: HTTPS_PROXY / https_proxy from the environment; "" disables the proxy.
     https_proxy: str | None = None
+    # A non-idempotent request that fails on a reused connection is sent again only if the failure
+    # came this soon after sending (a connection that was already dead), never later.
+    stale_retry_window: Duration = Duration(0.25)
     # Above this many bytes read ahead from an upstream we stop reading it until the client catches up.
     read_high_water: Size = Size(256 * 1024)
 
@@ -197,7 +202,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"server.{key}", "must be at least 1", src)
     if s.max_head_size < 1024:
         raise ConfigError("server.max_head_size", "must be at least 1KiB", src)
-    for key in ("header_timeout", "body_timeout", "keepalive_timeout"):
+    for key in ("header_timeout", "body_timeout", "keepalive_timeout", "send_timeout"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}", "must be positive", src)
     u = config.upstream

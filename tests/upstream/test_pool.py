@@ -24,12 +24,18 @@ from fastgw.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreac
 from fastgw.providers.table import Origin
 from fastgw.testing.mock_upstream import MockUpstream
 from fastgw.upstream.connection import StaleConnection, UpstreamResponse
-from fastgw.upstream.pool import ConnectionPool
+from fastgw.upstream.pool import ConnectionPool, OriginPool
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 STREAM = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def op_of(pool: ConnectionPool, origin: Origin) -> OriginPool:
+    """The origin's pool state; the pool forgets an origin nothing uses, which reads as empty."""
+    return pool.origins.get(origin) or OriginPool(pool, origin)
+
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -116,7 +122,7 @@ def test_sequential_requests_reuse_one_connection(run: Runner) -> None:
                 assert_chat_completion(*await fetch(pool, origin))
             assert mock.request_count == 10
             assert mock.connections_opened == 1
-            assert len(pool.origins[origin].idle) == 1
+            assert len(op_of(pool, origin).idle) == 1
 
     run(main())
 
@@ -149,7 +155,7 @@ def test_max_idle_per_origin_closes_the_surplus(run: Runner) -> None:
             for status, body in results:
                 assert_chat_completion(status, body)
             assert mock.connections_opened == 8
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             assert len(op.idle) == 2
             await eventually(lambda: mock.connections_open == 2 and len(op.connections) == 2)
             # The two kept are the ones reused next.
@@ -167,7 +173,7 @@ def test_idle_connections_expire(run: Runner) -> None:
             await asyncio.sleep(1.0)
             # The sweeper closed it without any request coming along.
             assert mock.connections_open == 0
-            assert not pool.origins[origin].connections
+            assert not op_of(pool, origin).connections
             assert_chat_completion(*await fetch(pool, origin))
             assert mock.connections_opened == 2
 
@@ -196,7 +202,7 @@ def test_connection_closed_by_upstream_while_idle_is_discarded(run: Runner) -> N
     async def main() -> None:
         async with serving() as (mock, pool, origin):
             assert_chat_completion(*await fetch(pool, origin))
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             assert len(op.idle) == 1
             for conn in list(mock._conns):
                 conn.close()  # FIN from the upstream, e.g. its keep-alive timeout
@@ -213,7 +219,7 @@ def test_connection_reset_by_upstream_while_idle_is_discarded(run: Runner) -> No
     async def main() -> None:
         async with serving() as (mock, pool, origin):
             assert_chat_completion(*await fetch(pool, origin))
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             for conn in list(mock._conns):
                 conn.abort()  # RST
             await eventually(lambda: not op.connections)
@@ -231,7 +237,7 @@ def test_connection_close_response_is_not_pooled(run: Runner) -> None:
             resp = await pool.request(origin, chat(origin, connection="close"))
             assert resp.keep_alive is False
             assert_chat_completion(resp.status, await read_body(resp))
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             assert not op.idle
             await eventually(lambda: mock.connections_open == 0 and not op.connections)
             assert_chat_completion(*await fetch(pool, origin))
@@ -251,7 +257,7 @@ def test_stale_reused_connection_is_retried_once_on_a_fresh_one(run: Runner) -> 
             first, second, third = mock.requests
             assert first.body == CHAT
             assert second.body == third.body == body  # the same request, sent twice
-            assert len(pool.origins[origin].connections) == 1
+            assert len(op_of(pool, origin).connections) == 1
 
     run(main())
 
@@ -264,7 +270,7 @@ def test_reset_on_a_fresh_connection_is_not_retried(run: Runner) -> None:
             assert not isinstance(info.value, StaleConnection)
             assert mock.request_count == 1
             assert mock.connections_opened == 1
-            await eventually(lambda: not pool.origins[origin].connections)
+            await eventually(lambda: not op_of(pool, origin).connections)
 
     run(main())
 
@@ -276,7 +282,7 @@ def test_stale_retry_respects_the_per_origin_limit(run: Runner) -> None:
     async def main() -> None:
         async with serving(max_connections_per_origin=1) as (mock, pool, origin):
             assert_chat_completion(*await fetch(pool, origin))
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             peak = 0
             done = False
 
@@ -310,7 +316,7 @@ def test_cancelled_waiter_passes_on_the_free_slot(run: Runner) -> None:
     async def main() -> None:
         async with serving(max_connections_per_origin=1) as (mock, pool, origin):
             holder = await pool.request(origin, chat(origin, STREAM, x_mock_chunks="3", x_mock_chunk_delay_ms="50"))
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             second = asyncio.create_task(fetch(pool, origin))
             third = asyncio.create_task(fetch(pool, origin))
             await eventually(lambda: len(op.waiters) == 2)
@@ -341,7 +347,7 @@ def test_connection_refused_is_unreachable(run: Runner) -> None:
         try:
             with pytest.raises(UpstreamUnreachable, match=f"cannot connect to http://127.0.0.1:{port}"):
                 await pool.request(origin, chat(origin))
-            assert pool.origins[origin].in_use == 0
+            assert op_of(pool, origin).in_use == 0
         finally:
             await close_pool(pool)
 
@@ -371,7 +377,7 @@ def test_connect_timeout(run: Runner) -> None:
                 with pytest.raises(UpstreamTimeout, match="timed out after 0.3s"):
                     await pool.request(origin, chat(origin))
                 assert 0.25 < time.perf_counter() - t0 < 2.0
-                assert pool.origins[origin].in_use == 0
+                assert op_of(pool, origin).in_use == 0
             finally:
                 await close_pool(pool)
         finally:
@@ -389,7 +395,7 @@ def test_read_timeout_closes_the_connection(run: Runner) -> None:
             with pytest.raises(UpstreamTimeout):
                 await pool.request(origin, chat(origin, x_mock_latency_ms="1000"))
             assert time.perf_counter() - t0 < 0.9
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             await eventually(lambda: mock.connections_open == 0 and not op.connections)
             assert not op.idle
             assert_chat_completion(*await fetch(pool, origin))
@@ -418,7 +424,7 @@ def test_stream_chunks_are_not_buffered(run: Runner) -> None:
             assert len(chunks) >= 4
             assert arrivals[0] < 0.15, arrivals
             assert arrivals[-1] - arrivals[0] > 0.4, arrivals
-            assert len(pool.origins[origin].idle) == 1  # read to its end: back in the pool
+            assert len(op_of(pool, origin).idle) == 1  # read to its end: back in the pool
 
     run(main())
 
@@ -427,7 +433,7 @@ def test_slow_consumer_pauses_reading_then_gets_everything(run: Runner) -> None:
     async def main() -> None:
         async with serving() as (mock, pool, origin):
             resp = await pool.request(origin, chat(origin, STREAM, x_mock_chunks="400", x_mock_chunk_bytes="16384"))
-            (conn,) = pool.origins[origin].connections
+            (conn,) = op_of(pool, origin).connections
             await asyncio.sleep(0.3)  # the consumer is slow
             assert conn.read_paused
             assert mock.write_pauses > 0
@@ -440,7 +446,7 @@ def test_slow_consumer_pauses_reading_then_gets_everything(run: Runner) -> None:
             assert len(contents) == 400
             assert all(len(c) == 16384 for c in contents)
             assert not conn.read_paused
-            assert pool.origins[origin].idle == [conn]
+            assert op_of(pool, origin).idle == [conn]
 
     run(main())
 
@@ -452,7 +458,7 @@ def test_closing_a_response_mid_stream_closes_the_connection(run: Runner) -> Non
             first = await resp.__anext__()
             assert first.startswith(b"data: ")
             resp.close()
-            op = pool.origins[origin]
+            op = op_of(pool, origin)
             assert not op.idle
             await eventually(lambda: mock.connections_open == 0 and not op.connections)
             assert_chat_completion(*await fetch(pool, origin))

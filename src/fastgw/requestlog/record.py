@@ -88,6 +88,10 @@ def content_type_of(headers: bytes) -> str:
     return headers[at + 13 : end if end >= 0 else None].strip().decode("latin-1")
 
 
+def is_event_stream(headers: bytes) -> bool:
+    return content_type_of(headers).lower().startswith("text/event-stream")
+
+
 def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
     if len(body) <= limit:
         return body, False

@@ -24,13 +24,13 @@ import httptools
 
 from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
-from fastgw.app import gateway_headers
+from fastgw.app import gateway_headers, sse_error_event
 from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import (
-    BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
+    BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
     as_gateway_error,
 )
-from fastgw.requestlog.record import BodyCapture, content_type_of
+from fastgw.requestlog.record import BodyCapture, content_type_of, is_event_stream
 from fastgw.server.flow_control import FlowControl
 from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
 
@@ -65,7 +65,7 @@ class Exchange:
 
     __slots__ = (
         "method", "url", "raw_headers", "parsed", "body_parts", "body_size", "keep_alive",
-        "http_10", "t_start", "expect_100",
+        "http_10", "t_start", "expect_100", "upgrade",
     )
 
     def __init__(self) -> None:
@@ -79,6 +79,7 @@ class Exchange:
         self.http_10 = False
         self.t_start = 0
         self.expect_100 = False
+        self.upgrade = False  # asked to switch protocols: answered in HTTP/1.1, then closed
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -96,9 +97,11 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False  # shutting down, or the client asked to close: no more requests
         self.closed = False
         self._abort: GatewayError | None = None
+        self.upgraded = False  # the client asked to switch protocols; we answer, then close
         # Per-request state (the request being parsed)
         self.ex: Exchange | None = None
-        self.head_size = 0
+        self.head_size = 0  # bytes of the head seen by the parser callbacks
+        self.head_raw = 0  # bytes of reads that began inside an unfinished head
 
     # Protocol interface ------------------------------------------------------------------------
 
@@ -125,12 +128,16 @@ class HttpProtocol(asyncio.Protocol):
             self.flow.resume_writing()  # wake a relay waiting on drain; it will see the cancel
 
     def data_received(self, data: bytes) -> None:
-        if self._abort is not None or (self.closing and self.task is None and not self.queue):
-            return  # past a parse error, or shutting down: nothing more is read
+        if self._abort is not None or self.upgraded or (self.closing and self.task is None and not self.queue):
+            return  # past a parse error or an ignored upgrade, or shutting down: nothing more is read
+        before = self.ex
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail_parse(MalformedHTTP("protocol upgrades are not supported"))
+            # llhttp has finished the request (one with no body: see on_headers_complete) and
+            # treats what follows as another protocol. We answer it in HTTP/1.1 and then close.
+            self.upgraded = True
+            self.flow.pause_reading()  # type: ignore[union-attr]
             return
         except httptools.HttpParserCallbackError:
             self._fail_parse(self._abort or MalformedHTTP("malformed HTTP request"))
@@ -139,9 +146,12 @@ class HttpProtocol(asyncio.Protocol):
             self._fail_parse(MalformedHTTP(f"malformed HTTP request: {exc}"))
             return
         ex = self.ex
-        if ex is not None and ex.parsed is None:  # still inside a head after this read
-            self.head_size += len(data)
-            if self.head_size > self.limits.max_head_size:
+        if ex is not None and ex is before and ex.parsed is None:
+            # A head still incomplete after a whole read: count raw bytes too, since httptools
+            # buffers a header line it hasn't finished and on_header can't see it yet. Only reads
+            # that began inside this head count, so the tail of a previous body never does.
+            self.head_raw += len(data)
+            if self.head_raw > self.limits.max_head_size:
                 self._fail_parse(HeadersTooLarge(f"request head is over {self.limits.max_head_size} bytes"))
 
     def pause_writing(self) -> None:
@@ -158,6 +168,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.ex = Exchange()
         self.head_size = 0
+        self.head_raw = 0
         if self.timer is not None and self.task is None:  # idle keep-alive ends; the head's clock starts
             self._set_timer(self.limits.header_timeout, self._on_header_timeout)
 
@@ -185,6 +196,17 @@ class HttpProtocol(asyncio.Protocol):
         except HeaderError as exc:
             self._abort = InvalidHeader(str(exc))
             raise _Abort from None
+        if ex.parsed.host is None and not ex.http_10:
+            self._abort = InvalidHeader("an HTTP/1.1 request needs a Host header")
+            raise _Abort
+        if self.parser.should_upgrade():
+            # Upgrade (h2c, websocket) or CONNECT: llhttp would skip the body and stop parsing. A
+            # bodiless upgrade request is answered in HTTP/1.1, ignoring the Upgrade header as RFC
+            # 9110 allows, and the connection closes after it; anything else is refused here.
+            if ex.method == b"CONNECT" or ex.parsed.content_length > 0 or ex.parsed.chunked:
+                self._abort = BadRequest("protocol upgrades and CONNECT are not supported")
+                raise _Abort
+            ex.upgrade = True
         if ex.parsed.content_length > self.limits.max_body_size:
             self._abort = BodyTooLarge(f"request body is over the {self.limits.max_body_size} byte limit")
             raise _Abort
@@ -209,7 +231,7 @@ class HttpProtocol(asyncio.Protocol):
         ex = self.ex
         assert ex is not None
         self.ex = None
-        ex.keep_alive = self.parser.should_keep_alive()
+        ex.keep_alive = self.parser.should_keep_alive() and not ex.upgrade
         self.queue.append(ex)
         if self.task is None:
             self._cancel_timer()
@@ -288,7 +310,10 @@ class HttpProtocol(asyncio.Protocol):
         assert transport is not None
         stream = response.stream
         chunked = False
-        if ex.method == b"HEAD" or response.content_length is not None:
+        bodyless = response.status in (204, 304) or response.status < 200
+        if bodyless:
+            framing = b""  # these never carry a body, nor a length that would describe one
+        elif ex.method == b"HEAD" or response.content_length is not None:
             framing = b"" if response.content_length is None else b"content-length: %d\r\n" % response.content_length
         elif ex.http_10:
             framing, keep_alive = b"", False
@@ -303,8 +328,8 @@ class HttpProtocol(asyncio.Protocol):
              framing, b"\r\n")
         )
         outcome.t_first_byte = time.perf_counter_ns()
-        if stream is None or ex.method == b"HEAD":
-            transport.write(head + response.body if response.body and ex.method != b"HEAD" else head)
+        if stream is None or ex.method == b"HEAD" or bodyless:
+            transport.write(head + response.body if response.body and ex.method != b"HEAD" and not bodyless else head)
             return keep_alive
         transport.write(head)
         flow = self.flow
@@ -316,12 +341,12 @@ class HttpProtocol(asyncio.Protocol):
                 if capture is not None:
                     capture.add(chunk)
                 if flow.write_paused:
-                    await flow.drain()
+                    await self._drain_or_give_up(flow)
         except GatewayError as err:
             # The head is out, so the status can't change. An SSE stream gets a last event with the
             # error and ends cleanly; any other body is cut, which the client detects.
             outcome.error = err
-            if chunked and b"text/event-stream" in response.headers:
+            if chunked and is_event_stream(response.headers):
                 transport.write(_sse_error_chunk(ctx, err) + CHUNKED_END)
                 return keep_alive
             transport.abort()
@@ -329,6 +354,17 @@ class HttpProtocol(asyncio.Protocol):
         if chunked:
             transport.write(CHUNKED_END)
         return keep_alive
+
+    async def _drain_or_give_up(self, flow: FlowControl) -> None:
+        """Wait for a slow client, but not forever: one that stops reading would otherwise hold
+        an upstream connection (and its slot in the pool) for as long as it likes."""
+        try:
+            async with asyncio.timeout(self.limits.send_timeout):
+                await flow.drain()
+        except TimeoutError:
+            log.info("client read nothing for %gs; dropping it", self.limits.send_timeout)
+            self.transport.abort()  # type: ignore[union-attr]
+            raise asyncio.CancelledError from None
 
     def _done(self, keep_alive: bool) -> None:
         self.task = None
@@ -425,13 +461,5 @@ class HttpProtocol(asyncio.Protocol):
 
 
 def _sse_error_chunk(ctx: RequestContext, err: GatewayError) -> bytes:
-    """One SSE event carrying the error, in the shape the provider's SDK raises on."""
-    import orjson
-
-    provider = ctx.provider
-    if provider is not None and provider.format.name == "anthropic":
-        payload = orjson.dumps({"type": "error", "error": {"type": "api_error", "message": err.message}})
-        event = b"event: error\ndata: " + payload + b"\n\n"
-    else:
-        event = b"data: " + err.body() + b"\n\n"
+    event = sse_error_event(ctx, err)
     return b"%x\r\n%b\r\n" % (len(event), event)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from fastgw.context import RequestContext
+from fastgw.errors import UpstreamProtocolError
 from fastgw.stages.base import Response
 from fastgw.upstream.pool import ConnectionPool
 
@@ -18,15 +19,25 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
+_IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 
 
 def response_head_block(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, int | None]:
-    """The end-to-end headers as one block, and the Content-Length the upstream announced."""
+    """The end-to-end headers as one block, and the Content-Length the upstream announced.
+
+    Names listed in the upstream's own Connection header are hop-by-hop too, and are dropped.
+    """
     lines = []
     length: int | None = None
+    drop = _DROP_RESPONSE
+    for name, value in headers:
+        if name.lower() == b"connection":
+            listed = {t.strip().lower() for t in value.split(b",")} - {b"", b"close", b"keep-alive"}
+            if listed:
+                drop = drop | listed
     for name, value in headers:
         lower = name.lower()
-        if lower in _DROP_RESPONSE:
+        if lower in drop:
             if lower == b"content-length" and value.strip().isdigit():
                 length = int(value)
             continue
@@ -59,9 +70,13 @@ class Dispatch:
         )
         t0 = time.perf_counter_ns()
         try:
-            upstream = await self.pool.request(provider.origin, data, method == b"HEAD")
+            replayable = method in _IDEMPOTENT_METHODS or b"idempotency-key:" in h.forward
+            upstream = await self.pool.request(provider.origin, data, method == b"HEAD", replayable)
         finally:
             ctx.upstream_ns += time.perf_counter_ns() - t0
+        if not 100 <= upstream.status <= 599:
+            upstream.close()
+            raise UpstreamProtocolError(f"upstream answered with status {upstream.status}")
         block, length = response_head_block(upstream.headers)
         if upstream.complete and upstream.error is None:
             body_bytes = upstream.take_body()

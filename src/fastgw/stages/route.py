@@ -10,14 +10,44 @@ There are three cases, checked in this order:
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from fastgw.config import Config
 from fastgw.context import RequestContext
-from fastgw.errors import Forbidden, NotFound
+from fastgw.errors import BadRequest, Forbidden, NotFound
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Origin, Provider, parse_base_url
 from fastgw.stages.base import Handler, Response
+
+
+# A "." or ".." path segment, raw or percent-encoded: an upstream that normalises it would serve a
+# path other than the one we checked, so such paths are refused rather than normalised here.
+_DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?=/|\?|#|$)", re.IGNORECASE)
+
+
+def origin_form(method: bytes, target: bytes) -> bytes:
+    """The request target as a path (and query), or 400.
+
+    Absolute-form (``GET http://host/path``) is accepted, as RFC 9112 requires, and reduced to its
+    path: forwarding it as is would let the upstream route by a host we never checked. CONNECT,
+    authority-form and asterisk-form have no business at a gateway.
+    """
+    if method == b"CONNECT":
+        raise BadRequest("CONNECT is not supported")
+    if target[:1] != b"/":
+        lower = target[:8].lower()
+        if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
+            raise BadRequest("the request target must be a path")
+        slash = target.find(b"/", target.find(b"//") + 2)
+        query = target.find(b"?")
+        if slash < 0 or (0 <= query < slash):
+            target = b"/" + (target[query:] if query >= 0 else b"")
+        else:
+            target = target[slash:]
+    if b"\\" in target or _DOT_SEGMENT.search(target.split(b"?", 1)[0]):
+        raise BadRequest("dot segments and backslashes are not allowed in the request path")
+    return target
 
 
 class TargetAllowlist:
@@ -41,6 +71,8 @@ class TargetAllowlist:
         return scheme.lower(), host.lower(), port_num, (slash + path).rstrip("/")
 
     def allows(self, origin: Origin, path: str) -> bool:
+        if "\\" in path or _DOT_SEGMENT.search(path.encode("latin-1", "replace")):
+            return False
         for scheme, host, port, prefix in self.entries:
             if scheme != origin.scheme or (port is not None and port != origin.port):
                 continue
@@ -64,7 +96,7 @@ class Route:
 
     async def __call__(self, ctx: RequestContext) -> Response:
         target_url = ctx.headers.helicone.target_url
-        path = ctx.target
+        path = ctx.target = origin_form(ctx.method, ctx.target)
         if target_url is not None:
             provider = self._target_provider(target_url)
             ctx.upstream_path = provider.base_path.encode() + path
@@ -73,7 +105,7 @@ class Route:
             segment = path[1:end] if end > 0 else path[1:].split(b"?", 1)[0]
             provider = self.providers.get(segment)  # type: ignore[assignment]
             if provider is not None:
-                rest = path[end:] if end > 0 else b"/"
+                rest = path[end:] if end > 0 else b"/" + path[1 + len(segment):].lstrip(b"/")
                 ctx.upstream_path = provider.base_path.encode() + rest
             elif segment == b"v1":
                 provider = self.default

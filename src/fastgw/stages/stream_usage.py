@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 
 from fastgw.context import RequestContext
+from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Handler, Response
 from fastgw.stream.sse import UsageChunkFilter
 
@@ -32,7 +33,7 @@ class StreamUsage:
         if wants_injection(ctx):
             self._inject(ctx)
         response = await self.next(ctx)
-        if ctx.usage_injected and 200 <= response.status < 300 and b"text/event-stream" in response.headers.lower():
+        if ctx.usage_injected and 200 <= response.status < 300 and is_event_stream(response.headers):
             usage_filter = UsageChunkFilter()
             if response.body is not None:
                 response.body = usage_filter.feed(response.body) + usage_filter.finish()

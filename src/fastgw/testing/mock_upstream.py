@@ -315,7 +315,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             if not self.closed:
                 body = P.openai_error(400, "malformed HTTP request")
                 self.transport.write(_json_head(400, len(body), False) + body)

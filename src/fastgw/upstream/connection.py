@@ -153,6 +153,9 @@ class UpstreamConnection(asyncio.Protocol):
         # Per-request state
         self.response: UpstreamResponse | None = None
         self._is_head = False
+        # Bytes beyond the end of a response: the upstream broke framing, so this socket is never
+        # reused and nothing more it sends is parsed into the finished response.
+        self._dirty = False
 
     def __repr__(self) -> str:
         return f"<UpstreamConnection {self.pool.origin} {self.state.name} requests={self.requests_sent}>"
@@ -168,11 +171,14 @@ class UpstreamConnection(asyncio.Protocol):
         if resp is None:  # bytes while idle: the upstream is confused; never reuse this socket
             self.close()
             return
+        if self._dirty:
+            return
         resp.received_any = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            resp._fail(UpstreamProtocolError(f"invalid HTTP from upstream: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # HttpParserUpgrade (a 101) is not an HttpParserError: we never asked to switch protocols.
+            resp._fail(UpstreamProtocolError(f"invalid HTTP from upstream: {exc!r}"))
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -206,12 +212,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     # Parser callbacks -------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        resp = self.response
+        if resp is not None and resp.complete:  # a second message after the one we asked for
+            self._dirty = True
+            resp.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.headers.append((name, value))  # type: ignore[union-attr]
+        if not self._dirty:
+            self.response.headers.append((name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         resp = self.response
         assert resp is not None
+        if self._dirty:
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # 1xx interim answers carry no body; wait for the real one
             resp.headers.clear()
@@ -227,12 +242,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         resp = self.response
-        if resp is not None and not resp.complete:
+        if resp is not None and not resp.complete and not self._dirty:
             resp._feed(body)
 
     def on_message_complete(self) -> None:
         resp = self.response
-        if resp is not None and resp.status:
+        if resp is not None and resp.status and not self._dirty:
             resp.complete = True
             resp._wake()
 
@@ -255,7 +270,7 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         self._cancel_timer()
         self.response = None
-        if self.state is ConnState.CLOSED or self.transport is None or self.transport.is_closing():
+        if self._dirty or self.state is ConnState.CLOSED or self.transport is None or self.transport.is_closing():
             self.close()
             return
         if self.read_paused:

@@ -30,6 +30,7 @@ class OriginPool:
         self.origin = origin
         self.connections: set[UpstreamConnection] = set()
         self.connecting = 0  # slots taken by connects in progress (their protocol may not exist yet)
+        self.acquiring = 0  # requests inside _acquire, woken waiters included: the entry must stay
         self.idle: list[UpstreamConnection] = []
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
 
@@ -76,6 +77,14 @@ class OriginPool:
         if conn in self.idle:
             self.idle.remove(conn)
         self.slot_freed()
+        self.forget_if_unused()
+
+    def forget_if_unused(self) -> None:
+        """Drop this origin from the pool once nothing uses it: clients choose target origins, so
+        the map of origins must not grow with every one ever asked for."""
+        if not self.connections and not self.connecting and not self.waiters and not self.acquiring:
+            if self.pool.origins.get(self.origin) is self:
+                del self.pool.origins[self.origin]
 
     def slot_freed(self) -> None:
         """Wake one waiter to open a connection in the slot that just came free."""
@@ -106,17 +115,28 @@ class ConnectionPool:
     def __repr__(self) -> str:
         return f"<ConnectionPool {list(self.origins.values())}>"
 
-    async def request(self, origin: Origin, data: bytes, is_head: bool = False) -> UpstreamResponse:
+    async def request(
+        self, origin: Origin, data: bytes, is_head: bool = False, replayable: bool = False
+    ) -> UpstreamResponse:
         """Send one serialised request and wait for the response head.
 
         There are three outcomes: the head arrived (the caller must close the response); the
-        request failed on a reused connection before any response byte arrived (sent once more on a
-        fresh connection, since the upstream can't have acted on it); or a mapped GatewayError.
+        request failed on a reused connection before any response byte arrived, and is sent once
+        more on a fresh connection; or a mapped GatewayError.
+
+        The retry is safe when the reused connection was already dead: the upstream never saw the
+        request. That shows as a failure within about one round trip of sending. A failure after
+        the upstream held the request longer may mean it acted on it, so a request that isn't
+        ``replayable`` (idempotent, or carrying an Idempotency-Key) is retried only within
+        ``stale_retry_window``: an LLM call must not be paid for twice.
         """
         conn = await self._acquire(origin, fresh=False)
+        sent_at = self.loop.time()
         try:
             return await self._send(conn, data, is_head)
         except StaleConnection:
+            if not replayable and self.loop.time() - sent_at > self.config.stale_retry_window:
+                raise
             conn = await self._acquire(origin, fresh=True)
             return await self._send(conn, data, is_head)
 
@@ -133,6 +153,15 @@ class ConnectionPool:
         op = self.origins.get(origin)
         if op is None:
             op = self.origins[origin] = OriginPool(self, origin)
+        op.acquiring += 1
+        try:
+            return await self._acquire_from(op, fresh)
+        finally:
+            op.acquiring -= 1
+            op.forget_if_unused()
+
+    async def _acquire_from(self, op: OriginPool, fresh: bool) -> UpstreamConnection:
+        origin = op.origin
         if not fresh:
             conn = op.take_idle(self.loop.time())
             if conn is not None:
