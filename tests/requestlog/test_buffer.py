@@ -1,0 +1,425 @@
+"""RecordBuffer / RecordDrain over both ring twins: spill to disk when the ring is full, replay in
+push order, torn tails, disk failures, and producer and consumer restarts (at least once, in order).
+
+The compiled twin is never skipped: if the extension is not built the "cython" cases fail.
+"""
+import importlib.machinery
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastgw._native
+from fastgw.requestlog import buffer as buffer_module
+from fastgw.requestlog.buffer import RecordBuffer, RecordDrain
+
+CAP = 4096
+TWINS = ["cython", "pure"]
+
+
+def _ring_cls(name):
+    try:
+        module = fastgw._native.load(pure=name == "pure", name="ring")
+    except ImportError as exc:
+        pytest.fail(f"the compiled twin is not built ({exc}); run: python setup.py build_ext --inplace")
+    assert module.__file__.endswith(".py" if name == "pure" else tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return module.Ring
+
+
+@pytest.fixture(params=TWINS)
+def ring_cls(request):
+    return _ring_cls(request.param)
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return str(tmp_path / "shm" / "ring-0.shm"), str(tmp_path / "spill")
+
+
+def rec(i, size=200):
+    return (b"%08d|" % i + b"r" * size)[:max(size, 9)]
+
+
+def drain_all(drain, max_records=7, max_bytes=1 << 20):
+    out = []
+    while True:
+        batch = drain.read_batch(max_records, max_bytes)
+        if not batch.records:
+            batch.commit()
+            return out
+        out += batch.records
+        batch.commit()
+
+
+def spill_files(spill_dir):
+    return sorted(os.listdir(spill_dir)) if os.path.isdir(spill_dir) else []
+
+
+def test_ring_only(ring_cls, paths):
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf, RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        for i in range(10):
+            buf.push(rec(i))
+        assert (buf.pushed, buf.spilled, buf.dropped, buf.spilling) == (10, 0, 0, False)
+        assert buf.ring.producer_pid == os.getpid()
+        batch = drain.read_batch(4, 1 << 20)
+        assert batch.records == [rec(i) for i in range(4)]
+        assert drain.read_batch(4, 1 << 20).records == batch.records  # not committed yet
+        batch.commit()
+        batch.commit()  # idempotent
+        assert drain_all(drain) == [rec(i) for i in range(4, 10)]
+        assert (drain.exported, drain.replayed, drain.pushed) == (10, 0, 10)
+        assert "exported=10" in repr(drain) and "pushed=10" in repr(buf)
+    assert not spill_files(paths[1])
+
+
+def test_spill_when_full_then_replay_in_order(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(100):
+        buf.push(rec(i))
+    in_ring = buf.ring.pushed
+    assert 10 < in_ring < 30 and buf.spilling
+    assert (buf.spilled, buf.dropped, buf.pushed) == (100 - in_ring, 0, 100)
+    assert spill_files(paths[1]) == ["spill-000000000001.wal"]
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    assert drain_all(drain) == [rec(i) for i in range(100)]  # the ring's first, then the spill's
+    assert (drain.exported, drain.replayed, drain.torn) == (100, 100 - in_ring, 0)
+    # The segment is still open (the producer has not pushed since): replayed, not yet deleted.
+    assert spill_files(paths[1]) == ["spill-000000000001.wal"]
+    # The next push finds the ring empty: it seals the segment and uses the ring again.
+    buf.push(rec(100))
+    assert not buf.spilling and buf.ring.pushed == in_ring + 1 and buf.spilled == 100 - in_ring
+    assert drain_all(drain) == [rec(100)]
+    assert spill_files(paths[1]) == []  # replayed, committed, deleted
+    for i in range(101, 105):
+        buf.push(rec(i))
+    assert buf.ring.pushed == in_ring + 5 and drain_all(drain) == [rec(i) for i in range(101, 105)]
+    buf.close(), drain.close()
+
+
+def test_ring_takes_new_records_while_the_spill_is_replayed(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    order = []
+    for i in range(60):
+        buf.push(rec(i))
+        order.append(rec(i))
+    first = drain.read_batch(1000, 1 << 30)  # the ring's records
+    first.commit()
+    got = first.records
+    assert buf.ring.used == 0 and buf.spilling
+    for i in range(60, 70):  # the first of these seals the segment: they go to the ring
+        buf.push(rec(i))
+        order.append(rec(i))
+    assert not buf.spilling and buf.spilled == 60 - len(got)
+    got += drain_all(drain, max_records=3)
+    assert got == order  # the spill (older) before the ring's new records
+    assert drain.replayed == buf.spilled and spill_files(paths[1]) == []
+    buf.close(), drain.close()
+
+
+class _RaceOnRead:
+    """The consumer's ring, with the producer run once between the consumer's loads and its read."""
+
+    def __init__(self, ring, producer):
+        self._ring, self._producer = ring, producer
+
+    def read(self, *args):
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            producer()
+        return self._ring.read(*args)
+
+    def __getattr__(self, name):
+        return getattr(self._ring, name)
+
+
+def test_consumer_never_reads_past_a_segment_it_has_not_seen(ring_cls, paths):
+    """Invariant 4: head is loaded before OPEN, and the ring is read only up to that head."""
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+
+    def producer():  # after the consumer saw no segment: spill, seal, and back to the ring
+        buf.push(rec(1, 10_000))
+        buf.push(rec(2))
+        assert buf.spilled == 1 and buf.ring.pushed == 1 and buf.ring.head > 0
+
+    drain.ring = _RaceOnRead(drain.ring, producer)
+    assert drain.read_batch(10, 1 << 20).records == []  # not rec(2): it comes after the segment
+    assert drain_all(drain) == [rec(1, 10_000), rec(2)]
+    buf.close(), drain.close()
+
+
+def test_segments_rotate_by_size_and_are_deleted_once_replayed(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=2000)
+    for i in range(80):
+        buf.push(rec(i))
+    files = spill_files(paths[1])
+    assert len(files) >= 5 and files[0] == "spill-000000000001.wal"
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    assert drain_all(drain) == [rec(i) for i in range(80)]
+    assert spill_files(paths[1]) == files[-1:]  # all sealed ones gone; the open one stays
+    buf.close()
+    assert drain_all(drain) == [] and spill_files(paths[1]) == []
+    drain.close()
+
+
+def test_oversized_record_goes_to_the_spill_in_order(ring_cls, paths):
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf, RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        buf.push(rec(0, 10_000))  # on an empty ring: spilled ...
+        buf.push(rec(1))  # ... and the next push finds the ring empty: back to it
+        assert (buf.spilled, buf.ring.pushed, buf.spilling) == (1, 1, False)
+        buf.push(rec(2, 10_000))  # the ring holds rec(1): spilling, and it goes on ...
+        buf.push(rec(3))
+        assert (buf.spilled, buf.ring.pushed, buf.spilling) == (3, 1, True)
+        assert drain_all(drain) == [rec(0, 10_000), rec(1), rec(2, 10_000), rec(3)]
+        buf.push(rec(4))  # ... until the exporter has caught up
+        assert (buf.spilled, buf.ring.pushed, buf.spilling) == (3, 2, False)
+        assert drain_all(drain) == [rec(4)] and spill_files(paths[1]) == []
+
+
+def test_torn_spill_tail_is_ignored_and_counted(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(40):
+        buf.push(rec(i))
+    spilled = buf.spilled
+    buf.close()  # seals the segment
+    (name,) = spill_files(paths[1])
+    seg = os.path.join(paths[1], name)
+    os.truncate(seg, os.path.getsize(seg) - 50)  # the last record loses its last 50 bytes
+    with RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        assert drain_all(drain) == [rec(i) for i in range(39)]
+        assert drain.torn == 1 and drain.replayed == spilled - 1 and drain.exported == 39
+        assert spill_files(paths[1]) == []
+
+
+@pytest.mark.parametrize("damage", ["crc", "length", "header only"])
+def test_corrupt_spill_records_end_the_segment(ring_cls, paths, damage):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(40):
+        buf.push(rec(i))
+    in_ring = buf.ring.pushed
+    buf.close()
+    (name,) = spill_files(paths[1])
+    seg = os.path.join(paths[1], name)
+    size = os.path.getsize(seg)
+    last = size - (8 + len(rec(39)))
+    with open(seg, "r+b") as f:
+        if damage == "crc":
+            f.seek(size - 1)
+            f.write(b"X")
+        elif damage == "length":
+            f.seek(last)
+            f.write(struct.pack("<I", 1 << 29))
+        else:
+            f.truncate(last + 5)
+    with RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        assert drain_all(drain) == [rec(i) for i in range(39)]
+        assert drain.torn == 1 and drain.replayed == 39 - in_ring
+
+
+def test_a_killed_producer_is_replaced_and_its_open_segment_sealed(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(40):
+        buf.push(rec(i))
+    # Killed mid-append: half a record at the end of the open segment, nothing closed.
+    os.write(buf._fd, struct.pack("<II", 500, 0) + b"half")
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    got = drain_all(drain)
+    assert got == [rec(i) for i in range(40)] and drain.torn == 0  # open segment: it waits
+    successor = RecordBuffer(*paths, CAP, ring_cls=ring_cls)  # seals the predecessor's segment
+    for i in range(40, 45):
+        successor.push(rec(i))
+    assert not successor.spilling and successor.spilled == buf.spilled
+    got += drain_all(drain)
+    assert got == [rec(i) for i in range(45)] and drain.torn == 1 and spill_files(paths[1]) == []
+    successor.close(), drain.close()
+
+
+def test_consumer_restart_mid_replay_rereads_from_the_last_commit(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(100):
+        buf.push(rec(i))
+    buf.close()
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    got = []
+    while len(got) < 50:  # through the ring and into the spill
+        batch = drain.read_batch(6, 1 << 20)
+        got += batch.records
+        batch.commit()
+    assert drain.replayed > 0
+    uncommitted = drain.read_batch(6, 1 << 20).records  # written to the sink, then killed
+    drain.close()
+    drain = RecordDrain(*paths, ring_cls=ring_cls)  # the exporter restarts
+    again = drain.read_batch(6, 1 << 20)
+    assert again.records == uncommitted  # at least once: the uncommitted batch comes again
+    got += drain_all(drain)
+    assert got == [rec(i) for i in range(100)] and drain.exported == 100
+    drain.close()
+
+
+def test_unwritable_spill_dir_drops_counted_and_logged(ring_cls, tmp_path, caplog):
+    (tmp_path / "afile").write_text("")
+    paths = (str(tmp_path / "ring-0.shm"), str(tmp_path / "afile" / "spill"))  # a path under a file
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    with caplog.at_level(logging.ERROR, logger="fastgw.requestlog"):
+        for i in range(100):
+            buf.push(rec(i))  # never raises
+    in_ring = buf.ring.pushed
+    assert (buf.dropped, buf.spilled, buf.pushed) == (100 - in_ring, 0, 100)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "dropped 1 record(s)" in errors[0].getMessage()  # once a second
+    with RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        assert drain_all(drain) == [rec(i) for i in range(in_ring)] and drain.dropped == 100 - in_ring
+    buf.push(rec(100))  # the drained ring takes records again
+    assert buf.ring.pushed == in_ring + 1
+    buf.close()
+
+
+def test_disk_failure_mid_spill(ring_cls, paths, monkeypatch):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    for i in range(30):
+        buf.push(rec(i))
+    spilled = buf.spilled
+    assert spilled > 0
+
+    def enospc(fd, buffers):
+        os.write(fd, buffers[0][:5])  # a torn write, then the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(buffer_module.os, "writev", enospc)
+    buf.push(rec(30))  # the segment is sealed, the ring is full: dropped
+    buf.push(rec(31))  # a new segment is tried: its header fits, the record does not
+    assert buf.dropped == 2 and buf.spilled == spilled
+    monkeypatch.undo()
+    buf.push(rec(32))  # spilled into a third segment
+    with RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        got = drain_all(drain)
+        buf.close()
+        got += drain_all(drain)
+        assert drain.torn == 2  # the two segments the failed writes left torn
+    assert got == [rec(i) for i in range(30)] + [rec(32)]
+    assert spill_files(paths[1]) == []
+
+
+def test_closed_buffer_drops(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    buf.close()
+    buf.close()
+    buf.push(rec(0))  # nothing raises
+    buf.push("not bytes")
+    assert "closed" in repr(buf)
+
+
+def test_not_bytes_is_dropped_not_raised(ring_cls, paths):
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf:
+        buf.push("text")
+        buf.push(None)
+        assert buf.dropped == 2 and buf.ring.pushed == 0
+
+
+def test_existing_ring_is_kept_and_bad_one_replaced(ring_cls, paths, caplog):
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf:
+        buf.push(rec(0))
+    with RecordBuffer(*paths, 8192, ring_cls=ring_cls) as buf:  # a restarted worker
+        assert buf.ring.capacity == CAP and buf.ring.used > 0
+    with open(paths[0], "r+b") as f:
+        f.write(b"garbage!")
+    with caplog.at_level(logging.ERROR, logger="fastgw.requestlog"):
+        with RecordBuffer(*paths, 8192, ring_cls=ring_cls) as buf:
+            assert buf.ring.capacity == 8192 and buf.ring.used == 0
+    assert "replacing it with an empty ring" in caplog.text
+
+
+def test_orphan_segments_are_adopted_by_a_new_control_file(ring_cls, paths):
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf:
+        for i in range(50):
+            buf.push(rec(i))
+        in_ring = buf.ring.pushed
+    os.unlink(paths[0])  # /dev/shm wiped: the ring (and its records) and the control file are gone
+    os.unlink(paths[0][:-4] + ".ctl")
+    with RecordBuffer(*paths, CAP, ring_cls=ring_cls) as buf, RecordDrain(*paths, ring_cls=ring_cls) as drain:
+        buf.push(rec(50))
+        assert drain_all(drain) == [rec(i) for i in range(in_ring, 51)]  # the disk's records first
+
+
+@pytest.mark.parametrize("name", TWINS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(1, 30), st.integers(9, 900)),
+        st.tuples(st.just("read"), st.integers(1, 20), st.booleans()),
+        st.just(("restart consumer",)),
+        st.just(("restart producer",)),
+    ),
+    max_size=40,
+))
+def test_any_interleaving_delivers_everything_in_order(name, ops, tmp_path_factory):
+    ring_cls = _ring_cls(name)
+    d = tmp_path_factory.mktemp("interleave")
+    paths = (str(d / "ring-0.shm"), str(d / "spill"))
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=3000)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    pushed, exported, n = [], [], 0
+    for op in ops:
+        if op[0] == "push":
+            for _ in range(op[1]):
+                pushed.append(rec(n, op[2]))
+                buf.push(pushed[-1])
+                n += 1
+        elif op[0] == "read":
+            batch = drain.read_batch(op[1], 1 << 20)
+            if op[2]:
+                batch.commit()
+                exported += batch.records
+        elif op[0] == "restart consumer":
+            drain.close()
+            drain = RecordDrain(*paths, ring_cls=ring_cls)
+        else:
+            buf.close()
+            buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=3000)
+    buf.close()
+    exported += drain_all(drain)
+    assert exported == pushed and drain.exported == len(pushed)
+    assert drain.dropped == 0 and drain.torn == 0 and spill_files(paths[1]) == []
+    drain.close()
+
+
+def _produce(name, paths, n, done):
+    buf = RecordBuffer(*paths, CAP, ring_cls=_ring_cls(name), segment_bytes=20_000)
+    rng = random.Random(n)
+    for i in range(n):
+        buf.push(rec(i, rng.randrange(9, 1500)))
+    os.write(done, b"!")
+    signal.pause()  # SIGKILLed here: its last segment is never sealed by itself
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_concurrent_producer_process(name, paths):
+    n = 4000
+    RecordBuffer(*paths, CAP, ring_cls=_ring_cls(name)).close()
+    r, w = os.pipe()
+    child = multiprocessing.get_context("fork").Process(target=_produce, args=(name, paths, n, w))
+    child.start()
+    try:
+        drain = RecordDrain(*paths, ring_cls=_ring_cls(name))
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < n and time.monotonic() < deadline:
+            batch = drain.read_batch(50, 64 << 10)
+            got += batch.records
+            batch.commit()
+        assert os.read(r, 1) == b"!"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+    rng = random.Random(n)
+    assert got == [rec(i, rng.randrange(9, 1500)) for i in range(n)]
+    assert drain.spilled > 0 and drain.exported == n and drain.dropped == 0
+    drain.close(), os.close(r), os.close(w)
