@@ -42,6 +42,13 @@ class GatewayProcess:
                  args: list[str] | None = None) -> None:
         self.port = free_port()
         cfg = {**config, "server": {"port": self.port, **config.get("server", {})}}
+        # Each gateway logs into its own folders (rings, spill, sink); a jsonl sink unless the test
+        # asks for another: chDB holds its folder for one process, and starts slower.
+        self.log_dir = tmp / f"log-{self.port}"
+        cfg["logging"] = {
+            "sink": f"jsonl://{self.log_dir}/sink", "run_dir": str(self.log_dir / "run"),
+            "spill_dir": str(self.log_dir / "spill"), **config.get("logging", {}),
+        }
         self.config_path = tmp / f"fastgw-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         full_env = {**os.environ, **(env or {})}

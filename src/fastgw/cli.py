@@ -10,7 +10,12 @@ import socket
 import sys
 
 from fastgw import __version__
+from typing import TYPE_CHECKING
+
 from fastgw.config import Config, ConfigError, load
+
+if TYPE_CHECKING:
+    from fastgw.requestlog.paths import LogPaths
 
 
 def version_string() -> str:
@@ -74,23 +79,50 @@ def serve_forever(config: Config) -> int:
         print(f"fastgw: cannot listen on {s.host}:{s.port}: {exc.strerror}", file=sys.stderr)
         return 1
     banner = f"fastgw {__version__} listening on http://{s.host}:{s.port} ({workers} worker{'s' * (workers > 1)})"
-    if workers == 1:
-        run_worker(config, reuse_port=False, banner=banner)
+    if not config.logging.enabled and workers == 1:
+        run_worker(config, 0, reuse_port=False, banner=banner)  # nothing to supervise: serve in-process
         return 0
+    from fastgw.requestlog.paths import LogPaths
+
+    paths = LogPaths.for_config(config) if config.logging.enabled else None
+    exporter = None
+    if paths is not None:
+        from fastgw.requestlog.exporter import run_exporter
+
+        def exporter() -> None:
+            run_exporter(config, paths, workers)
+
     print(banner, file=sys.stderr, flush=True)
-    return Supervisor(workers, lambda index: run_worker(config, reuse_port=True), s.graceful_timeout).run()
+    return Supervisor(
+        workers, lambda index: run_worker(config, index, reuse_port=workers > 1, paths=paths),
+        s.graceful_timeout, exporter=exporter,
+    ).run()
 
 
-def run_worker(config: Config, reuse_port: bool, banner: str | None = None) -> None:
+def run_worker(
+    config: Config, index: int, reuse_port: bool, banner: str | None = None, paths: LogPaths | None = None
+) -> None:
     import uvloop
 
     from fastgw.server.server import Server, make_listen_socket
 
     s = config.server
     sock = make_listen_socket(s.host, s.port, s.backlog, reuse_port)
+    buffer = None
 
     async def run() -> None:
+        nonlocal buffer
         server = Server(config)
+        if paths is not None:
+            from fastgw.requestlog.buffer import RecordBuffer
+            from fastgw.requestlog.logger import RequestLogger
+
+            buffer = RecordBuffer(paths.ring_file(index), paths.spill_dir(index), int(config.logging.ring_size))
+            server.state.logger = RequestLogger(config.logging, buffer, index)
         await server.serve(sock, on_ready=(lambda: print(banner, file=sys.stderr, flush=True)) if banner else None)
 
-    uvloop.run(run())
+    try:
+        uvloop.run(run())
+    finally:
+        if buffer is not None:
+            buffer.close()

@@ -18,10 +18,23 @@ from typing import Callable
 log = logging.getLogger("fastgw.supervisor")
 
 
+EXPORTER = -1  # the exporter's index among the children
+
+
 class Supervisor:
-    def __init__(self, workers: int, target: Callable[[int], None], grace: float) -> None:
+    """Workers (indexes 0..N-1) and, when logging is on, the exporter (index EXPORTER).
+
+    The exporter starts first and stops last: on shutdown the workers finish their requests and
+    exit, and only then is the exporter told to drain every ring and spill file and exit.
+    """
+
+    def __init__(
+        self, workers: int, target: Callable[[int], None], grace: float,
+        exporter: Callable[[], None] | None = None,
+    ) -> None:
         self.count = workers
         self.target = target
+        self.exporter = exporter
         self.grace = grace
         self.ctx = multiprocessing.get_context("fork")  # the parent runs no loop, so fork is safe
         self.procs: dict[int, BaseProcess] = {}
@@ -31,6 +44,8 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if self.exporter is not None:
+            self._spawn(EXPORTER)
         for index in range(self.count):
             self._spawn(index)
         recent: list[float] = []
@@ -39,17 +54,22 @@ class Supervisor:
             for index, proc in list(self.procs.items()):
                 if proc.is_alive() or self._stopping:
                     continue
-                log.warning("worker %d (pid %s) exited with %s; restarting", index, proc.pid, proc.exitcode)
+                what = "exporter" if index == EXPORTER else f"worker {index}"
+                log.warning("%s (pid %s) exited with %s; restarting", what, proc.pid, proc.exitcode)
                 now = time.monotonic()
                 recent = [t for t in recent if now - t < 10] + [now]
-                if len(recent) > 3 * self.count:  # crash loop: slow down instead of spinning
+                if len(recent) > 3 * (self.count + 1):  # crash loop: slow down instead of spinning
                     time.sleep(1.0)
                 self.restarts += 1
                 self._spawn(index)
         return self._stop_all()
 
     def _spawn(self, index: int) -> None:
-        proc = self.ctx.Process(target=self.target, args=(index,), name=f"fastgw-worker-{index}", daemon=False)
+        if index == EXPORTER:
+            assert self.exporter is not None
+            proc = self.ctx.Process(target=self.exporter, name="fastgw-exporter", daemon=False)
+        else:
+            proc = self.ctx.Process(target=self.target, args=(index,), name=f"fastgw-worker-{index}", daemon=False)
         proc.start()
         self.procs[index] = proc
 
@@ -57,13 +77,21 @@ class Supervisor:
         self._stopping = True
 
     def _stop_all(self) -> int:
-        for proc in self.procs.values():
+        workers = [p for i, p in self.procs.items() if i != EXPORTER]
+        self._stop(workers, self.grace + 5)
+        exporter = self.procs.get(EXPORTER)
+        if exporter is not None:
+            self._stop([exporter], 90)  # its drain of every ring and spill file to the sink
+        return 0
+
+    @staticmethod
+    def _stop(procs: list[BaseProcess], patience: float) -> None:
+        for proc in procs:
             if proc.is_alive() and proc.pid:
                 os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace + 5
-        for proc in self.procs.values():
+        deadline = time.monotonic() + patience
+        for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        return 0

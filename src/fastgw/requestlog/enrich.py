@@ -1,0 +1,126 @@
+"""Enrichment, in the exporter: a worker's raw record becomes a row, with usage, tokens and cost.
+
+This is the work the response did not need, so it runs here rather than on the request path:
+
+1. The requested model comes from the request body (kept in the record even when the body is not
+   to be stored, so that an omitted body still gets a price).
+2. Usage comes from the provider's own response (``source=provider``), including the usage chunk
+   the gateway asked for and hid from the client. Failing that, for a successful answer, the
+   tokens are counted from the prompt and the generated text (``source=counted``). Errors without
+   usage are ``source=none``.
+3. Cost comes from the price table, in integer nano-dollars, or null with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.usage import Usage, extract_usage, stream_content
+
+# OpenAI's documented chat framing: each message costs 3 tokens beyond its text, and the reply is
+# primed with 3 more. Used only when counting because the provider gave no usage.
+_TOKENS_PER_MESSAGE = 3
+_REPLY_PRIMING = 3
+
+
+def _request_json(body: str) -> dict[str, Any]:
+    if not body or body[0] != "{":
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _texts(value: Any, out: list[str]) -> None:
+    """Every human-readable string in a prompt structure (messages, content parts, input, system)."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _texts(item, out)
+    elif isinstance(value, dict):
+        for key in ("content", "text", "input", "system", "prompt", "messages", "input_text"):
+            if key in value:
+                _texts(value[key], out)
+
+
+class Enricher:
+    def __init__(self, prices: PriceTable) -> None:
+        self.prices = prices
+        self.counted = 0  # rows whose usage had to be counted
+        self.unpriced = 0  # rows with a null cost
+
+    def row(self, raw: dict[str, Any]) -> dict[str, Any]:
+        kind = raw.get("kind", "request")
+        if kind != "request":
+            return raw  # feedback and scores are already rows
+        request = _request_json(raw.get("request_body", ""))
+        model_requested = request.get("model") if isinstance(request.get("model"), str) else ""
+        fmt = raw.get("format", "")
+        path = raw.get("path", "")
+        body = raw.get("response_body", "").encode("utf-8", "replace")
+        hidden = raw.get("hidden_usage", "")
+        stream = "event-stream" in raw.get("response_content_type", "")
+        status = int(raw.get("status", 0))
+        usage = extract_usage(fmt, path, body + b"\n\n" + hidden.encode() if hidden else body, stream) if status < 400 or body else None
+        if usage is None:
+            usage = self._count(request, fmt, path, body, model_requested) if 200 <= status < 300 else Usage(source="none")
+        model_served = usage.model or model_requested or ""
+        provider = raw.get("provider", "")
+        price_provider = fmt if provider.startswith("target:") else provider
+        cost, reason = self.prices.cost(price_provider, model_served or None, usage)
+        if cost is None:
+            self.unpriced += 1
+        row = {
+            key: raw[key]
+            for key in (
+                "request_id", "total_us", "ttfb_us", "upstream_us", "gateway_us", "method", "path", "provider",
+                "target_url", "status", "error_type", "error_message", "user_id", "properties", "session_id",
+                "session_path", "session_name", "request_headers", "request_truncated", "response_truncated",
+                "worker", "cache_status", "retry_count", "fallback_index", "key_id", "cache_saved_nanousd",
+            )
+            if key in raw
+        }
+        row.update(
+            kind="request",
+            created_at=raw["created_at_ms"] / 1000,
+            model_requested=model_requested,
+            model_served=model_served,
+            stream=stream,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_source=usage.source,
+            cost_nanousd=cost,
+            cost_null_reason=reason or "",
+            request_body="" if raw.get("omit_request") else raw.get("request_body", ""),
+            response_body="" if raw.get("omit_response") else raw.get("response_body", ""),
+        )
+        if raw.get("client_left") and not row.get("error_type"):
+            row["error_type"] = "client_disconnected"
+        return row
+
+    def _count(self, request: dict[str, Any], fmt: str, path: str, body: bytes, model: str) -> Usage:
+        """Count tokens ourselves: exact for OpenAI's encodings, o200k as the estimate for others."""
+        from fastgw.requestlog.tokenizer import encoding_for_model, get_encoding
+
+        enc = get_encoding(encoding_for_model(model))
+        texts: list[str] = []
+        messages = request.get("messages")
+        _texts(request.get("messages") or request.get("input") or request.get("prompt") or [], texts)
+        _texts(request.get("system") or [], texts)
+        prompt = sum(enc.count(t) for t in texts)
+        if isinstance(messages, list):
+            prompt += _TOKENS_PER_MESSAGE * len(messages) + _REPLY_PRIMING
+        completion = enc.count(stream_content(fmt, path, body)) if body else 0
+        if not prompt and not completion:
+            return Usage(source="none")
+        self.counted += 1
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted", model=None)

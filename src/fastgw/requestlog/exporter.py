@@ -1,0 +1,228 @@
+"""The exporter process: drains every worker's ring (then its spill files), enriches, writes to the sink.
+
+It is a plain loop in its own process, started and watched by ``fastgw serve``, so nothing it
+does (parsing, counting, pricing, the sink's I/O) ever touches a worker's event loop.
+
+Batches are cut by age (``batch_max_age``) or by what is waiting in the rings (about
+``batch_max_records`` records), decided before reading, so a record is read once per attempt.
+A batch is committed to the rings only after the sink took it: a sink that is down or slow makes
+the exporter back off and try the same batch again (with the same deduplication id), while the
+workers' rings fill and then spill to disk. Killed at any point, a restarted exporter re-reads
+from the last commit: at least once, and the sink's ReplacingMergeTree keeps counts exact.
+
+On SIGTERM it stops waiting for batches to fill, drains every ring and spill file to the sink,
+and exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fastgw.config import Config
+from fastgw.requestlog.buffer import RecordDrain
+from fastgw.requestlog.enrich import Enricher
+from fastgw.requestlog.paths import LogPaths
+from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
+
+log = logging.getLogger("fastgw.exporter")
+
+IDLE_SLEEP = 0.02  # between looks at the rings when nothing is due
+MAX_BACKOFF = 30.0
+SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
+
+
+@dataclass
+class ExporterStats:
+    exported: int = 0
+    batches: int = 0
+    sink_failures: int = 0
+    rejected: int = 0  # records the sink refused as invalid, written to the rejected file
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Exporter:
+    def __init__(self, config: Config, paths: LogPaths, workers: int) -> None:
+        self.config = config
+        self.lc = config.logging
+        self.paths = paths
+        self.workers = workers
+        self.drains: dict[int, RecordDrain] = {}
+        self.prices = PriceTable.load(self.lc.prices_file)
+        self.enricher = Enricher(self.prices)
+        self.sink: Sink | None = None
+        self.stats = ExporterStats()
+        self.stopping = False
+        self._backoff = 0.0
+        # Bytes of waiting records worth a batch: a record is about 1-3 KiB with its bodies.
+        self._batch_bytes = self.lc.batch_max_records * 1024
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        last_flush = time.monotonic()
+        deadline: float | None = None
+        while True:
+            self._attach_drains()
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + SHUTDOWN_DEADLINE
+            due = (
+                self.stopping
+                or time.monotonic() - last_flush >= self.lc.batch_max_age
+                or self._waiting_bytes() >= self._batch_bytes
+            )
+            if not due:
+                time.sleep(IDLE_SLEEP)
+                continue
+            written = self.flush_once()
+            last_flush = time.monotonic()
+            if self.stopping and (written == 0 or (deadline is not None and time.monotonic() > deadline)):
+                break
+            if self._backoff:
+                time.sleep(self._backoff)
+        self.close()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        for drain in self.drains.values():
+            drain.close()
+        self.drains.clear()
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+        log.info("exporter stopped: %d records in %d batches, %d sink failures", self.stats.exported,
+                 self.stats.batches, self.stats.sink_failures)
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    def flush_once(self) -> int:
+        """Read what is waiting (up to a batch), write it, commit it. Returns the records written."""
+        if not self._open_sink():
+            return 0
+        batches = []
+        rows: list[dict[str, Any]] = []
+        room = self.lc.batch_max_records
+        for worker, drain in sorted(self.drains.items()):
+            if room <= 0:
+                break
+            batch = drain.read_batch(room, 64 * 1024 * 1024)
+            if not batch.records:
+                continue
+            batches.append(batch)
+            room -= len(batch.records)
+            for raw in batch.records:
+                row = self._row(raw, worker)
+                if row is not None:
+                    rows.append(row)
+        if not batches:
+            return 0
+        if rows:
+            batch_id = _batch_id(rows)
+            try:
+                self._write(rows, batch_id)
+            except SinkError as exc:
+                self._failed(exc)
+                return 0  # nothing committed: the same records are read again next time
+        for batch in batches:
+            batch.commit()
+        self._backoff = 0.0
+        self.stats.exported += len(rows)
+        self.stats.batches += 1
+        self.prices.reload_if_changed()
+        return len(rows)
+
+    def _write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+        assert self.sink is not None
+        try:
+            self.sink.write(rows, batch_id)
+        except SinkError:
+            raise
+        except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
+            log.error("sink refused a batch (%s); writing its rows one by one", exc)
+            good = []
+            for row in rows:
+                try:
+                    self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
+                    good.append(row)
+                except SinkError:
+                    raise
+                except Exception as row_exc:
+                    self._reject(row, row_exc)
+
+    def _row(self, raw: bytes, worker: int) -> dict[str, Any] | None:
+        try:
+            return self.enricher.row(orjson.loads(raw))
+        except Exception as exc:
+            self._reject({"worker": worker, "raw": raw.decode("utf-8", "replace")}, exc)
+            return None
+
+    def _reject(self, row: dict[str, Any], exc: Exception) -> None:
+        """A record that can never be written: kept in a file for a human, never silently lost."""
+        self.stats.rejected += 1
+        log.error("request log: record rejected (%s); kept in %s", exc, self.paths.rejected_file)
+        with open(self.paths.rejected_file, "ab") as f:
+            f.write(orjson.dumps({"error": str(exc), "record": row}, default=str) + b"\n")
+
+    def _failed(self, exc: SinkError) -> None:
+        self.stats.sink_failures += 1
+        self._backoff = min(MAX_BACKOFF, max(0.1, self._backoff * 2))
+        log.warning("sink write failed (%s); retrying in %.1fs", exc, self._backoff)
+        if self.stopping:
+            self._backoff = min(self._backoff, 1.0)
+
+    # --- attachments -------------------------------------------------------------------------
+
+    def _open_sink(self) -> bool:
+        if self.sink is not None:
+            return True
+        try:
+            sink = make_sink(self.lc.sink, SinkOptions(body_ttl_days=self.lc.body_ttl_days))
+            sink.open()
+        except SinkError as exc:
+            self._failed(exc)
+            return False
+        self.sink = sink
+        return True
+
+    def _attach_drains(self) -> None:
+        """Workers create their rings when they start; pick each up as soon as it exists."""
+        for worker in range(self.workers):
+            if worker in self.drains:
+                continue
+            ring = self.paths.ring_file(worker)
+            if not os.path.exists(ring):
+                continue
+            try:
+                self.drains[worker] = RecordDrain(ring, self.paths.spill_dir(worker))
+            except (FileNotFoundError, ValueError) as exc:
+                log.debug("ring %s not ready yet: %s", ring, exc)
+
+    def _waiting_bytes(self) -> int:
+        return sum(d.ring.used for d in self.drains.values())
+
+
+def _batch_id(rows: list[dict[str, Any]]) -> str:
+    """The same rows give the same id, so a retried batch is deduplicated by the sink."""
+    h = hashlib.blake2b(digest_size=16)
+    for row in rows:
+        h.update(str(row.get("request_id", "")).encode())
+        h.update(str(row.get("kind", "")).encode())
+    return h.hexdigest()
+
+
+def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
+    """The exporter process's entry point."""
+    logging.getLogger("fastgw").setLevel(logging.INFO)
+    Exporter(config, paths, workers).run()
