@@ -71,7 +71,8 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:

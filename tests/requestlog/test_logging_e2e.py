@@ -1,0 +1,200 @@
+"""Request logging end to end: real gateway processes, real chDB, only the provider mocked.
+
+chDB holds its folder for one process at a time, so each test lets the gateway (its exporter)
+write, stops it with SIGTERM (which drains every ring and spill file to the sink), and only then
+opens the folder to count.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import clickhouse_connect
+import openai
+import pytest
+
+from fastgw.testing.mock_upstream import MockUpstreamThread
+from tests.helpers import GatewayProcess, chat_request, connect, gateway_config, read_responses
+
+MSGS = [{"role": "user", "content": "hello there"}]
+
+
+def chdb_config(mock: MockUpstreamThread, data: Path, **logging: Any) -> dict[str, Any]:
+    return gateway_config(mock.url, logging={"sink": f"chdb://{data}", **logging})
+
+
+def query(data: Path, sql: str) -> list[tuple[Any, ...]]:
+    client = clickhouse_connect.get_client(dsn=f"chdb://{data}")
+    try:
+        return list(client.query(sql).result_rows)
+    finally:
+        client.close()
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def comm_args(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+def exporter_pid(gw: GatewayProcess) -> int:
+    """The exporter is the supervisor's first child (it is started before the workers)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kids = sorted(children(gw.proc.pid))
+        if len(kids) >= 2:
+            return kids[0]
+        time.sleep(0.05)
+    raise AssertionError("no exporter process")
+
+
+def send_mixed(gw: GatewayProcess, n: int) -> dict[str, int]:
+    """n rounds of: JSON chat, streamed chat, an upstream error, an Anthropic stream, a disconnect."""
+    kinds = {"json": 0, "stream": 0, "error": 0, "anthropic": 0, "disconnect": 0}
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+        for i in range(n):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, extra_headers={"helicone-user-id": f"u{i}"})
+            kinds["json"] += 1
+            list(client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True))
+            kinds["stream"] += 1
+            with pytest.raises(openai.InternalServerError):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, extra_headers={"x-mock-status": "500"})
+            kinds["error"] += 1
+            with connect(gw.port) as s:
+                body = b'{"model":"claude-sonnet-4-6","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+                s.sendall(chat_request(body, path="/anthropic/v1/messages"))
+                assert read_responses(s, 1)[0].status == 200
+            kinds["anthropic"] += 1
+            with connect(gw.port) as s:  # leaves while the upstream is still thinking
+                s.sendall(chat_request(extra="x-mock-latency-ms: 300\r\n"))
+                time.sleep(0.05)
+            kinds["disconnect"] += 1
+    time.sleep(0.4)  # the disconnected requests' upstream calls end and are logged
+    return kinds
+
+
+def test_every_request_lands_exactly_once_with_tokens_and_cost(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data))
+    kinds = send_mixed(gw, 5)
+    assert gw.stop() == 0, gw.log()
+    total = sum(kinds.values())
+    (count,) = query(data, "SELECT count() FROM fastgw.requests FINAL")[0]
+    assert count == total
+    rows = query(data, """
+        SELECT status, stream, usage_source, prompt_tokens, completion_tokens, cost_nanousd, error_type
+        FROM fastgw.requests FINAL""")
+    ok_json = [r for r in rows if r[0] == 200 and not r[1]]
+    streams = [r for r in rows if r[0] == 200 and r[1]]
+    errors = [r for r in rows if r[0] == 500]
+    left = [r for r in rows if r[6] == "client_disconnected"]
+    assert len(ok_json) == kinds["json"] and len(errors) == kinds["error"] and len(left) == kinds["disconnect"]
+    assert len(streams) == kinds["stream"] + kinds["anthropic"]
+    # the mock's usage: prompt = len(body)//4, completion = number of pieces (5); priced exactly
+    for status, _, source, prompt, completion, cost, _ in ok_json + streams:
+        assert source == "provider" and prompt > 0 and completion == 5 and cost is not None and cost > 0
+    gpt = query(data, "SELECT prompt_tokens, completion_tokens, cost_nanousd FROM fastgw.requests FINAL "
+                      "WHERE model_served = 'gpt-4o-mini' AND status = 200 LIMIT 1")[0]
+    # gpt-4o-mini: $0.15 / M input, $0.60 / M output, in nano-dollars per token: 150 and 600
+    assert gpt[2] == gpt[0] * 150 + gpt[1] * 600
+    (users,) = query(data, "SELECT uniqExact(user_id) FROM fastgw.requests FINAL WHERE user_id != ''")[0]
+    assert users == 5
+    (leaks,) = query(data, "SELECT count() FROM fastgw.requests WHERE position(toString(request_headers), 'sk-test') > 0")[0]
+    assert leaks == 0
+
+
+def test_sink_down_for_a_while_loses_and_doubles_nothing(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """chDB's folder held by another process is the sink being down: the exporter backs off."""
+    data = tmp_path / "ch"
+    query(data, "SELECT 1")  # create the folder
+    holder = clickhouse_connect.get_client(dsn=f"chdb://{data}")  # ... and hold it: the sink is down
+    try:
+        gw = start_gateway(chdb_config(mock, data))
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            for _ in range(40):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+        time.sleep(1.5)  # the exporter tried and failed at least once
+    finally:
+        holder.close()  # the sink is back
+    time.sleep(2.0)
+    assert gw.stop() == 0, gw.log()
+    assert "sink write failed" in gw.log() or "retrying" in gw.log()
+    assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests")[0] == (40, 40)
+
+
+def test_exporter_killed_mid_load_then_restarted_keeps_counts_exact(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data, batch_max_age="100ms"))
+    sent = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal sent
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            while not stop.is_set():
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+                sent += 1
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(1.0)
+        first = exporter_pid(gw)
+        os.kill(first, signal.SIGKILL)
+        time.sleep(1.5)  # the supervisor starts a new exporter; load goes on
+        assert exporter_pid(gw) != first
+    finally:
+        stop.set()
+        t.join(10)
+    assert gw.stop() == 0, gw.log()
+    assert sent > 20
+    assert query(data, "SELECT count() FROM fastgw.requests FINAL")[0][0] == sent
+
+
+def test_records_of_a_killed_worker_still_arrive(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The exporter is paused (SIGSTOP) so records wait in the worker's ring; the worker is killed."""
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data))
+    exporter = exporter_pid(gw)
+    os.kill(exporter, signal.SIGSTOP)
+    try:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            for _ in range(25):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+        worker = [p for p in children(gw.proc.pid) if p != exporter][0]
+        os.kill(worker, signal.SIGKILL)
+    finally:
+        os.kill(exporter, signal.SIGCONT)
+    time.sleep(1.0)
+    assert gw.stop() == 0, gw.log()
+    assert query(data, "SELECT count() FROM fastgw.requests FINAL")[0][0] == 25
+
+
+def test_full_ring_spills_to_disk_and_is_replayed(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data, ring_size="64KiB"))
+    exporter = exporter_pid(gw)
+    os.kill(exporter, signal.SIGSTOP)  # nobody drains: the 64 KiB ring fills after a few dozen records
+    try:
+        big = "x" * 3000
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            for _ in range(80):
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": big}])
+        spilled = list((gw.log_dir / "spill").rglob("spill-*.wal"))
+        assert spilled, "nothing was spilled although the ring was full"
+    finally:
+        os.kill(exporter, signal.SIGCONT)
+    time.sleep(1.5)
+    assert gw.stop() == 0, gw.log()
+    assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests")[0] == (80, 80)
+    assert not list((gw.log_dir / "spill").rglob("spill-*.wal")), "replayed segments are deleted"
