@@ -3,6 +3,7 @@
 ``build_pipeline`` is the one place the request's path through the stages is written:
 
     health    GET /healthz answers without touching a provider (stages/health.py)
+    log api   manual logging, feedback and scores, when logging is on (stages/log_api.py)
     route     which provider and which path on it (stages/route.py)
     usage     ask OpenAI-compatible streams for usage, hide that chunk (stages/stream_usage.py)
     dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
@@ -30,10 +31,12 @@ from fastgw.config import Config
 from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
 from fastgw.providers.table import build_table
+from fastgw.requestlog.logger import RequestLogger
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.dispatch import Dispatch
 from fastgw.stages.health import Health
+from fastgw.stages.log_api import LogAPI
 from fastgw.stages.route import Route
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
@@ -41,11 +44,13 @@ from fastgw.upstream.pool import ConnectionPool
 log = logging.getLogger("fastgw.app")
 
 
-def build_pipeline(config: Config, pool: ConnectionPool) -> Handler:
+def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger | None) -> Handler:
     handler: Handler = Dispatch(pool)
-    if config.logging.enabled and config.logging.inject_stream_usage:
+    if logger is not None and config.logging.inject_stream_usage:
         handler = StreamUsage(handler)
     handler = Route(handler, config, build_table(config))
+    if logger is not None:
+        handler = LogAPI(handler, logger)
     handler = Health(handler)
     return handler
 
@@ -57,11 +62,13 @@ class Gateway:
         self.config = config
         self.pool: ConnectionPool | None = None
         self.handler: Handler | None = None
+        # Set by the worker before start() when logging is on; None: nothing is logged.
+        self.logger: RequestLogger | None = None
 
     async def start(self) -> None:
         """Needs the running loop: the pool's connections and timers live on it."""
         self.pool = ConnectionPool(self.config.upstream)
-        self.handler = build_pipeline(self.config, self.pool)
+        self.handler = build_pipeline(self.config, self.pool, self.logger)
 
     async def handle(self, ctx: RequestContext) -> Response:
         return await self.handler(ctx)  # type: ignore[misc]

@@ -118,7 +118,7 @@ def run_worker(
             from fastgw.requestlog.logger import RequestLogger
 
             buffer = RecordBuffer(paths.ring_file(index), paths.spill_dir(index), int(config.logging.ring_size))
-            server.state.logger = RequestLogger(config.logging, buffer, index)
+            server.state.logger = server.gateway.logger = RequestLogger(config.logging, buffer, index)
         await server.serve(sock, on_ready=(lambda: print(banner, file=sys.stderr, flush=True)) if banner else None)
 
     try:

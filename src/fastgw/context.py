@@ -37,7 +37,7 @@ class RequestContext:
     __slots__ = (
         "request_id", "method", "target", "http_version", "headers", "raw_headers", "body", "client",
         "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
-        "hidden_usage",
+        "hidden_usage", "log_skip",
     )
 
     def __init__(
@@ -59,6 +59,7 @@ class RequestContext:
         self.upstream_path = b""  # path and query to request from the provider's origin
         self.usage_injected = False  # we asked the upstream for stream usage the client didn't want
         self.hidden_usage = b""  # the usage event(s) that request produced, kept from the client
+        self.log_skip = False  # the gateway's own endpoints (health, log API) are not request rows
 
     def gateway_ns(self) -> int:
         """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""

@@ -198,3 +198,50 @@ def test_full_ring_spills_to_disk_and_is_replayed(start_gateway, mock: MockUpstr
     assert gw.stop() == 0, gw.log()
     assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests")[0] == (80, 80)
     assert not list((gw.log_dir / "spill").rglob("spill-*.wal")), "replayed segments are deleted"
+
+
+def _post(gw: GatewayProcess, path: str, body: bytes, extra: str = "") -> Any:
+    with connect(gw.port) as s:
+        s.sendall(chat_request(body, path=path, extra=extra))
+        return read_responses(s, 1)[0]
+
+
+MANUAL = {
+    "providerRequest": {"url": "https://api.openai.com/v1/chat/completions",
+                        "json": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                        "meta": {"Authorization": "Bearer sk-manual-secret"}},
+    "providerResponse": {"status": 200, "headers": {},
+                         "json": {"model": "gpt-4o-mini", "choices": [{"message": {"role": "assistant", "content": "yo"}}],
+                                  "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}}},
+    "timing": {"startTime": {"seconds": 1790000000, "milliseconds": 250}, "endTime": {"seconds": 1790000001, "milliseconds": 0}},
+}
+
+
+def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data))
+    logged = _post(gw, "/custom/v1/log", orjson.dumps(MANUAL), extra="Helicone-Property-Team: search\r\n")
+    assert logged.status == 200
+    rid = logged.json()["id"]
+    assert _post(gw, f"/v1/request/{rid}/feedback", b'{"rating": true}').status == 200
+    assert _post(gw, f"/v1/request/{rid}/score", b'{"scores": {"accuracy": 7, "helpful": false}}').status == 200
+    # bad bodies: a 400 that names the field, and the server keeps serving
+    bad = dict(MANUAL, timing={"startTime": {"seconds": "soon", "milliseconds": 0}, "endTime": MANUAL["timing"]["endTime"]})
+    resp = _post(gw, "/custom/v1/log", orjson.dumps(bad))
+    assert resp.status == 400 and "timing.startTime.seconds" in resp.json()["error"]["message"]
+    resp = _post(gw, "/custom/v1/log", orjson.dumps({**MANUAL, "providerRequest": {"url": "x"}}))
+    assert resp.status == 400 and resp.json()["error"]["message"] == "providerRequest.json must be an object"
+    resp = _post(gw, f"/v1/request/{rid}/feedback", b'{"rating": "good"}')
+    assert resp.status == 400 and "rating" in resp.json()["error"]["message"]
+    resp = _post(gw, f"/v1/request/{rid}/score", b'{"scores": {"x": "high"}}')
+    assert resp.status == 400 and "scores.x" in resp.json()["error"]["message"]
+    assert gw.stop() == 0, gw.log()
+    row = query(data, f"SELECT provider, prompt_tokens, completion_tokens, cost_nanousd, total_us, properties, "
+                      f"toUnixTimestamp64Milli(created_at), request_headers['authorization'] FROM fastgw.requests FINAL "
+                      f"WHERE request_id = '{rid}'")
+    assert row == [("openai", 1000, 100, 1000 * 150 + 100 * 600, 750_000, {"team": "search"}, 1790000000250, "[redacted]")]
+    assert query(data, f"SELECT rating FROM fastgw.feedback FINAL WHERE request_id = '{rid}'") == [(True,)]
+    assert sorted(query(data, f"SELECT name, value, is_bool FROM fastgw.scores FINAL WHERE request_id = '{rid}'")) == [
+        ("accuracy", 7.0, False), ("helpful", 0.0, True)]

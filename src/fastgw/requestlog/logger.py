@@ -50,6 +50,8 @@ class RequestLogger:
         t_first_byte: int,
         client_left: bool,
     ) -> None:
+        if ctx.log_skip:
+            return
         try:
             if isinstance(body, BodyCapture):
                 response_body, truncated = body.value()

@@ -18,5 +18,6 @@ class Health:
 
     async def __call__(self, ctx: RequestContext) -> Response:
         if ctx.target == HEALTH_PATH and ctx.method in (b"GET", b"HEAD"):
+            ctx.log_skip = True
             return _HEALTHY
         return await self.next(ctx)
