@@ -31,6 +31,7 @@ from fastgw.requestlog.buffer import RecordDrain
 from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.record import decode_record
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
 
 log = logging.getLogger("fastgw.exporter")
@@ -163,7 +164,7 @@ class Exporter:
 
     def _row(self, raw: bytes, worker: int) -> dict[str, Any] | None:
         try:
-            return self.enricher.row(orjson.loads(raw))
+            return self.enricher.row(decode_record(raw))
         except Exception as exc:
             self._reject({"worker": worker, "raw": raw.decode("utf-8", "replace")}, exc)
             return None

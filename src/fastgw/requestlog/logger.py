@@ -11,10 +11,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
 from fastgw.errors import GatewayError
-from fastgw.requestlog.record import BodyCapture, build_record, redact_headers
+from fastgw.requestlog.record import BodyCapture, build_record, encode_record, redact_headers
 
 if TYPE_CHECKING:
     from fastgw.config import LoggingConfig
@@ -57,15 +55,15 @@ class RequestLogger:
                 response_body, truncated = body.value()
             else:
                 response_body, truncated = body[: self.body_limit], len(body) > self.body_limit
-            record = build_record(
+            meta, request_body, response_body = build_record(
                 ctx, status=status, error=(error.code, error.message) if error is not None else None,
                 response_body=response_body, response_truncated=truncated, response_content_type=content_type,
                 t_first_byte=t_first_byte, client_left=client_left, body_limit=self.body_limit,
                 omit_request=self.omit_request, omit_response=self.omit_response, worker=self.worker,
             )
             if ctx.hidden_usage:
-                record["hidden_usage"] = ctx.hidden_usage.decode("utf-8", "replace")
-            self._push(record)
+                meta["hidden_usage"] = ctx.hidden_usage.decode("utf-8", "replace")
+            self.buffer.push(encode_record(meta, request_body, response_body))
         except Exception:  # never let logging fail a request; count it and say so
             self.failures += 1
             log.exception("could not log request %s", ctx.request_id)
@@ -93,4 +91,4 @@ class RequestLogger:
         self._push(record)
 
     def _push(self, record: dict[str, Any]) -> None:
-        self.buffer.push(orjson.dumps(record))
+        self.buffer.push(encode_record(record))
