@@ -281,6 +281,8 @@ def write_gateway_config(tmp: Path, mock_port: int, port: int) -> Path:
         f'  openai: {{base_url: "http://127.0.0.1:{mock_port}"}}\n'
         f'  anthropic: {{base_url: "http://127.0.0.1:{mock_port}", format: anthropic}}\n'
         f"server: {{port: {port}}}\n"
+        # The core gateway's figures: request logging (on by default) has its own benchmark.
+        "logging: {enabled: false}\n"
     )
     return path
 
