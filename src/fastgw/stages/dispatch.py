@@ -25,23 +25,24 @@ _IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"}
 def response_head_block(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, int | None]:
     """The end-to-end headers as one block, and the Content-Length the upstream announced.
 
-    Names listed in the upstream's own Connection header are hop-by-hop too, and are dropped.
+    Names listed in the upstream's own Connection header are hop-by-hop too, and are dropped (a
+    second pass, only when such a list exists: it almost never does).
     """
     lines = []
     length: int | None = None
-    drop = _DROP_RESPONSE
-    for name, value in headers:
-        if name.lower() == b"connection":
-            listed = {t.strip().lower() for t in value.split(b",")} - {b"", b"close", b"keep-alive"}
-            if listed:
-                drop = drop | listed
+    listed: set[bytes] = set()
     for name, value in headers:
         lower = name.lower()
-        if lower in drop:
+        if lower in _DROP_RESPONSE:
             if lower == b"content-length" and value.strip().isdigit():
                 length = int(value)
+            elif lower == b"connection":
+                listed.update(t.strip().lower() for t in value.split(b","))
             continue
         lines.append(name + b": " + value + b"\r\n")
+    listed -= {b"", b"close", b"keep-alive"}
+    if listed:
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in listed]
     return b"".join(lines), length
 
 

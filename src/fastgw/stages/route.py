@@ -35,6 +35,8 @@ def origin_form(method: bytes, target: bytes) -> bytes:
     """
     if method == b"CONNECT":
         raise BadRequest("CONNECT is not supported")
+    if target[:1] == b"/" and b"." not in target and b"%" not in target and b"\\" not in target:
+        return target  # the common case: a plain path can hold no dot segment
     if target[:1] != b"/":
         lower = target[:8].lower()
         if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
