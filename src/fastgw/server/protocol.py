@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import httptools
 
@@ -93,7 +93,12 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Exchange] = deque()
         self.task: asyncio.Task[None] | None = None  # answering the exchange at the head of the queue
+        # One timeout is pending at a time (head, body or keep-alive), due at _deadline. The handle
+        # is not re-created per request: it may fire early, and then re-arms for the deadline.
         self.timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline: float | None = None
+        self._timeout_cb: Callable[[], None] | None = None
         self.closing = False  # shutting down, or the client asked to close: no more requests
         self.closed = False
         self._abort: GatewayError | None = None
@@ -121,7 +126,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.state.connections.discard(self)
-        self._cancel_timer()
+        self._drop_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client left: stop the upstream request, don't read it out
         if self.flow is not None:
@@ -169,7 +174,7 @@ class HttpProtocol(asyncio.Protocol):
         self.ex = Exchange()
         self.head_size = 0
         self.head_raw = 0
-        if self.timer is not None and self.task is None:  # idle keep-alive ends; the head's clock starts
+        if self._deadline is not None and self.task is None:  # idle keep-alive ends; the head's clock starts
             self._set_timer(self.limits.header_timeout, self._on_header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -414,36 +419,54 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def _on_header_timeout(self) -> None:
-        self.timer = None
         if self.task is None and not self.queue:
             err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
             self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
     def _on_body_timeout(self) -> None:
-        self.timer = None
         if self.task is None and not self.queue and self.ex is not None:
             err = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
             self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
     def _on_keepalive_timeout(self) -> None:
-        self.timer = None
         if self.task is None and not self.queue and self.ex is None:
             self._close()
 
-    def _set_timer(self, delay: float, callback: object) -> None:
-        self._cancel_timer()
-        self.timer = self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        deadline = self.loop.time() + delay
+        self._deadline, self._timeout_cb = deadline, callback
+        if self.timer is None or self._timer_at > deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
 
     def _cancel_timer(self) -> None:
+        self._deadline = self._timeout_cb = None  # an armed handle stays, and finds nothing due
+
+    def _drop_timer(self) -> None:
+        self._cancel_timer()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline, callback = self._deadline, self._timeout_cb
+        if deadline is None or callback is None:
+            return
+        if self.loop.time() < deadline - 0.001:  # fired for an earlier deadline: wait for this one
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            return
+        self._deadline = self._timeout_cb = None
+        callback()
+
     def _close(self) -> None:
         self.closing = True
-        self._cancel_timer()
+        self._drop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -260,7 +260,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._is_head = is_head
         resp = self.response = UpstreamResponse(self)
         self._last_read = self.loop.time()
-        self._arm_timer(self.read_timeout)
+        if self._timer is None:  # an armed timer fires at most read_timeout after any earlier read
+            self._arm_timer(self.read_timeout)
         self.transport.write(data)  # type: ignore[union-attr]
         if self._write_paused:
             self._drain_waiter = self.loop.create_future()
@@ -268,8 +269,7 @@ class UpstreamConnection(asyncio.Protocol):
         return resp
 
     def release(self) -> None:
-        self._cancel_timer()
-        self.response = None
+        self.response = None  # the read timer, if armed, fires once more, finds no response, stops
         if self._dirty or self.state is ConnState.CLOSED or self.transport is None or self.transport.is_closing():
             self.close()
             return
