@@ -22,22 +22,11 @@ from fastgw.config import UpstreamConfig
 from fastgw.errors import UpstreamUnreachable
 from fastgw.providers.table import Origin
 from fastgw.testing.mock_upstream import MockUpstream
-from fastgw.upstream.pool import ConnectionPool, OriginPool
+from fastgw.upstream.pool import ConnectionPool
+from tests.upstream.conftest import Runner, op_of
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
-Runner = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-def op_of(pool: ConnectionPool, origin: Origin) -> OriginPool:
-    """The origin's pool state; the pool forgets an origin nothing uses, which reads as empty."""
-    return pool.origins.get(origin) or OriginPool(pool, origin)
-
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Runner:
-    return uvloop.run if request.param == "uvloop" else asyncio.run  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
