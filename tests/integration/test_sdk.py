@@ -5,9 +5,7 @@ Each test runs against a gateway on the compiled extension and one on the pure-P
 
 from __future__ import annotations
 
-import base64
 import time
-from pathlib import Path
 from typing import Iterator
 
 import anthropic

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import clickhouse_connect
 import openai
@@ -40,11 +39,6 @@ def query(data: Path, sql: str) -> list[tuple[Any, ...]]:
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
-
-
-def comm_args(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().decode(errors="replace")
 
 
 def exporter_pid(gw: GatewayProcess) -> int:

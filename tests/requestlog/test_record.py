@@ -37,3 +37,11 @@ def test_body_capture_keeps_head_and_tail() -> None:
     small = BodyCapture(100)
     small.add(b"abc")
     assert small.value() == (b"abc", False)
+
+
+def test_the_fast_redaction_check_covers_every_credential_name() -> None:
+    """redacted_block skips its regex unless a hint matches: each credential name must hit one."""
+    from fastgw.requestlog.record import _CREDENTIAL_HINTS, CREDENTIAL_HEADERS
+
+    for name in CREDENTIAL_HEADERS:
+        assert any((name + ":").encode().endswith(hint) for hint in _CREDENTIAL_HINTS), name

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 

@@ -13,11 +13,10 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, AsyncIterator
 
 import orjson
 import pytest
-import uvloop
 
 from fastgw.config import UpstreamConfig
 from fastgw.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
@@ -25,7 +24,7 @@ from fastgw.providers.table import Origin
 from fastgw.testing.mock_upstream import MockUpstream
 from fastgw.upstream.connection import StaleConnection, UpstreamResponse
 from fastgw.upstream.pool import ConnectionPool
-from tests.upstream.conftest import Runner, op_of
+from tests.upstream.conftest import Runner, close_pool, eventually, op_of
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 STREAM = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
@@ -55,20 +54,6 @@ async def fetch(pool: ConnectionPool, origin: Origin, body: bytes = CHAT, **head
     resp = await pool.request(origin, chat(origin, body, **headers))
     return resp.status, await read_body(resp)
 
-
-async def eventually(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def close_pool(pool: ConnectionPool) -> None:
-    """Close the pool and let the loop run until every connection's transport is really gone."""
-    pool.close()
-    await eventually(lambda: all(not op.connections for op in pool.origins.values()))
-    await asyncio.sleep(0)
 
 
 @contextlib.asynccontextmanager

@@ -9,21 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Coroutine
+from typing import Any, AsyncIterator
 
 import orjson
 import pytest
 import trustme
-import uvloop
 
 from fastgw.config import UpstreamConfig
 from fastgw.errors import UpstreamUnreachable
 from fastgw.providers.table import Origin
 from fastgw.testing.mock_upstream import MockUpstream
 from fastgw.upstream.pool import ConnectionPool
-from tests.upstream.conftest import Runner, op_of
+from tests.upstream.conftest import Runner, close_pool, op_of
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 
@@ -74,19 +72,6 @@ async def fetch(pool: ConnectionPool, origin: Origin) -> dict[str, Any]:
     assert data["object"] == "chat.completion"
     return data
 
-
-async def eventually(cond: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def close_pool(pool: ConnectionPool) -> None:
-    pool.close()
-    await eventually(lambda: all(not op.connections for op in pool.origins.values()))
-    await asyncio.sleep(0)
 
 
 class ConnectProxy:

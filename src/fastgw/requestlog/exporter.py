@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -47,7 +47,6 @@ class ExporterStats:
     batches: int = 0
     sink_failures: int = 0
     rejected: int = 0  # records the sink refused as invalid, written to the rejected file
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class Exporter:
@@ -152,11 +151,9 @@ class Exporter:
             raise
         except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
             log.error("sink refused a batch (%s); writing its rows one by one", exc)
-            good = []
             for row in rows:
                 try:
                     self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
-                    good.append(row)
                 except SinkError:
                     raise
                 except Exception as row_exc:

@@ -35,11 +35,13 @@ CREDENTIAL_HEADERS = frozenset(
 REDACTED = "[redacted]"
 
 
-# Credential headers that can still be in the forwarded block (Authorization and x-api-key never are:
-# the header parser keeps them apart), matched per line, in C, instead of a Python loop per header.
+# The same credential names, as lines of the forwarded block (Authorization and x-api-key never
+# are there: the header parser keeps them apart), matched in C rather than by a loop per header.
 _CREDENTIAL_LINE = re.compile(
-    rb"^(api-key|x-goog-api-key|cookie|x-amz-security-token|proxy-authorization):[^\r\n]*", re.MULTILINE
+    rb"^(" + b"|".join(re.escape(n.encode()) for n in sorted(CREDENTIAL_HEADERS)) + rb"):[^\r\n]*", re.MULTILINE
 )
+# A cheap test for whether the regex is needed at all: every credential name ends in one of these.
+_CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
 
 
 def redacted_block(ctx: RequestContext) -> str:
@@ -47,7 +49,7 @@ def redacted_block(ctx: RequestContext) -> str:
     h = ctx.headers
     block = h.forward
     # Substring checks cost a few hundred ns; the regex, microseconds. Most requests carry none.
-    if b"api-key:" in block or b"cookie:" in block or b"x-amz-security-token:" in block or b"proxy-authorization:" in block:
+    if any(hint in block for hint in _CREDENTIAL_HINTS):
         block = _CREDENTIAL_LINE.sub(rb"\1: [redacted]", block)
     if h.authorization is not None:
         block += b"authorization: [redacted]\r\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -338,5 +338,3 @@ class UpstreamConnection(asyncio.Protocol):
                 return True
         return False
 
-
-ConnectionFactory = Callable[[], UpstreamConnection]

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import urllib.request
 from collections import deque
+from typing import Callable
 from urllib.parse import urlsplit
 
 from fastgw.config import UpstreamConfig
@@ -224,7 +225,7 @@ class ConnectionPool:
         except (ssl.SSLError, OSError) as exc:
             raise UpstreamUnreachable(f"cannot connect to {origin}: {exc.strerror or exc}") from None
 
-    async def _connect_via_proxy(self, origin: Origin, factory: type | object) -> UpstreamConnection:
+    async def _connect_via_proxy(self, origin: Origin, factory: Callable[[], UpstreamConnection]) -> UpstreamConnection:
         """HTTPS through an HTTP proxy: CONNECT, then TLS to the origin inside the tunnel."""
         assert self.proxy is not None
         proxy_host, proxy_port = self.proxy
@@ -238,7 +239,7 @@ class ConnectionPool:
             status = await tunnel.status
             if status != 200:
                 raise UpstreamUnreachable(f"proxy refused CONNECT to {authority}: status {status}")
-            conn = factory()  # type: ignore[operator]
+            conn = factory()
             tls_transport = await self.loop.start_tls(
                 transport, conn, self.ssl_context, server_hostname=origin.host
             )
@@ -246,7 +247,7 @@ class ConnectionPool:
             transport.abort()
             raise
         conn.connection_made(tls_transport)
-        return conn  # type: ignore[no-any-return]
+        return conn
 
     def _sweep(self) -> None:
         now = self.loop.time()
