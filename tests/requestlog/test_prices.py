@@ -323,3 +323,53 @@ def test_bad_user_files_name_the_file_and_key(tmp_path: Path, text: str, needle:
     with pytest.raises(PriceError) as e:
         PriceTable.load(f)
     assert needle in str(e.value) and str(f) in str(e.value)
+
+
+# --------------------------------------------------------------------- integer and Decimal paths agree
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_prices = st.decimals(min_value=0, max_value=200, places=9, allow_nan=False, allow_infinity=False)
+_tokens = st.integers(min_value=0, max_value=5_000_000)
+
+
+def _decimal_cost(p: Any, u: Usage) -> int:
+    """The defining formula, in Decimal with ample precision, rounded half to even once."""
+    from decimal import ROUND_HALF_EVEN, localcontext
+
+    prompt = u.prompt_tokens
+    read = min(u.cache_read_tokens, prompt)
+    write = min(u.cache_write_tokens, prompt - read)
+    w1h = min(u.cache_write_1h_tokens, write)
+    with localcontext() as ctx:
+        ctx.prec = 80
+        usd = ((prompt - read - write) * p.input + read * p.cached_input + (write - w1h) * p.cache_write
+               + w1h * p.cache_write_1h + u.completion_tokens * p.output)
+        return int((usd * 1000).to_integral_value(ROUND_HALF_EVEN))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(_prices, _prices, _prices, _prices, _prices), _tokens, _tokens, _tokens, _tokens, _tokens)
+def test_integer_fast_path_equals_decimal(prices: tuple[Decimal, ...], prompt: int, completion: int, read: int,
+                                          write: int, w1h: int) -> None:
+    from fastgw.requestlog.prices import Price
+
+    p = Price(*prices)
+    assert p.scaled is not None  # nine decimals or fewer: the integer path is taken
+    u = Usage(prompt_tokens=prompt, completion_tokens=completion, cache_read_tokens=read,
+              cache_write_tokens=write, cache_write_1h_tokens=w1h)
+    t = PriceTable.load()
+    t._cache[("x", "m")] = p  # resolve straight to this price
+    assert t.cost("x", "m", u) == (_decimal_cost(p, u), None)
+
+
+def test_prices_beyond_nine_decimals_take_the_exact_decimal_path() -> None:
+    from fastgw.requestlog.prices import Price
+
+    p = Price(Decimal("0.1234567891"), Decimal(1), Decimal(1), Decimal(1), Decimal(1))
+    assert p.scaled is None
+    t = PriceTable.load()
+    t._cache[("x", "m")] = p
+    u = Usage(prompt_tokens=7, completion_tokens=0)
+    assert t.cost("x", "m", u) == (_decimal_cost(p, u), None) == (864, None)  # 864.1975237 nano

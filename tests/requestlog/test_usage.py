@@ -144,10 +144,10 @@ def test_cut_json_answer_salvages_trailing_usage() -> None:
         prompt_tokens=2006, completion_tokens=300, cache_read_tokens=1920, model="gpt-4o-2024-08-06")
 
 
-def test_usage_is_frozen_with_slots() -> None:
+def test_usage_has_slots_and_value_equality() -> None:
     u = Usage(prompt_tokens=1)
     with pytest.raises(AttributeError):
-        u.prompt_tokens = 2  # type: ignore[misc]
+        u.other = 2  # type: ignore[attr-defined]
     assert not hasattr(u, "__dict__")
     assert Usage() == Usage(0, 0, 0, 0, 0, "provider", None)
     assert Usage(prompt_tokens=3, completion_tokens=4).total_tokens == 7

@@ -295,6 +295,7 @@ class RecordBuffer(_Closing):
     spilled = property(lambda self: self._q[SPILLED])
     dropped = property(lambda self: self._q[DROPPED])
     pushed = property(lambda self: self.ring.pushed + self._q[SPILLED] + self._q[DROPPED], doc="Records pushed.")
+    exported = property(lambda self: self._q[EXPORTED], doc="Records the exporter has committed, ring and spill.")
 
     def close(self) -> None:
         """Seal the open segment (the exporter can then finish it), unmap everything."""
@@ -425,6 +426,7 @@ class RecordDrain(_Closing):
 
     # Counters: the consumer's, then the producer's (read from the ring header and control file).
     exported = property(lambda self: self._q[EXPORTED])
+    ring_exported = property(lambda self: self._q[EXPORTED] - self._q[REPLAYED], doc="Exported from the ring itself.")
     replayed = property(lambda self: self._q[REPLAYED])
     torn = property(lambda self: self._q[TORN], doc="Segments that ended in a torn or unreadable record.")
     spilled = property(lambda self: self._q[SPILLED])

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger("fastgw.exporter")
 
 IDLE_SLEEP = 0.02  # between looks at the rings when nothing is due
 MAX_BACKOFF = 30.0
+WRITE_CHUNK = 2500  # rows per sink write: small enough to overlap, large enough to stay efficient
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
 
 
@@ -62,8 +64,8 @@ class Exporter:
         self.stats = ExporterStats()
         self.stopping = False
         self._backoff = 0.0
-        # Bytes of waiting records worth a batch: a record is about 1-3 KiB with its bodies.
-        self._batch_bytes = self.lc.batch_max_records * 1024
+        self._full_batch = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -79,7 +81,8 @@ class Exporter:
             due = (
                 self.stopping
                 or time.monotonic() - last_flush >= self.lc.batch_max_age
-                or self._waiting_bytes() >= self._batch_bytes
+                or self._full_batch  # the last batch was full: more is waiting (rings or spill files)
+                or self._waiting_records() >= self.lc.batch_max_records
             )
             if not due:
                 time.sleep(IDLE_SLEEP)
@@ -99,6 +102,7 @@ class Exporter:
         for drain in self.drains.values():
             drain.close()
         self.drains.clear()
+        self._writer.shutdown(wait=True)
         if self.sink is not None:
             self.sink.close()
             self.sink = None
@@ -108,11 +112,18 @@ class Exporter:
     # --- one batch ---------------------------------------------------------------------------
 
     def flush_once(self) -> int:
-        """Read what is waiting (up to a batch), write it, commit it. Returns the records written."""
+        """Read what is waiting (up to a batch), write it, commit it. Returns the records written.
+
+        The batch goes to the sink in chunks, each written on the sink thread while this thread
+        enriches the next: chDB and the HTTP client release the GIL while ClickHouse works, so the
+        engine's time overlaps ours. Nothing is committed unless every chunk was written; a chunk
+        written before a failure is written again on the retry, under the same deduplication id
+        (its rows decide it), and ReplacingMergeTree keeps one copy either way.
+        """
         if not self._open_sink():
             return 0
         batches = []
-        rows: list[dict[str, Any]] = []
+        records: list[tuple[bytes, int]] = []
         room = self.lc.batch_max_records
         for worker, drain in sorted(self.drains.items()):
             if room <= 0:
@@ -122,26 +133,34 @@ class Exporter:
                 continue
             batches.append(batch)
             room -= len(batch.records)
-            for raw in batch.records:
-                row = self._row(raw, worker)
-                if row is not None:
-                    rows.append(row)
+            records.extend((raw, worker) for raw in batch.records)
+        self._full_batch = room <= 0
         if not batches:
             return 0
-        if rows:
-            batch_id = _batch_id(rows)
-            try:
-                self._write(rows, batch_id)
-            except SinkError as exc:
-                self._failed(exc)
-                return 0  # nothing committed: the same records are read again next time
+        written = 0
+        in_flight: Future[None] | None = None
+        try:
+            for start in range(0, len(records), WRITE_CHUNK):
+                rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
+                        if (row := self._row(raw, worker)) is not None]
+                if in_flight is not None:
+                    in_flight.result()
+                    in_flight = None
+                if rows:
+                    in_flight = self._writer.submit(self._write, rows, _batch_id(rows))
+                    written += len(rows)
+            if in_flight is not None:
+                in_flight.result()
+        except SinkError as exc:
+            self._failed(exc)
+            return 0  # nothing committed: the same records are read again next time
         for batch in batches:
             batch.commit()
         self._backoff = 0.0
-        self.stats.exported += len(rows)
+        self.stats.exported += written
         self.stats.batches += 1
         self.prices.reload_if_changed()
-        return len(rows)
+        return written
 
     def _write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
         assert self.sink is not None
@@ -207,8 +226,9 @@ class Exporter:
             except (FileNotFoundError, ValueError) as exc:
                 log.debug("ring %s not ready yet: %s", ring, exc)
 
-    def _waiting_bytes(self) -> int:
-        return sum(d.ring.used for d in self.drains.values())
+    def _waiting_records(self) -> int:
+        """Records in the rings not yet exported (spill files aside: they are read when due)."""
+        return sum(max(0, d.ring.pushed - d.ring_exported) for d in self.drains.values())
 
 
 def _batch_id(rows: list[dict[str, Any]]) -> str:

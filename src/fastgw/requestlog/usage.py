@@ -43,9 +43,13 @@ _loads = orjson.loads
 _JSONError = orjson.JSONDecodeError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
-    """Exact token counts of one request; see the module docstring for what each count includes."""
+    """Exact token counts of one request; see the module docstring for what each count includes.
+
+    Not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
+    one a measurable part of the exporter's time per record. Treat it as a value all the same.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0

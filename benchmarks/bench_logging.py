@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""Request logging benchmarks: the rings into chDB, and the gateway with logging on, off, and
+with its sink down, in one run.
+
+  .venv/bin/python benchmarks/bench_logging.py [--quick] [--out benchmarks/results/<version>/logging.md]
+
+Layout (2 cores), as the issue asks: the gateway's worker on core 0, its exporter on core 1 (moved
+there with sched_setaffinity after start); the mock and the load generators on core 1 too.
+
+A. Rings -> chDB. The real exporter (``run_exporter``, the code ``fastgw serve`` runs) on core 1;
+   this script on core 0 plays two workers, pushing records shaped like a worker's (1 KB of
+   request + response bodies, a quarter of them streams with a hidden usage chunk; see
+   log_records.py) into two rings at a paced offered rate, each record with a fresh request id.
+   Per rate: records exported per second over the window (the exporter's committed counter),
+   the most the rings held, and whether anything spilled (a ring that keeps up never spills).
+   After the last rate the exporter is stopped with SIGTERM and the rows are counted in chDB:
+   the count and the distinct ids must equal what was pushed.
+B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse URL on a closed
+   port: the exporter backs off, rings fill and spill to disk), interleaved per repetition:
+   closed-loop latency at 1 and 16 connections (loadgen.py), and CPU per request of the worker at
+   saturation (wrk), with the exporter's CPU per record alongside. Requests carry 1 KB of bodies.
+   Then the exporter's RSS.
+
+Medians over repetitions. Every process started here is stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import run_bench as rb  # noqa: E402
+from log_records import make_records  # noqa: E402
+
+from fastgw.requestlog.buffer import RecordBuffer  # noqa: E402
+
+PROMPT = "Summarise the following text in two sentences. " * 10  # ~480 bytes
+BODY_1K = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s"}]}' % PROMPT.strip()
+MOCK_HEADERS = ["x-mock-chunks: 1", "x-mock-chunk-bytes: 420"]  # a ~1 KB answer with its JSON
+WRK_LUA = HERE / "wrk_chat_1k.lua"
+
+PROFILES = {
+    "full": dict(rates=(50_000, 65_000, 80_000), window_s=10.0, reps=5, lat_s=2.5, lat_warm=0.3, wrk_s=5),
+    "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1),
+}
+TARGETS = ("off", "on", "down")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def start_time(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+# ------------------------------------------------------------------------------ A. rings -> chDB
+
+
+EXPORTER_MAIN = """
+import sys
+from fastgw import config
+from fastgw.requestlog.exporter import run_exporter
+from fastgw.requestlog.paths import LogPaths
+cfg = config.load(sys.argv[1])
+run_exporter(cfg, LogPaths.for_config(cfg), 2)
+"""
+
+
+class Renumbered:
+    """Templates whose request id is replaced per push, so every record is a distinct row."""
+
+    def __init__(self, records: list[bytes]) -> None:
+        import uuid
+
+        self.parts = []
+        for raw in records:
+            at = raw.index(b'"request_id":"') + 14
+            uuid.UUID(raw[at:at + 36].decode())  # it is where we think
+            self.parts.append((raw[:at], raw[at + 36:]))
+        self.n = 0
+
+    def next(self) -> bytes:
+        head, tail = self.parts[self.n % len(self.parts)]
+        h = f"{self.n:032x}"
+        self.n += 1
+        return b"".join((head, f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:]}".encode(), tail))
+
+
+def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
+    if p["exporter_cpus"] == "1":
+        os.sched_setaffinity(0, {0})
+    data = tmp / "chdb"
+    cfg = tmp / "exporter.yaml"
+    cfg.write_text(f"logging: {{sink: 'chdb://{data}', run_dir: '{tmp / 'run'}', spill_dir: '{tmp / 'spill'}', "
+                   f"ring_size: 16MiB}}\n")
+    bufs = [RecordBuffer(str(tmp / "run" / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), 16 * 1024 * 1024)
+            for w in range(2)]
+    exporter = procs.start("exporter", rb.pinned(p["exporter_cpus"], [rb.PY, "-c", EXPORTER_MAIN, str(cfg)]),
+                           tmp / "exporter.log")
+    gen = Renumbered(make_records(2000, body_bytes=1024))
+    avg_bytes = statistics.mean(len(gen.next()) for _ in range(2000))
+    gen.n = 0
+    # Warm up: the sink opens (schema, first part) before anything is timed.
+    for _ in range(2000):
+        bufs[gen.n % 2].push(gen.next())
+    deadline = time.monotonic() + 60
+    while sum(b.exported for b in bufs) < gen.n:
+        if time.monotonic() > deadline or exporter.poll() is not None:
+            raise RuntimeError(f"exporter did not start: {(tmp / 'exporter.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    out: dict[str, Any] = {"record_bytes": avg_bytes, "rates": []}
+    for rate in p["rates"]:
+        tick = 0.005
+        per_tick = rate * tick
+        exported0 = sum(b.exported for b in bufs)
+        spilled0 = sum(b.spilled for b in bufs)
+        cpu0 = rb.cpu_ticks([exporter.pid])
+        pushed, max_used, owed = 0, 0, 0.0
+        t0 = time.monotonic()
+        next_t = t0
+        while (now := time.monotonic()) < t0 + p["window_s"]:
+            if now < next_t:
+                time.sleep(next_t - now)
+            next_t += tick
+            owed += per_tick
+            while owed >= 1:
+                bufs[gen.n % 2].push(gen.next())
+                owed -= 1
+                pushed += 1
+            max_used = max(max_used, sum(b.ring.used for b in bufs))
+        elapsed = time.monotonic() - t0
+        exported = sum(b.exported for b in bufs) - exported0
+        cpu_s = (rb.cpu_ticks([exporter.pid]) - cpu0) / rb.CLK_TCK
+        r = {"offered": rate, "pushed_per_s": pushed / elapsed, "exported_per_s": exported / elapsed,
+             "max_ring_mib": max_used / 2**20, "spilled": sum(b.spilled for b in bufs) - spilled0,
+             "exporter_cpu_us_per_record": cpu_s / max(exported, 1) * 1e6, "exporter_core_pct": 100 * cpu_s / elapsed,
+             "exporter_rss_mib": rb.rss_mib(exporter.pid)}
+        out["rates"].append(r)
+        log(f"A offered {rate}/s: pushed {r['pushed_per_s']:.0f}/s exported {r['exported_per_s']:.0f}/s, rings max "
+            f"{r['max_ring_mib']:.1f} MiB, spilled {r['spilled']}, exporter {r['exporter_cpu_us_per_record']:.1f} "
+            f"µs/record ({r['exporter_core_pct']:.0f}% of core 1), RSS {r['exporter_rss_mib']:.0f} MiB")
+        # let it catch up before the next rate, so each window starts from empty rings
+        deadline = time.monotonic() + 60
+        while sum(b.exported for b in bufs) < gen.n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    total = gen.n
+    for b in bufs:
+        b.close()
+    procs.stop(exporter, timeout=120)
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(interface="chdb", path=str(data))
+    rows, distinct = client.query("SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL").result_rows[0]
+    client.close()
+    out.update(pushed_total=total, rows=rows, distinct=distinct)
+    log(f"A chDB holds {rows} rows, {distinct} distinct ids, for {total} pushed")
+    os.sched_setaffinity(0, {0, 1})
+    return out
+
+
+# ------------------------------------------------------------------------------ B. the gateway
+
+
+def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
+    logging_cfg = {
+        "off": "{enabled: false}",
+        "on": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{tmp / name / 'run'}', spill_dir: '{tmp / name / 'spill'}'}}",
+        # A ClickHouse server that is not there: connection refused, the exporter backs off.
+        "down": f"{{sink: 'http://127.0.0.1:{rb.free_port()}/', run_dir: '{tmp / name / 'run'}', "
+                f"spill_dir: '{tmp / name / 'spill'}'}}",
+    }[name]
+    path = tmp / f"{name}.yaml"
+    path.write_text(f"providers:\n  openai: {{base_url: 'http://127.0.0.1:{mock_port}'}}\n"
+                    f"server: {{port: {port}}}\nlogging: {logging_cfg}\n")
+    return path
+
+
+class Gateway:
+    def __init__(self, name: str, tmp: Path, procs: rb.Procs, mock_port: int) -> None:
+        self.name, self.port = name, rb.free_port()
+        cfg = gateway_config(tmp, name, mock_port, self.port)
+        self.proc = procs.start(f"fastgw-{name}", rb.pinned(rb.PROXY_CPU, [*rb.fastgw_cmd(), "serve", "--config", str(cfg)]),
+                                tmp / f"{name}.log")
+        rb.wait_port(self.port, self.proc, f"fastgw ({name})")
+        self.worker, self.exporter = self.proc.pid, None
+        if name != "off":
+            deadline = time.monotonic() + 20
+            while len(kids := rb.children(self.proc.pid)) < 2:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name}: expected an exporter and a worker, got {kids}")
+                time.sleep(0.05)
+            self.exporter, self.worker = sorted(kids, key=start_time)  # the exporter is started first
+            os.sched_setaffinity(self.exporter, {1})
+            for tid in os.listdir(f"/proc/{self.exporter}/task"):  # threads already running (chDB's)
+                try:
+                    os.sched_setaffinity(int(tid), {1})
+                except OSError:
+                    pass
+            procs.adopt_children(self.proc, kids)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{rb.CHAT_PATH}"
+
+
+def write_wrk_lua() -> None:
+    body = BODY_1K.replace("\\", "\\\\").replace("'", "\\'")
+    WRK_LUA.write_text(
+        "-- generated by bench_logging.py: a chat completion with ~0.5 KB of prompt, ~1 KB answer\n"
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{body}'\n"
+        'wrk.headers["content-type"] = "application/json"\n'
+        'wrk.headers["authorization"] = "Bearer sk-bench"\n'
+        + "".join(f'wrk.headers["{h.split(": ")[0]}"] = "{h.split(": ")[1]}"\n' for h in MOCK_HEADERS)
+    )
+
+
+def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
+    st = rb.Stack(procs, tmp)
+    st.start_mock()
+    for name in TARGETS:
+        (tmp / name).mkdir()
+    gws = {name: Gateway(name, tmp, procs, st.mock_port) for name in TARGETS}
+    log("B " + ", ".join(f"{g.name}: :{g.port} worker {g.worker} exporter {g.exporter}" for g in gws.values()))
+    write_wrk_lua()
+    lg_args = ["--body", BODY_1K, *sum((["-H", h] for h in MOCK_HEADERS), [])]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {k: {t: [] for t in TARGETS} for k in ("c1", "c16", "wrk")}
+    direct: dict[str, list[dict[str, Any]]] = {"c1": [], "c16": []}
+    for g in gws.values():  # warm up
+        rb.run_loadgen(g.url(), "-c", "16", "-d", "1", "--warmup", "0.2", *lg_args)
+    rss: dict[str, list[float]] = {"on": [], "down": []}
+    for rep in range(p["reps"]):
+        order = rb.rotate(TARGETS, rep)
+        for key, conns in (("c1", 1), ("c16", 16)):
+            d = rb.run_loadgen(st.url("direct"), "-c", str(conns), "-d", str(p["lat_s"]), "--warmup",
+                               str(p["lat_warm"]), *lg_args)
+            direct[key].append(d)
+            for t in order:
+                r = rb.run_loadgen(gws[t].url(), "-c", str(conns), "-d", str(p["lat_s"]), "--warmup",
+                                   str(p["lat_warm"]), *lg_args)
+                runs[key][t].append(r)
+                log(f"B rep{rep} {t:4s} c={conns:<2d} p50 {r['latency_us']['p50']:7.1f} µs p99 "
+                    f"{r['latency_us']['p99']:7.1f} µs ({r['count']} req)")
+        for t in order:
+            g = gws[t]
+            w0, e0 = rb.cpu_ticks([g.worker]), rb.cpu_ticks([g.exporter]) if g.exporter else 0
+            cmd = rb.pinned(rb.CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{p['wrk_s']}s", "-s", str(WRK_LUA), g.url()])
+            text = subprocess.run(cmd, capture_output=True, text=True, timeout=p["wrk_s"] + 30).stdout
+            import re
+
+            m = re.search(r"(\d+) requests in", text)
+            if not m or "Non-2xx" in text or "Socket errors" in text:
+                raise RuntimeError(f"wrk against {t} failed: {text}")
+            n = int(m.group(1))
+            time.sleep(0.2)
+            w = {"requests": n, "rps": n / p["wrk_s"],
+                 "worker_us_per_req": (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6}
+            if g.exporter:
+                # The exporter works in batches (age 1 s): wait for it to export what wrk sent.
+                time.sleep(2.5 if t == "on" else 0)
+                w["exporter_us_per_record"] = (rb.cpu_ticks([g.exporter]) - e0) / rb.CLK_TCK / n * 1e6
+                rss[t].append(rb.rss_mib(g.exporter))
+            runs["wrk"][t].append(w)
+            log(f"B rep{rep} {t:4s} wrk {w['rps']:7.0f} req/s worker {w['worker_us_per_req']:.1f} µs/req"
+                + (f" exporter {w['exporter_us_per_record']:.1f} µs/record" if g.exporter else ""))
+    counters = {}
+    for t in ("on", "down"):
+        log_text = (tmp / f"{t}.log").read_text(errors="replace")
+        counters[t] = log_text[-600:]
+    for g in gws.values():
+        procs.stop(g.proc, timeout=180)
+    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "logs": counters}
+
+
+def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    lines = ["# Request logging benchmarks", ""]
+    if a is not None:
+        lines += ["## A. Rings to chDB", "",
+                  f"Records average {a['record_bytes']:.0f} bytes on the ring (1 KB of bodies plus headers and metadata).",
+                  "", "| offered rec/s | pushed rec/s | exported rec/s | rings max (MiB) | spilled | exporter µs/record | "
+                  "exporter % of core 1 | exporter RSS (MiB) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in a["rates"]:
+            lines.append(f"| {r['offered']} | {r['pushed_per_s']:.0f} | {r['exported_per_s']:.0f} | "
+                         f"{r['max_ring_mib']:.1f} | {r['spilled']} | {r['exporter_cpu_us_per_record']:.1f} | "
+                         f"{r['exporter_core_pct']:.0f} | {r['exporter_rss_mib']:.0f} |")
+        lines += ["", f"After SIGTERM: {a['rows']} rows and {a['distinct']} distinct request ids in chDB, "
+                      f"for {a['pushed_total']} records pushed.", ""]
+    if b is not None:
+        runs, direct = b["runs"], b["direct"]
+
+        def q(key: str, t: str, pct: str) -> float:
+            return med([r["latency_us"][pct] for r in runs[key][t]]) / 1000
+
+        def d(key: str, pct: str) -> float:
+            return med([r["latency_us"][pct] for r in direct[key]]) / 1000
+
+        lines += ["## B. Gateway: logging off, on, and on with the sink down", "",
+                  "Latency in ms (medians over repetitions); added = gateway minus direct in the same repetition order.", "",
+                  "| figure | direct | off | on | sink down | on vs off | down vs on |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for key, pct in (("c1", "p50"), ("c1", "p99"), ("c16", "p50"), ("c16", "p99")):
+            off, on, down = q(key, "off", pct), q(key, "on", pct), q(key, "down", pct)
+            lines.append(f"| {pct} @{key[1:]} conn | {d(key, pct):.3f} | {off:.3f} | {on:.3f} | {down:.3f} | "
+                         f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
+        w = runs["wrk"]
+        lines += ["", "| at saturation (wrk -c64) | off | on | sink down |", "|---|---:|---:|---:|",
+                  f"| worker CPU µs/request | {med([x['worker_us_per_req'] for x in w['off']]):.1f} | "
+                  f"{med([x['worker_us_per_req'] for x in w['on']]):.1f} | {med([x['worker_us_per_req'] for x in w['down']]):.1f} |",
+                  f"| requests/s | {med([x['rps'] for x in w['off']]):.0f} | {med([x['rps'] for x in w['on']]):.0f} | "
+                  f"{med([x['rps'] for x in w['down']]):.0f} |",
+                  f"| exporter CPU µs/record | | {med([x['exporter_us_per_record'] for x in w['on']]):.1f} | "
+                  f"{med([x['exporter_us_per_record'] for x in w['down']]):.1f} |",
+                  f"| exporter RSS MiB (max) | | {max(b['exporter_rss_mib']['on'] or [0]):.0f} | "
+                  f"{max(b['exporter_rss_mib']['down'] or [0]):.0f} |", ""]
+        lines += ["Per-repetition values:", "", "```"]
+        for key in ("c1", "c16"):
+            for t in TARGETS:
+                lines.append(f"{key} {t:4s} p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in runs[key][t])
+                             + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in runs[key][t]))
+        for t in TARGETS:
+            lines.append(f"wrk {t:4s} " + " ".join(f"{x['worker_us_per_req']:.1f}" for x in runs["wrk"][t]))
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=("rings", "gateway"))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--exporter-cpus", default="1",
+                    help="A: the cores the exporter may use (default 1, the layout the issue asks for; "
+                         "'0,1' shows what it does with the machine to itself)")
+    ap.add_argument("--rates", help="A: comma-separated offered rates (records/s)")
+    args = ap.parse_args()
+    p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus)
+    if args.rates:
+        p["rates"] = tuple(int(r) for r in args.rates.split(","))
+    procs = rb.Procs()
+    a = b = None
+    with tempfile.TemporaryDirectory(prefix="fastgw-bench-log-") as d:
+        tmp = Path(d)
+        try:
+            if args.only in (None, "rings"):
+                (tmp / "a").mkdir()
+                a = rings_to_chdb(p, tmp / "a", procs)
+            if args.only in (None, "gateway"):
+                (tmp / "b").mkdir()
+                b = gateway_runs(p, tmp / "b", procs)
+        finally:
+            procs.stop_all()
+    text = summarize(a, b)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sys.exit(main())
