@@ -9,6 +9,7 @@ import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import GatewayProcess, gateway_config
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +39,19 @@ def start_gateway(mock: MockUpstreamThread, tmp_path: Path) -> Iterator[Callable
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session: RedisServer) -> RedisServer:
+    """The session's redis-server, running and empty. A test that kills it gets it restarted here."""
+    if redis_session.proc is None or redis_session.proc.poll() is not None:
+        redis_session.start()
+    redis_session.flushall()
+    return redis_session

@@ -130,6 +130,37 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Response cache (Helicone-Cache-* headers). Requests opt in per call; nothing is cached otherwise."""
+
+    # "memory": an LRU in each worker, bounded in bytes; "redis://host:port/db": shared by a fleet.
+    backend: str = "memory"
+    max_bytes: Size = Size(256 * 1024 * 1024)  # memory backend: all entries together
+    max_entry_bytes: Size = Size(8 * 1024 * 1024)  # a larger response is served, not stored
+    default_ttl: Duration = Duration(7 * 86400)  # without Cache-Control max-age / s-maxage
+    # A Redis slower than this counts as down for the request: it bypasses the cache.
+    redis_timeout: Duration = Duration(0.25)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """Rate limits: Helicone-RateLimit-Policy per request, and policies from config.
+
+    Config policies use the header's grammar (``quota;w=seconds[;u=request|cents][;s=...]``).
+    ``users``, ``models`` and ``keys`` map a user id, a requested model or a gateway key id to a
+    policy, and ``"*"`` in them is the policy for every one without its own entry. Where several
+    apply to one request (header and config), each is checked and the strictest decides.
+    """
+
+    backend: str = "memory"  # "memory" (per worker) or "redis://host:port/db" (shared)
+    fail_open: bool = True  # Redis down: let requests through (counted), or refuse with 503
+    redis_timeout: Duration = Duration(0.25)
+    users: Mapping[str, str] = field(default_factory=dict)
+    models: Mapping[str, str] = field(default_factory=dict)
+    keys: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -138,6 +169,8 @@ class Config:
     default_provider: str = "openai"
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     source: str = ""  # the file this came from, for messages; "" for defaults only
 
 
@@ -232,6 +265,25 @@ def validate(config: Config) -> None:
         raise ConfigError("logging.batch_max_records", "batches need at least one record and a positive age", src)
     if lg.body_ttl_days < 0:
         raise ConfigError("logging.body_ttl_days", "must be 0 (forever) or more", src)
+    for section in ("cache", "ratelimit"):
+        backend = getattr(config, section).backend
+        if backend != "memory" and not re.fullmatch(r"rediss?://[^/\s]+(/\d+)?", backend):
+            raise ConfigError(f"{section}.backend", f"{backend!r} is not memory or redis://host:port[/db]", src)
+        if getattr(config, section).redis_timeout <= 0:
+            raise ConfigError(f"{section}.redis_timeout", "must be positive", src)
+    c = config.cache
+    if c.max_entry_bytes < 1 or c.max_bytes < c.max_entry_bytes:
+        raise ConfigError("cache.max_bytes", "must be at least cache.max_entry_bytes (and both positive)", src)
+    if not 0 < c.default_ttl <= 365 * 86400:
+        raise ConfigError("cache.default_ttl", "must be between 1s and 365d", src)
+    for kind in ("users", "models", "keys"):
+        for name, text in getattr(config.ratelimit, kind).items():
+            from fastgw.ratelimit.policy import PolicyError, parse_policy  # config is imported first
+
+            try:
+                parse_policy(text)
+            except PolicyError as exc:
+                raise ConfigError(f"ratelimit.{kind}.{name}", str(exc), src) from None
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
             raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)
@@ -332,6 +384,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         value = _scalar(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, source)
+    if origin is typing.get_origin(Mapping[str, str]):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, "must be a mapping", source)
+        (k_tp, v_tp) = typing.get_args(tp)
+        return {_coerce(k_tp, k, key, source): _coerce(v_tp, v, f"{key}.{k}", source) for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
