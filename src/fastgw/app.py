@@ -5,11 +5,15 @@
     health    GET /healthz answers without touching a provider (stages/health.py)
     log api   manual logging, feedback and scores, when logging is on (stages/log_api.py)
     route     which provider and which path on it (stages/route.py)
+    cache key Helicone-Cache-* headers read, the cache key built (stages/cache.py: CachePlan)
+    limits    Helicone-RateLimit-Policy and config policies; may fetch the cache lookup in the
+              same Redis round trip (stages/ratelimit.py)
+    cache     serve a hit, or store what comes back (stages/cache.py: Cache)
     usage     ask OpenAI-compatible streams for usage, hide that chunk (stages/stream_usage.py)
     dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
 
-Stages from later work (auth and keys, rate limits, cache, retries and fallbacks) slot in above
-``route``, each wrapping the next. The built-in server (server/) calls ``Gateway.handle``
+Stages from later work (auth and keys, retries and fallbacks) slot in around ``route``, each
+wrapping the next. The built-in server (server/) calls ``Gateway.handle``
 directly; any ASGI server can run ``fastgw.app:app`` instead, which reads its configuration from
 the file named by ``FASTGW_CONFIG`` (defaults when unset).
 """
@@ -33,10 +37,15 @@ from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_
 from fastgw.providers.table import build_table
 from fastgw.requestlog.logger import RequestLogger
 from fastgw.requestlog.record import is_event_stream
+from fastgw.cache import MemoryCache, RedisCache, make_cache
+from fastgw.ratelimit import LUA_SCRIPT, MemoryLimiter, RedisLimiter
+from fastgw.redis_client import RedisClients
 from fastgw.stages.base import Handler, Response
+from fastgw.stages.cache import Cache, CachePlan
 from fastgw.stages.dispatch import Dispatch
 from fastgw.stages.health import Health
 from fastgw.stages.log_api import LogAPI
+from fastgw.stages.ratelimit import RateLimit
 from fastgw.stages.route import Route
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
@@ -44,10 +53,17 @@ from fastgw.upstream.pool import ConnectionPool
 log = logging.getLogger("fastgw.app")
 
 
-def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger | None) -> Handler:
+def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger | None,
+                   cache_store: MemoryCache | RedisCache | None = None,
+                   limiter: MemoryLimiter | RedisLimiter | None = None) -> Handler:
     handler: Handler = Dispatch(pool)
     if logger is not None and config.logging.inject_stream_usage:
         handler = StreamUsage(handler)
+    cache_store = cache_store or make_cache("memory", config.cache)
+    handler = Cache(handler, cache_store)
+    handler = RateLimit(handler, config.ratelimit, limiter or MemoryLimiter(),
+                        cache_store if isinstance(cache_store, RedisCache) else None, config.logging.prices_file)
+    handler = CachePlan(handler, config.cache)
     handler = Route(handler, config, build_table(config))
     if logger is not None:
         handler = LogAPI(handler, logger)
@@ -62,13 +78,37 @@ class Gateway:
         self.config = config
         self.pool: ConnectionPool | None = None
         self.handler: Handler | None = None
+        self.redis = RedisClients()
+        self.cache_store: MemoryCache | RedisCache | None = None
+        self.limiter: MemoryLimiter | RedisLimiter | None = None
         # Set by the worker before start() when logging is on; None: nothing is logged.
         self.logger: RequestLogger | None = None
 
     async def start(self) -> None:
         """Needs the running loop: the pool's connections and timers live on it."""
         self.pool = ConnectionPool(self.config.upstream)
-        self.handler = build_pipeline(self.config, self.pool, self.logger)
+        c, r = self.config.cache, self.config.ratelimit
+        if c.backend == "memory":
+            self.cache_store = make_cache("memory", c)
+        else:
+            self.cache_store = make_cache(c.backend, c, self.redis.get(c.backend, c.redis_timeout))
+        if r.backend == "memory":
+            self.limiter = MemoryLimiter()
+        else:
+            self.limiter = RedisLimiter(self.redis.get(r.backend, r.redis_timeout), r.redis_timeout)
+        self.handler = build_pipeline(self.config, self.pool, self.logger, self.cache_store, self.limiter)
+        await self._load_scripts()
+
+    async def _load_scripts(self) -> None:
+        """So the first pipelined EVALSHA finds them; Redis down at start is not fatal (it may come up)."""
+        try:
+            if isinstance(self.limiter, RedisLimiter):
+                async with asyncio.timeout(2.0):
+                    await self.limiter.client.script_load(LUA_SCRIPT)
+            if isinstance(self.cache_store, RedisCache):
+                await self.cache_store.load_scripts()
+        except Exception as exc:
+            log.warning("Redis not reachable at start (%s): the cache and limits bypass it until it is", exc)
 
     async def handle(self, ctx: RequestContext) -> Response:
         return await self.handler(ctx)  # type: ignore[misc]
@@ -76,6 +116,7 @@ class Gateway:
     async def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
+        await self.redis.aclose()
 
 
 def context_from_raw(
@@ -170,7 +211,7 @@ class ASGIApp:
             if not isinstance(exc, GatewayError):
                 log.exception("unexpected error answering %s", scope.get("path", "")[:200])
             rid = ctx.request_id if ctx is not None else new_request_id()
-            await _send_error(send, err, rid, time.perf_counter_ns() - t_start)
+            await _send_error(send, err, rid, time.perf_counter_ns() - t_start, ctx.extra_headers if ctx else b"")
             return
         try:
             await self._send_response(receive, send, ctx, response)
@@ -178,7 +219,7 @@ class ASGIApp:
             response.close()
 
     async def _send_response(self, receive: Receive, send: Send, ctx: RequestContext, response: Response) -> None:
-        head = response.headers + gateway_headers(ctx.request_id, ctx.gateway_ns())
+        head = response.headers + gateway_headers(ctx.request_id, ctx.gateway_ns()) + ctx.extra_headers
         headers = _block_to_list(head)
         bodyless = response.status in (204, 304) or response.status < 200
         if response.content_length is not None and not bodyless:
@@ -238,9 +279,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(parts)
 
 
-async def _send_error(send: Send, err: GatewayError, request_id: str, gateway_ns: int) -> None:
+async def _send_error(send: Send, err: GatewayError, request_id: str, gateway_ns: int, extra: bytes = b"") -> None:
     body = err.body()
-    headers = _block_to_list(gateway_headers(request_id, gateway_ns))
+    headers = _block_to_list(gateway_headers(request_id, gateway_ns) + extra + err.headers)
     headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -37,7 +37,8 @@ class RequestContext:
     __slots__ = (
         "request_id", "method", "target", "http_version", "headers", "raw_headers", "body", "client",
         "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
-        "hidden_usage", "log_skip",
+        "hidden_usage", "log_skip", "cache_plan", "cache_status", "cache_prefetch", "extra_headers",
+        "spend",
     )
 
     def __init__(
@@ -60,6 +61,11 @@ class RequestContext:
         self.usage_injected = False  # we asked the upstream for stream usage the client didn't want
         self.hidden_usage = b""  # the usage event(s) that request produced, kept from the client
         self.log_skip = False  # the gateway's own endpoints (health, log API) are not request rows
+        self.cache_plan = None  # stages/cache.py: (directive, key) when this request uses the cache
+        self.cache_status = ""  # "hit", "miss", "bypass" (cache unavailable); "" when not cached
+        self.cache_prefetch = None  # a cache lookup reply that rode the rate limiter's round trip
+        self.extra_headers = b""  # response headers stages add (Helicone-Cache-*, Helicone-RateLimit-*)
+        self.spend = None  # stages/ratelimit.py: u=cents buckets to charge once the cost is known
 
     def gateway_ns(self) -> int:
         """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""

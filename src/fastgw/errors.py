@@ -9,7 +9,9 @@
     ├── RequestTimeout                408 (the connection is closed after it)
     ├── BodyTooLarge                  413
     ├── HeadersTooLarge               431
+    ├── RateLimited                   429 rate_limit_exceeded (with Retry-After)
     ├── Overloaded                    503 (connection cap, shutting down)
+    ├── LimiterUnavailable            503 (rate limits fail closed and Redis is down)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamUnreachable       502 (connect refused, DNS, TLS)
         ├── UpstreamProtocolError     502 (the upstream spoke broken HTTP or hung up mid-response)
@@ -32,12 +34,16 @@ class GatewayError(Exception):
     type = "server_error"
     code = "internal_error"
     close_connection = False
+    headers = b""  # extra "name: value\r\n" lines for the error response (Retry-After, ...)
 
-    def __init__(self, message: str = "internal gateway error", *, code: str | None = None) -> None:
+    def __init__(self, message: str = "internal gateway error", *, code: str | None = None,
+                 headers: bytes | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if headers is not None:
+            self.headers = headers
 
     @property
     def label(self) -> str:
@@ -94,6 +100,20 @@ class HeadersTooLarge(GatewayError):
     type = "invalid_request_error"
     code = "headers_too_large"
     close_connection = True
+
+
+class RateLimited(GatewayError):
+    """A rate-limit policy refused the request: OpenAI's 429 shape, which SDKs retry after Retry-After."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class LimiterUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "rate_limiter_unavailable"
 
 
 class Overloaded(GatewayError):

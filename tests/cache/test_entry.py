@@ -30,6 +30,7 @@ entries = st.builds(
     events=st.one_of(st.none(), st.lists(st.binary(max_size=200), max_size=30)),
     latency_ms=st.integers(0, 2**32 - 1),
     created_at_ms=st.integers(0, 2**63),
+    usage=st.binary(max_size=300),
 )
 
 

@@ -4,13 +4,16 @@ A stream is kept as its events, each exactly the bytes the upstream sent (traili
 included), so a replay is byte-for-byte the original stream while the stage can still pace or
 inspect it event by event.
 
-The wire form (Redis values) is a 24-byte little-endian header then raw bytes, no pickle and no
+The wire form (Redis values) is a 28-byte little-endian header then raw bytes, no pickle and no
 JSON round trip for the bodies::
 
-    magic 0xFC | kind u8 (0 no body, 1 body, 2 events) | status u16 | latency_ms u32
-    | created_at_ms u64 | headers length u32 | n u32 (body length, or number of events)
-    headers | body                                   (kind 1)
-    headers | n × u32 event lengths | events         (kind 2)
+    magic 0xFD | kind u8 (0 no body, 1 body, 2 events) | status u16 | latency_ms u32
+    | created_at_ms u64 | headers length u32 | usage length u32 | n u32 (body length, or events)
+    headers | usage | body                                   (kind 1)
+    headers | usage | n × u32 event lengths | events         (kind 2)
+
+``usage`` is the usage event the gateway asked the upstream for and hid from the client (see
+stages/stream_usage.py): never replayed, but a hit's log row needs it to price the cost it saved.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from itertools import accumulate, pairwise
 
-_HEAD = struct.Struct("<BBHIQII")
-_MAGIC = 0xFC
+_HEAD = struct.Struct("<BBHIQIII")
+_MAGIC = 0xFD
 _NONE, _BODY, _EVENTS = 0, 1, 2
 _U32 = 0xFFFFFFFF
 
@@ -39,11 +42,12 @@ class CachedResponse:
     events: list[bytes] | None = None  # a stream: its SSE events, concatenating to the original
     latency_ms: int = 0  # of the original response: Helicone-Cache-Latency on a hit
     created_at_ms: int = field(default_factory=_now_ms)
+    usage: bytes = b""  # hidden usage event(s), for the log only
 
     @property
     def size(self) -> int:
         """Payload bytes: what max_entry_bytes limits and the memory bound counts."""
-        n = len(self.headers)
+        n = len(self.headers) + len(self.usage)
         if self.body is not None:
             n += len(self.body)
         if self.events is not None:
@@ -53,30 +57,35 @@ class CachedResponse:
 
 def encode(entry: CachedResponse) -> bytes:
     latency = min(max(int(entry.latency_ms), 0), _U32)
+    magic, status, created, hlen, ulen = _MAGIC, entry.status, entry.created_at_ms, len(entry.headers), len(entry.usage)
     if entry.events is not None:
         events = entry.events
-        head = _HEAD.pack(_MAGIC, _EVENTS, entry.status, latency, entry.created_at_ms, len(entry.headers), len(events))
+        head = _HEAD.pack(magic, _EVENTS, status, latency, created, hlen, ulen, len(events))
         lengths = struct.pack(f"<{len(events)}I", *map(len, events))
-        return b"".join((head, entry.headers, lengths, *events))
+        return b"".join((head, entry.headers, entry.usage, lengths, *events))
     if entry.body is not None:
-        head = _HEAD.pack(_MAGIC, _BODY, entry.status, latency, entry.created_at_ms, len(entry.headers), len(entry.body))
-        return b"".join((head, entry.headers, entry.body))
-    return _HEAD.pack(_MAGIC, _NONE, entry.status, latency, entry.created_at_ms, len(entry.headers), 0) + entry.headers
+        head = _HEAD.pack(magic, _BODY, status, latency, created, hlen, ulen, len(entry.body))
+        return b"".join((head, entry.headers, entry.usage, entry.body))
+    return _HEAD.pack(magic, _NONE, status, latency, created, hlen, ulen, 0) + entry.headers + entry.usage
 
 
 def decode(data: bytes) -> CachedResponse:
     """Raises ValueError for anything that isn't exactly one encoded entry (a stale or foreign value)."""
     if len(data) < _HEAD.size:
         raise ValueError("cache entry too short")
-    magic, kind, status, latency, created, hlen, n = _HEAD.unpack_from(data)
+    magic, kind, status, latency, created, hlen, ulen, n = _HEAD.unpack_from(data)
     if magic != _MAGIC:
         raise ValueError("not a cache entry")
     pos = _HEAD.size + hlen
     headers = data[_HEAD.size:pos]
+    usage = data[pos:pos + ulen]
+    pos += ulen
+    if pos > len(data):
+        raise ValueError("cache entry truncated")
     if kind == _BODY:
         if pos + n != len(data):
             raise ValueError("cache entry body length mismatch")
-        return CachedResponse(status, headers, data[pos:], None, latency, created)
+        return CachedResponse(status, headers, data[pos:], None, latency, created, usage)
     if kind == _EVENTS:
         table_end = pos + 4 * n
         if table_end > len(data):
@@ -85,9 +94,9 @@ def decode(data: bytes) -> CachedResponse:
         ends = list(accumulate(lengths, initial=table_end))
         if ends[-1] != len(data):
             raise ValueError("cache entry event lengths mismatch")
-        return CachedResponse(status, headers, None, [data[a:b] for a, b in pairwise(ends)], latency, created)
+        return CachedResponse(status, headers, None, [data[a:b] for a, b in pairwise(ends)], latency, created, usage)
     if kind == _NONE and pos == len(data):
-        return CachedResponse(status, headers, None, None, latency, created)
+        return CachedResponse(status, headers, None, None, latency, created, usage)
     raise ValueError("malformed cache entry")
 
 
@@ -176,6 +185,11 @@ class StreamRecorder:
             return False
         self._chunks.append(chunk)
         return True
+
+    def body(self) -> bytes | None:
+        """The recording whole, for a body that is not an event stream; None if it grew too large."""
+        chunks, self._chunks = self._chunks, []
+        return None if self.gave_up else b"".join(chunks)
 
     def finish(self, format_name: str) -> list[bytes] | None:
         """The events to store, or None: too large, cut off, or not ended by the format's marker.

@@ -52,6 +52,10 @@ class MemoryLimiter:
         """Any mix of operations, all-or-nothing: what the other methods are made of."""
         return self._apply(ops, now)
 
+    def apply_now(self, ops: list[Op], now: float | None = None) -> list[Decision]:
+        """``apply`` without the coroutine: nothing here waits, so the stage need not await."""
+        return self._apply(ops, now)
+
     def _apply(self, ops: list[Op], now: float | None) -> list[Decision]:
         if now is None:
             now = self.clock()

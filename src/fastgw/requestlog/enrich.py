@@ -74,7 +74,11 @@ class Enricher:
         provider = raw.get("provider", "")
         price_provider = fmt if provider.startswith("target:") else provider
         cost, reason = self.prices.cost(price_provider, model_served or None, usage)
-        if cost is None:
+        saved = None
+        if raw.get("cache_status") == "hit":
+            saved, cost = cost, 0  # served from the cache: it cost nothing, and saved what it would have
+            reason = None
+        elif cost is None:
             self.unpriced += 1
         row = {
             key: raw[key]
@@ -99,6 +103,7 @@ class Enricher:
             reasoning_tokens=usage.reasoning_tokens,
             usage_source=usage.source,
             cost_nanousd=cost,
+            cache_saved_nanousd=saved or 0,
             cost_null_reason=reason or "",
             request_body="" if raw.get("omit_request") else raw.get("request_body", ""),
             response_body="" if raw.get("omit_response") else raw.get("response_body", ""),

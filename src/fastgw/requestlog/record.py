@@ -211,4 +211,6 @@ def build_record(
         "request_headers": redacted_block(ctx),
         "worker": worker,
     }
+    if ctx.cache_status:
+        meta["cache_status"] = ctx.cache_status
     return meta, request_body, response_body

@@ -272,7 +272,8 @@ class HttpProtocol(asyncio.Protocol):
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
             request_id = ctx.request_id if ctx is not None else new_request_id()
-            self.transport.write(error_response(err, gateway_headers(request_id, elapsed), keep_alive))  # type: ignore[union-attr]
+            extra = gateway_headers(request_id, elapsed) + (ctx.extra_headers if ctx is not None else b"")
+            self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
             if logger is not None:
                 if ctx is not None:
                     logger.log_request(ctx, status=err.status, error=err, body=err.body(),
@@ -330,7 +331,7 @@ class HttpProtocol(asyncio.Protocol):
             framing += b"connection: keep-alive\r\n"
         head = b"".join(
             (STATUS_LINES[response.status], response.headers, gateway_headers(ctx.request_id, ctx.gateway_ns()),
-             framing, b"\r\n")
+             ctx.extra_headers, framing, b"\r\n")
         )
         outcome.t_first_byte = time.perf_counter_ns()
         if stream is None or ex.method == b"HEAD" or bodyless:

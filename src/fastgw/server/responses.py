@@ -37,6 +37,7 @@ def error_response(err: GatewayError, extra_headers: bytes, keep_alive: bool) ->
             STATUS_LINES[err.status],
             b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
             extra_headers,
+            err.headers,
             DateHeader.line,
             b"" if keep_alive else b"connection: close\r\n",
             b"\r\n",

@@ -1,0 +1,280 @@
+"""RateLimit stage: Helicone-RateLimit-Policy, and the policies config sets per user and per model.
+
+Every policy that applies to a request is checked in one all-or-nothing call (a request refused by
+one policy eats no other policy's quota). Refused: 429 in OpenAI's shape with Retry-After. Allowed:
+the Helicone-RateLimit-* headers of the strictest policy (the least remaining) go on the response.
+
+``u=cents`` policies pass while their balance is positive; the request's real cost is charged
+once it is known: from the usage in the answer (or the usage chunk the gateway hid), priced with
+the same table the exporter uses. Only requests under a cents policy pay for that here.
+
+When the limiter's store (Redis) does not answer, ``ratelimit.fail_open`` decides: let the request
+through (the default; counted in ``unavailable``) or refuse it with 503. After a failure the store
+is not asked for a second, so a dead Redis does not cost every request its timeout.
+
+With Redis under both this and the cache, the cache lookup rides this stage's round trip: both
+scripts go down one connection in one pipeline, and the Cache stage reads the prefetched reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import NoScriptError
+
+from fastgw.errors import InvalidHeader, LimiterUnavailable, RateLimited
+from fastgw.ratelimit import (
+    LUA_SCRIPT,
+    Decision,
+    MemoryLimiter,
+    MissingSegment,
+    Op,
+    Policy,
+    PolicyError,
+    RedisLimiter,
+    check_op,
+    decisions_from_reply,
+    parse_policy,
+    script_args,
+    segment_key,
+    spend_op,
+)
+from fastgw.ratelimit import LimiterUnavailable as StoreUnavailable
+from fastgw.ratelimit.policy import format_quota
+from fastgw.requestlog.record import is_event_stream
+from fastgw.stages.base import Handler, Response
+
+if TYPE_CHECKING:
+    from fastgw.cache.redis_store import RedisCache
+    from fastgw.config import RateLimitConfig
+    from fastgw.context import RequestContext
+
+log = logging.getLogger("fastgw.ratelimit")
+
+RETRY_AFTER_FAILURE_S = 1.0
+SCRIPT_SHA = hashlib.sha1(LUA_SCRIPT.encode()).hexdigest()
+SPEND_CAPTURE_BYTES = 1 << 20  # of a streamed answer under a cents policy: its usage is near the end
+
+
+def rate_headers(d: Decision) -> bytes:
+    remaining = d.remaining if isinstance(d.remaining, int) else format_quota(d.remaining)
+    return b"helicone-ratelimit-limit: %s\r\nhelicone-ratelimit-remaining: %s\r\nhelicone-ratelimit-policy: %s\r\nhelicone-ratelimit-reset: %d\r\n" % (
+        format_quota(d.limit).encode(), str(remaining).encode(), d.policy.normalised.encode(), math.ceil(d.reset_s))
+
+
+class RateLimit:
+    def __init__(self, next: Handler, config: RateLimitConfig, limiter: MemoryLimiter | RedisLimiter,
+                 cache_store: RedisCache | None = None, prices_file: str | None = None) -> None:
+        self.next = next
+        self.limiter = limiter
+        self.fail_open = config.fail_open
+        self.users = {k: parse_policy(v) for k, v in config.users.items()}
+        self.models = {k: parse_policy(v) for k, v in config.models.items()}
+        self.has_config = bool(self.users or self.models)
+        # The cache lookup can share our round trip only on the same Redis client.
+        self.cache_store = cache_store if (
+            cache_store is not None and isinstance(limiter, RedisLimiter) and cache_store.client is limiter.client
+        ) else None
+        self.prices_file = prices_file
+        self._prices: Any = None
+        self.unavailable = 0  # checks the store could not answer (requests let through when fail-open)
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        header = ctx.headers.helicone.ratelimit_policy
+        if header is None and not self.has_config:
+            return await self.next(ctx)
+        items = self._applicable(ctx, header)
+        if not items:
+            return await self.next(ctx)
+        ops = [check_op(key, policy) for key, policy in items]
+        try:
+            decisions = await self._decide(ctx, ops)
+        except StoreUnavailable as exc:
+            self.unavailable += 1
+            if self._down_until < time.monotonic():
+                log.warning("rate limiter unavailable (%s); failing %s for %.0fs", exc,
+                            "open" if self.fail_open else "closed", RETRY_AFTER_FAILURE_S)
+            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_S
+            if self.fail_open:
+                return await self.next(ctx)
+            raise LimiterUnavailable("the rate limiter is unavailable; try again shortly") from None
+        refused = [d for d in decisions if not d.allowed]
+        if refused:
+            worst = max(refused, key=lambda d: d.retry_after_s)
+            raise RateLimited(
+                f"rate limit exceeded for policy {worst.policy.normalised}; retry in {math.ceil(worst.retry_after_s)}s",
+                headers=rate_headers(worst) + b"retry-after: %d\r\n" % max(1, math.ceil(worst.retry_after_s)),
+            )
+        strictest = min(decisions, key=lambda d: (d.remaining / d.limit if d.limit else 0, -d.reset_s))
+        ctx.extra_headers += rate_headers(strictest)
+        cents = [(key, policy) for key, policy in items if policy.unit == "cents"]
+        response = await self.next(ctx)
+        if cents:
+            self._charge_later(ctx, response, cents)
+        return response
+
+    # --- which policies -----------------------------------------------------------------------
+
+    def _applicable(self, ctx: RequestContext, header: str | None) -> list[tuple[str, Policy]]:
+        h = ctx.headers.helicone
+        items: list[tuple[str, Policy]] = []
+        try:
+            if header is not None:
+                try:
+                    policy = parse_policy(header)
+                except PolicyError as exc:
+                    raise InvalidHeader(str(exc)) from None
+                items.append((segment_key(policy, h.user_id, h.properties), policy))
+            if self.users and h.user_id:
+                policy = self.users.get(h.user_id) or self.users.get("*")  # type: ignore[assignment]
+                if policy is not None:
+                    items.append((segment_key(policy, h.user_id, h.properties, scope=f"user:{h.user_id}"), policy))
+            if self.models:
+                model = _requested_model(ctx.body)
+                policy = self.models.get(model) or self.models.get("*")  # type: ignore[assignment]
+                if policy is not None and model:
+                    items.append((segment_key(policy, h.user_id, h.properties, scope=f"model:{model}"), policy))
+        except MissingSegment as exc:
+            raise InvalidHeader(str(exc)) from None
+        return items
+
+    # --- asking the store ---------------------------------------------------------------------
+
+    async def _decide(self, ctx: RequestContext, ops: list[Op]) -> list[Decision]:
+        if isinstance(self.limiter, MemoryLimiter):
+            return self.limiter.apply_now(ops)  # no await: nothing to wait for in memory
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("not asked: it failed less than a second ago")
+        plan = ctx.cache_plan
+        if self.cache_store is None or plan is None:
+            return await self.limiter.apply(ops)
+        return await self._with_cache_lookup(ctx, ops, plan)
+
+    async def _with_cache_lookup(self, ctx: RequestContext, ops: list[Op], plan: tuple[Any, bytes]) -> list[Decision]:
+        """Our script and the cache lookup in one pipeline: one round trip for both."""
+        limiter, cache = self.limiter, self.cache_store
+        assert isinstance(limiter, RedisLimiter) and cache is not None
+        directive, key = plan
+        keys, args = script_args(ops, limiter.prefix, limiter.time_offset_s)
+        ckeys, cargs = cache.lookup_args(key, directive)
+        from fastgw.cache.redis_store import LOOKUP_SHA
+
+        pipe = limiter.client.pipeline(transaction=False)
+        pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        pipe.evalsha(LOOKUP_SHA, len(ckeys), *ckeys, *cargs)
+        try:
+            async with asyncio.timeout(limiter.timeout):
+                ours, lookup = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # the connection itself failed: neither store answered
+            ctx.cache_prefetch = exc
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        ctx.cache_prefetch = lookup
+        if isinstance(ours, NoScriptError):  # a restarted Redis: the plain call loads the script
+            return await limiter.apply(ops)
+        if isinstance(ours, Exception):
+            raise StoreUnavailable(f"{type(ours).__name__}: {ours}")
+        return decisions_from_reply(ours, ops)
+
+    # --- u=cents: charge the real cost after the response --------------------------------------
+
+    def _charge_later(self, ctx: RequestContext, response: Response, cents: list[tuple[str, Policy]]) -> None:
+        if ctx.cache_status == "hit":
+            return  # served from the cache: it cost nothing
+        if response.body is not None:
+            self._charge(ctx, response, response.body, cents)
+        elif response.stream is not None:
+            response.stream = _SpendCapture(self, ctx, response, cents)  # type: ignore[assignment]
+
+    def _charge(self, ctx: RequestContext, response: Response, body: bytes, cents: list[tuple[str, Policy]]) -> None:
+        amount = self._cost_cents(ctx, response, body)
+        if not amount:
+            return
+        ops = [spend_op(key, policy, amount) for key, policy in cents]
+        task = asyncio.get_running_loop().create_task(self._spend(ops))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _spend(self, ops: list[Op]) -> None:
+        try:
+            if isinstance(self.limiter, MemoryLimiter):
+                self.limiter.apply_now(ops)
+            else:
+                await self.limiter.apply(ops)
+        except StoreUnavailable as exc:
+            self.unavailable += 1
+            log.warning("could not charge a u=cents rate limit: %s", exc)
+
+    def _cost_cents(self, ctx: RequestContext, response: Response, body: bytes) -> float:
+        from fastgw.requestlog.prices import PriceTable
+        from fastgw.requestlog.usage import extract_usage
+
+        provider = ctx.provider
+        if provider is None or not 200 <= response.status < 300:
+            return 0.0
+        if self._prices is None:
+            self._prices = PriceTable.load(self.prices_file)
+        stream = is_event_stream(response.headers)
+        data = body + b"\n\n" + ctx.hidden_usage if ctx.hidden_usage else body
+        usage = extract_usage(provider.format.name, ctx.upstream_path.decode("latin-1"), data, stream)
+        if usage is None:
+            return 0.0
+        model = usage.model or _requested_model(ctx.body)
+        nano, _reason = self._prices.cost(provider.name if not provider.name.startswith("target:") else provider.format.name,
+                                          model or None, usage)
+        return (nano or 0) / 1e7  # nano-dollars to cents
+
+
+class _SpendCapture:
+    """A streamed answer under a cents policy: its last megabyte kept, charged when it ends."""
+
+    __slots__ = ("_stage", "_ctx", "_response", "_stream", "_cents", "_chunks", "_size", "_done")
+
+    def __init__(self, stage: RateLimit, ctx: RequestContext, response: Response, cents: list[tuple[str, Policy]]) -> None:
+        self._stage, self._ctx, self._response, self._cents = stage, ctx, response, cents
+        self._stream = response.stream
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._done = False
+
+    def __aiter__(self) -> _SpendCapture:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._stream.__anext__()  # type: ignore[union-attr]
+        except StopAsyncIteration:
+            self._charge()
+            raise
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size > SPEND_CAPTURE_BYTES and len(self._chunks) > 1:
+            self._size -= len(self._chunks.pop(0))
+        return chunk
+
+    def _charge(self) -> None:
+        if not self._done:
+            self._done = True
+            self._stage._charge(self._ctx, self._response, b"".join(self._chunks), self._cents)
+
+    def close(self) -> None:
+        self._charge()  # a stream cut short still cost what the provider produced so far
+        self._stream.close()  # type: ignore[union-attr]
+
+
+def _requested_model(body: bytes) -> str:
+    if b'"model"' not in body:
+        return ""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else ""
