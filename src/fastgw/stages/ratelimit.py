@@ -95,17 +95,15 @@ class RateLimit:
         if not items:
             return await self.next(ctx)
         ops = [check_op(key, policy) for key, policy in items]
+        if self._down_until and time.monotonic() < self._down_until:
+            return await self._unavailable(ctx)  # it failed moments ago: don't wait on it again yet
         try:
             decisions = await self._decide(ctx, ops)
         except StoreUnavailable as exc:
-            self.unavailable += 1
-            if self._down_until < time.monotonic():
-                log.warning("rate limiter unavailable (%s); failing %s for %.0fs", exc,
-                            "open" if self.fail_open else "closed", RETRY_AFTER_FAILURE_S)
+            log.warning("rate limiter unavailable (%s); failing %s, asking again in %.0fs", exc,
+                        "open" if self.fail_open else "closed", RETRY_AFTER_FAILURE_S)
             self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_S
-            if self.fail_open:
-                return await self.next(ctx)
-            raise LimiterUnavailable("the rate limiter is unavailable; try again shortly") from None
+            return await self._unavailable(ctx)
         refused = [d for d in decisions if not d.allowed]
         if refused:
             worst = max(refused, key=lambda d: d.retry_after_s)
@@ -120,6 +118,12 @@ class RateLimit:
         if cents:
             self._charge_later(ctx, response, cents)
         return response
+
+    async def _unavailable(self, ctx: RequestContext) -> Response:
+        self.unavailable += 1
+        if self.fail_open:
+            return await self.next(ctx)
+        raise LimiterUnavailable("the rate limiter is unavailable; try again shortly")
 
     # --- which policies -----------------------------------------------------------------------
 
@@ -151,8 +155,6 @@ class RateLimit:
     async def _decide(self, ctx: RequestContext, ops: list[Op]) -> list[Decision]:
         if isinstance(self.limiter, MemoryLimiter):
             return self.limiter.apply_now(ops)  # no await: nothing to wait for in memory
-        if time.monotonic() < self._down_until:
-            raise StoreUnavailable("not asked: it failed less than a second ago")
         plan = ctx.cache_plan
         if self.cache_store is None or plan is None:
             return await self.limiter.apply(ops)
