@@ -343,3 +343,37 @@ def test_upstream_timeouts_must_be_positive_and_source_is_not_a_key() -> None:
         from_dict({"upstream": {"read_timeout": 0}}, "f.yaml")
     with pytest.raises(ConfigError, match="source: unknown key"):
         from_dict({"source": "elsewhere"}, "f.yaml")
+
+
+def test_cache_and_ratelimit_sections(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("cache: {backend: 'redis://127.0.0.1:6379/0', max_bytes: 64MiB, default_ttl: 1h}\n"
+                 "ratelimit: {backend: 'redis://127.0.0.1:6379/1', fail_open: false,\n"
+                 "            users: {'*': '100;w=60', bot: '5;w=60;u=cents'}, models: {gpt-4o: '10;w=3600'}}\n")
+    c = load(str(f), env={})
+    assert c.cache.backend == "redis://127.0.0.1:6379/0" and c.cache.max_bytes == 64 * 1024 * 1024
+    assert c.cache.default_ttl == 3600
+    assert c.ratelimit.fail_open is False
+    assert dict(c.ratelimit.users) == {"*": "100;w=60", "bot": "5;w=60;u=cents"}
+    assert dict(c.ratelimit.models) == {"gpt-4o": "10;w=3600"}
+    defaults = load(None, env={})
+    assert defaults.cache.backend == defaults.ratelimit.backend == "memory" and defaults.ratelimit.fail_open
+
+
+@pytest.mark.parametrize(("text", "key", "needle"), [
+    ("cache: {backend: 'memcached://x'}", "cache.backend", "redis://"),
+    ("ratelimit: {backend: 'redis://'}", "ratelimit.backend", "redis://"),
+    ("ratelimit: {users: {alice: '10;w=30'}}", "ratelimit.users.alice", "60"),
+    ("ratelimit: {models: {gpt-4o: 'ten;w=60'}}", "ratelimit.models.gpt-4o", "quota"),
+    ("ratelimit: {users: [a, b]}", "ratelimit.users", "mapping"),
+    ("cache: {default_ttl: 400d}", "cache.default_ttl", "365d"),
+    ("cache: {max_bytes: 1MiB}", "cache.max_bytes", "max_entry_bytes"),
+    ("ratelimit: {keys: {k1: '1;w=60'}}", "ratelimit.keys", "unknown key"),
+])
+def test_bad_cache_and_ratelimit_config_names_the_key(tmp_path: Path, text: str, key: str, needle: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(f), env={})
+    assert info.value.key == key
+    assert needle in str(info.value) and str(f) in str(info.value)

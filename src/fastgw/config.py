@@ -147,8 +147,8 @@ class RateLimitConfig:
     """Rate limits: Helicone-RateLimit-Policy per request, and policies from config.
 
     Config policies use the header's grammar (``quota;w=seconds[;u=request|cents][;s=...]``).
-    ``users``, ``models`` and ``keys`` map a user id, a requested model or a gateway key id to a
-    policy, and ``"*"`` in them is the policy for every one without its own entry. Where several
+    ``users`` and ``models`` map a user id or a requested model to a policy, and ``"*"`` in them is
+    the policy for every one without its own entry. (Per gateway key comes with gateway keys.) Where several
     apply to one request (header and config), each is checked and the strictest decides.
     """
 
@@ -157,7 +157,6 @@ class RateLimitConfig:
     redis_timeout: Duration = Duration(0.25)
     users: Mapping[str, str] = field(default_factory=dict)
     models: Mapping[str, str] = field(default_factory=dict)
-    keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +275,7 @@ def validate(config: Config) -> None:
         raise ConfigError("cache.max_bytes", "must be at least cache.max_entry_bytes (and both positive)", src)
     if not 0 < c.default_ttl <= 365 * 86400:
         raise ConfigError("cache.default_ttl", "must be between 1s and 365d", src)
-    for kind in ("users", "models", "keys"):
+    for kind in ("users", "models"):
         for name, text in getattr(config.ratelimit, kind).items():
             from fastgw.ratelimit.policy import PolicyError, parse_policy  # config is imported first
 
