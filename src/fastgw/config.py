@@ -127,6 +127,9 @@ class LoggingConfig:
     batch_max_age: Duration = Duration(1.0)
     # A user price file that extends or overrides the shipped table; re-read when it changes.
     prices_file: str | None = None
+    # The exporter's niceness (0-19): it is background work, so on a busy machine the workers (and
+    # the requests they serve) get the CPU first; a starved exporter only means a fuller ring.
+    exporter_nice: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +265,8 @@ def validate(config: Config) -> None:
         raise ConfigError("logging.ring_size", "must be a power of two of at least 64KiB", src)
     if lg.batch_max_records < 1 or lg.batch_max_age <= 0:
         raise ConfigError("logging.batch_max_records", "batches need at least one record and a positive age", src)
+    if not 0 <= lg.exporter_nice <= 19:
+        raise ConfigError("logging.exporter_nice", "must be between 0 and 19", src)
     if lg.body_ttl_days < 0:
         raise ConfigError("logging.body_ttl_days", "must be 0 (forever) or more", src)
     for section in ("cache", "ratelimit"):

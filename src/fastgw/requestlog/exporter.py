@@ -243,4 +243,9 @@ def _batch_id(rows: list[dict[str, Any]]) -> str:
 def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     """The exporter process's entry point."""
     logging.getLogger("fastgw").setLevel(logging.INFO)
+    if config.logging.exporter_nice:
+        try:
+            os.nice(config.logging.exporter_nice)
+        except OSError as exc:
+            log.warning("could not lower the exporter's priority: %s", exc)
     Exporter(config, paths, workers).run()
