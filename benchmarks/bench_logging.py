@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -263,8 +263,6 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
             w0, e0 = rb.cpu_ticks([g.worker]), rb.cpu_ticks([g.exporter]) if g.exporter else 0
             cmd = rb.pinned(rb.CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{p['wrk_s']}s", "-s", str(WRK_LUA), g.url()])
             text = subprocess.run(cmd, capture_output=True, text=True, timeout=p["wrk_s"] + 30).stdout
-            import re
-
             m = re.search(r"(\d+) requests in", text)
             if not m or "Non-2xx" in text or "Socket errors" in text:
                 raise RuntimeError(f"wrk against {t} failed: {text}")
@@ -280,13 +278,9 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
             runs["wrk"][t].append(w)
             log(f"B rep{rep} {t:4s} wrk {w['rps']:7.0f} req/s worker {w['worker_us_per_req']:.1f} µs/req"
                 + (f" exporter {w['exporter_us_per_record']:.1f} µs/record" if g.exporter else ""))
-    counters = {}
-    for t in ("on", "down"):
-        log_text = (tmp / f"{t}.log").read_text(errors="replace")
-        counters[t] = log_text[-600:]
     for g in gws.values():
         procs.stop(g.proc, timeout=180)
-    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "logs": counters}
+    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss}
 
 
 def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:

@@ -27,7 +27,7 @@ WORDS = ("the quick brown fox jumps over lazy dog model token stream cache user 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
 
 
-def _text(rng: random.Random, size: int) -> str:
+def text(rng: random.Random, size: int) -> str:
     out, n = [], 0
     while n < size:
         w = rng.choice(WORDS)
@@ -44,10 +44,10 @@ def make_records(count: int, body_bytes: int = 1024, seed: int = 1) -> list[byte
     for i in range(count):
         model = MODELS[i % len(MODELS)]
         stream = i % 4 == 3
-        prompt = _text(rng, half - 80)
+        prompt = text(rng, half - 80)
         request = ('{"model":"%s","messages":[{"role":"user","content":"%s"}]%s}'
                    % (model, prompt, ',"stream":true' if stream else "")).encode()
-        answer = _text(rng, half - 300 if not stream else half // 3)
+        answer = text(rng, half - 300 if not stream else half // 3)
         ptok = len(prompt) // 4
         if stream:
             pieces = tuple(answer[j:j + 40] for j in range(0, len(answer), 40))

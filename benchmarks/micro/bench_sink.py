@@ -26,17 +26,8 @@ except ImportError:  # not installed: run from the checkout
 from fastgw.requestlog.sinks import make_sink
 from fastgw.requestlog.sinks.clickhouse import build_columns
 
-WORDS = ("the quick brown fox jumps over lazy dog model token stream cache user assistant system "
-         "function call result json schema answer question retrieval context window latency").split()
-
-
-def text(rng: random.Random, size: int) -> str:
-    out, n = [], 0
-    while n < size:
-        w = rng.choice(WORDS)
-        out.append(w)
-        n += len(w) + 1
-    return " ".join(out)[:size]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from log_records import text  # noqa: E402  (varied words, shared with the exporter benchmark)
 
 
 def make_batch(rng: random.Random, rows: int) -> list[dict]:

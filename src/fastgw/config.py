@@ -280,14 +280,16 @@ def validate(config: Config) -> None:
         raise ConfigError("cache.max_bytes", "must be at least cache.max_entry_bytes (and both positive)", src)
     if not 0 < c.default_ttl <= 365 * 86400:
         raise ConfigError("cache.default_ttl", "must be between 1s and 365d", src)
-    for kind in ("users", "models"):
-        for name, text in getattr(config.ratelimit, kind).items():
-            from fastgw.ratelimit.policy import PolicyError, parse_policy  # config is imported first
+    if config.ratelimit.users or config.ratelimit.models:
+        # Imported here: the ratelimit package loads the Redis client, which a config check needn't.
+        from fastgw.ratelimit.policy import PolicyError, parse_policy
 
-            try:
-                parse_policy(text)
-            except PolicyError as exc:
-                raise ConfigError(f"ratelimit.{kind}.{name}", str(exc), src) from None
+        for kind in ("users", "models"):
+            for name, text in getattr(config.ratelimit, kind).items():
+                try:
+                    parse_policy(text)
+                except PolicyError as exc:
+                    raise ConfigError(f"ratelimit.{kind}.{name}", exc.reason, src) from None
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
             raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)

@@ -11,9 +11,16 @@ request's budget twice, and the stages already know what to do when Redis does n
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from typing import Any, Coroutine
+
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+log = logging.getLogger("fastgw.redis")
 
 
 class RedisClients:
@@ -34,3 +41,43 @@ class RedisClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.aclose()
+
+
+class Outage:
+    """What a stage remembers after Redis failed it: for a second, requests do not ask again.
+
+    Without it a dead Redis would cost every request its full timeout. The first request after
+    the second is up asks again, so a Redis that is back is used at once.
+    """
+
+    __slots__ = ("what", "consequence", "retry_after", "until")
+
+    def __init__(self, what: str, consequence: str, retry_after: float = 1.0) -> None:
+        self.what, self.consequence, self.retry_after = what, consequence, retry_after
+        self.until = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.until != 0.0 and time.monotonic() < self.until
+
+    def failed(self, exc: BaseException) -> None:
+        log.warning("%s unavailable (%s); %s, asking again in %.0fs", self.what, exc, self.consequence,
+                    self.retry_after)
+        self.until = time.monotonic() + self.retry_after
+
+
+class Background:
+    """Redis writes the response does not wait for (cache stores, u=cents charges).
+
+    The loop keeps only weak references to tasks, so they are held here until done.
+    """
+
+    __slots__ = ("_tasks",)
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -4,7 +4,6 @@ two twins against each other and the canonical text against json's and orjson's 
 The compiled twin is never skipped: if the extension is not built the "cython" cases fail
 (CI always builds it: ``python setup.py build_ext --inplace``).
 """
-import importlib.machinery
 import itertools
 import json
 import os
@@ -17,8 +16,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastgw._native
+from tests.native.twins import TWINS, load_twin
 
-TWINS = ["cython", "pure"]
 FORMAT = b"fastgw.cachekey.v1\x00"
 MAX_DEPTH = 256
 FIELDS = ("seed", "provider", "target", "path", "credential")
@@ -32,15 +31,7 @@ REQUEST = {
 
 
 def _load(name):
-    try:
-        module = fastgw._native.load(pure=name == "pure", name="cachekey")
-    except ImportError as exc:
-        pytest.fail(f"the compiled twin is not built ({exc}); run: python setup.py build_ext --inplace")
-    if name == "cython":
-        assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
-    else:
-        assert module.__file__.endswith(".py"), module.__file__
-    return module
+    return load_twin(name, "cachekey")
 
 
 @pytest.fixture(params=TWINS)

@@ -4,7 +4,6 @@ The compiled twin is never skipped: if the extension is not built the "cython" c
 (CI always builds it: ``python setup.py build_ext --inplace``).
 """
 import ast
-import importlib.machinery
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 import fastgw._native
 from fastgw._native import errors
 from fastgw._native.errors import HeaderError
+from tests.native.twins import load_twin
 
 PYI = Path(fastgw._native.__file__).with_name("headers.pyi")
 
@@ -57,15 +57,7 @@ def test_contract_was_read():
 # The twins.
 
 def _load(name):
-    try:
-        module = fastgw._native.load(pure=name == "pure")
-    except ImportError as exc:
-        pytest.fail(f"the compiled twin is not built ({exc}); run: python setup.py build_ext --inplace")
-    if name == "cython":
-        assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
-    else:
-        assert module.__file__.endswith(".py"), module.__file__
-    return module
+    return load_twin(name, "headers")
 
 
 @pytest.fixture(params=["cython", "pure"])

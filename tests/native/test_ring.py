@@ -5,7 +5,6 @@ The compiled twin is never skipped: if the extension is not built the "cython" c
 (CI always builds it: ``python setup.py build_ext --inplace``).
 """
 import ast
-import importlib.machinery
 import multiprocessing
 import os
 import random
@@ -18,23 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastgw._native
+from tests.native.twins import TWINS, load_twin
 
 PYI = Path(fastgw._native.__file__).with_name("ring.pyi")
 HEADER = 512
 CAP = 4096
-TWINS = ["cython", "pure"]
+
 
 
 def _load(name):
-    try:
-        module = fastgw._native.load(pure=name == "pure", name="ring")
-    except ImportError as exc:
-        pytest.fail(f"the compiled twin is not built ({exc}); run: python setup.py build_ext --inplace")
-    if name == "cython":
-        assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
-    else:
-        assert module.__file__.endswith(".py"), module.__file__
-    return module
+    return load_twin(name, "ring")
 
 
 @pytest.fixture(params=TWINS)

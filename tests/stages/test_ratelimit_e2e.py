@@ -136,7 +136,8 @@ def test_exactly_ten_of_fifty_across_instances_and_workers(start_gateway: Callab
     cfg = gateway_config(mock.url, ratelimit={"backend": redis_server.url})
     gws = [start_gateway(cfg), start_gateway(cfg, args=["--workers", "2"])]
     h = {"Helicone-RateLimit-Policy": "10;w=60"}
-    # every worker answers at least once before the burst (connections spread over the two workers)
+    # 50 fresh connections, alternating between the instances; the second's kernel spreads its
+    # share over its two workers (SO_REUSEPORT), so three processes draw from one bucket
     with ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(lambda i: post(gws[i % 2], h).status, range(50)))
     assert statuses.count(200) == 10, statuses

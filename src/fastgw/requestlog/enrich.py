@@ -26,14 +26,25 @@ _TOKENS_PER_MESSAGE = 3
 _REPLY_PRIMING = 3
 
 
-def _request_json(body: str) -> dict[str, Any]:
-    if not body or body[0] != "{":
+def request_json(body: str | bytes) -> dict[str, Any]:
+    """The request body as a JSON object; {} for anything else (the log never fails on a body)."""
+    if not body or body[:1] not in ("{", b"{"):
         return {}
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def model_of(request: dict[str, Any]) -> str:
+    model = request.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def pricing_provider(provider: str, fmt: str) -> str:
+    """The price-table section for a provider: a raw ``Helicone-Target-Url`` is priced by its format."""
+    return fmt if provider.startswith("target:") else provider
 
 
 def _texts(value: Any, out: list[str]) -> None:
@@ -59,8 +70,8 @@ class Enricher:
         kind = raw.get("kind", "request")
         if kind != "request":
             return raw  # feedback and scores are already rows
-        request = _request_json(raw.get("request_body", ""))
-        model_requested = request.get("model") if isinstance(request.get("model"), str) else ""
+        request = request_json(raw.get("request_body", ""))
+        model_requested = model_of(request)
         fmt = raw.get("format", "")
         path = raw.get("path", "")
         body = raw.get("response_body", "").encode("utf-8", "replace")
@@ -72,8 +83,7 @@ class Enricher:
             usage = self._count(request, fmt, path, body, model_requested) if 200 <= status < 300 else Usage(source="none")
         model_served = usage.model or model_requested or ""
         provider = raw.get("provider", "")
-        price_provider = fmt if provider.startswith("target:") else provider
-        cost, reason = self.prices.cost(price_provider, model_served or None, usage)
+        cost, reason = self.prices.cost(pricing_provider(provider, fmt), model_served or None, usage)
         saved = None
         if raw.get("cache_status") == "hit":
             saved, cost = cost, 0  # served from the cache: it cost nothing, and saved what it would have

@@ -48,5 +48,53 @@ class Response:
             self.stream.close()
 
 
+class TappedStream:
+    """A body stream passed through unchanged while a stage watches it (records it, meters it).
+
+    Subclasses override ``seen`` (each chunk), ``ended`` (the stream ran to its end) and
+    ``abandoned`` (it failed, or the response was closed before its end); each hook runs once per
+    event and ``ended``/``abandoned`` at most once between them.
+    """
+
+    __slots__ = ("_over", "_stream")
+
+    def __init__(self, stream: BodyStream) -> None:
+        self._stream = stream
+        self._over = False
+
+    def __aiter__(self) -> TappedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
+        except StopAsyncIteration:
+            self._finish(True)
+            raise
+        except BaseException:
+            self._finish(False)
+            raise
+        self.seen(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self._finish(False)
+        self._stream.close()
+
+    def _finish(self, whole: bool) -> None:
+        if not self._over:
+            self._over = True
+            self.ended() if whole else self.abandoned()
+
+    def seen(self, chunk: bytes) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+    def abandoned(self) -> None:
+        pass
+
+
 class Handler(Protocol):
     async def __call__(self, ctx: RequestContext) -> Response: ...

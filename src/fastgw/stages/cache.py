@@ -11,16 +11,14 @@ A request without cache headers costs three attribute reads here. A stream is st
 it ended the way its format ends (``data: [DONE]``, ``message_stop``); one the client or the
 upstream cut short never is. A hit's body is the stored one, events replayed one chunk each, so
 SDK streaming code sees the original stream. When the store does not answer (Redis down or slow)
-the request goes upstream uncached, and ``bypasses`` counts it; for a while after such a failure
-the store is not asked at all, so a dead Redis costs each request nothing.
+the request goes upstream uncached, and ``bypasses`` counts it; for a second after such a failure
+the store is not asked at all (``redis_client.Outage``), so a dead Redis costs each request nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastgw._native import cachekey
 from fastgw.cache.base import CacheUnavailable, Lookup
@@ -28,16 +26,13 @@ from fastgw.cache.control import CacheDirective, directive_from_headers
 from fastgw.cache.entry import CachedResponse, StreamRecorder
 from fastgw.cache.memory import MemoryCache
 from fastgw.context import RequestContext
+from fastgw.redis_client import Background, Outage
 from fastgw.requestlog.record import is_event_stream
-from fastgw.stages.base import Handler, Response
+from fastgw.stages.base import Handler, Response, TappedStream
 
 if TYPE_CHECKING:
     from fastgw.cache.redis_store import RedisCache
     from fastgw.config import CacheConfig
-
-log = logging.getLogger("fastgw.cache")
-
-RETRY_AFTER_FAILURE_S = 1.0  # after Redis failed to answer, bypass without asking for this long
 
 
 def _cache_control(ctx: RequestContext) -> bytes | None:
@@ -78,9 +73,9 @@ class Cache:
         self.next = next
         self.store = store
         self.memory = isinstance(store, MemoryCache)
-        self.bypasses = 0
-        self._down_until = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bypasses = 0  # requests served without the cache because the store was unavailable
+        self.outage = Outage("cache", "requests bypass it")
+        self.background = Background()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         plan = ctx.cache_plan
@@ -111,22 +106,15 @@ class Cache:
     async def _lookup(self, ctx: RequestContext, directive: CacheDirective, key: bytes) -> Lookup | None:
         if self.memory:
             return self.store.lookup_now(key, directive)  # type: ignore[union-attr]
-        if time.monotonic() < self._down_until:
-            self.bypasses += 1
-            return None
-        try:
-            if ctx.cache_prefetch is not None:
-                return await self.store.lookup_from_reply(ctx.cache_prefetch, key, directive)  # type: ignore[union-attr]
-            return await self.store.lookup(key, directive)
-        except CacheUnavailable as exc:
-            self._failed(exc)
-            return None
-
-    def _failed(self, exc: BaseException) -> None:
+        if not self.outage.down:
+            try:
+                if ctx.cache_prefetch is not None:
+                    return await self.store.lookup_from_reply(ctx.cache_prefetch, key, directive)  # type: ignore[union-attr]
+                return await self.store.lookup(key, directive)
+            except CacheUnavailable as exc:
+                self.outage.failed(exc)
         self.bypasses += 1
-        if self._down_until < time.monotonic():
-            log.warning("cache unavailable (%s): requests bypass it for %.0fs", exc, RETRY_AFTER_FAILURE_S)
-        self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_S
+        return None
 
     def _hit(self, ctx: RequestContext, lookup: Lookup) -> Response:
         entry = lookup.entry
@@ -143,17 +131,14 @@ class Cache:
         if self.memory:
             self.store.store_now(key, slot, entry, ttl_s)  # type: ignore[union-attr]
             return
-        if time.monotonic() < self._down_until:
-            return
-        task = asyncio.get_running_loop().create_task(self._store_async(key, slot, entry, ttl_s))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not self.outage.down:
+            self.background.spawn(self._store_async(key, slot, entry, ttl_s))
 
     async def _store_async(self, key: bytes, slot: int, entry: CachedResponse, ttl_s: int) -> None:
         try:
             await self.store.store(key, slot, entry, ttl_s)
         except CacheUnavailable as exc:
-            self._failed(exc)
+            self.outage.failed(exc)
 
 
 def _ms_since(t_start: int) -> int:
@@ -182,54 +167,34 @@ class ReplayStream:
         self._i = len(self._events)
 
 
-class RecordingStream:
+class RecordingStream(TappedStream):
     """The upstream body on its way to the client, recorded; stored only if it ran to its end."""
 
-    __slots__ = ("_cache", "_ctx", "_response", "_stream", "_key", "_slot", "_ttl", "_recorder", "_sse")
+    __slots__ = ("_cache", "_ctx", "_key", "_recorder", "_response", "_slot", "_ttl")
 
     def __init__(self, cache: Cache, ctx: RequestContext, response: Response, key: bytes, slot: int, ttl: int) -> None:
+        assert response.stream is not None
+        super().__init__(response.stream)
         self._cache, self._ctx, self._response = cache, ctx, response
-        self._stream = response.stream
         self._key, self._slot, self._ttl = key, slot, ttl
-        max_bytes = cache.store.max_entry_bytes
-        self._recorder: StreamRecorder | None = StreamRecorder(max_bytes)
-        self._sse = is_event_stream(response.headers)
+        self._recorder = StreamRecorder(cache.store.max_entry_bytes)
 
-    def __aiter__(self) -> RecordingStream:
-        return self
+    def seen(self, chunk: bytes) -> None:
+        self._recorder.feed(chunk)  # past the size bound it gives up, and finish says so
 
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await self._stream.__anext__()  # type: ignore[union-attr]
-        except StopAsyncIteration:
-            self._finish()
-            raise
-        except BaseException:
-            self._recorder = None  # cut short: never stored
-            raise
-        if self._recorder is not None and not self._recorder.feed(chunk):
-            self._recorder = None
-        return chunk
-
-    def _finish(self) -> None:
-        recorder, self._recorder = self._recorder, None
-        if recorder is None:
-            return
-        ctx, response = self._ctx, self._response
-        provider = ctx.provider
-        if self._sse:
+    def ended(self) -> None:
+        ctx, response, recorder = self._ctx, self._response, self._recorder
+        latency = _ms_since(ctx.t_start)
+        if is_event_stream(response.headers):
+            provider = ctx.provider
             events = recorder.finish(provider.format.name if provider is not None else "")
-            if events is None:
+            if events is None:  # too large, or not ended the way its format ends
                 return
-            entry = CachedResponse(response.status, response.headers, events=events,
-                                   latency_ms=_ms_since(ctx.t_start), usage=ctx.hidden_usage)
+            entry = CachedResponse(response.status, response.headers, events=events, latency_ms=latency,
+                                   usage=ctx.hidden_usage)
         else:
             body = recorder.body()
             if body is None or (response.content_length is not None and len(body) != response.content_length):
                 return
-            entry = CachedResponse(response.status, response.headers, body=body, latency_ms=_ms_since(ctx.t_start))
+            entry = CachedResponse(response.status, response.headers, body=body, latency_ms=latency)
         self._cache._store(self._key, self._slot, entry, self._ttl)
-
-    def close(self) -> None:
-        self._recorder = None
-        self._stream.close()  # type: ignore[union-attr]

@@ -10,7 +10,8 @@ the same table the exporter uses. Only requests under a cents policy pay for tha
 
 When the limiter's store (Redis) does not answer, ``ratelimit.fail_open`` decides: let the request
 through (the default; counted in ``unavailable``) or refuse it with 503. After a failure the store
-is not asked for a second, so a dead Redis does not cost every request its timeout.
+is not asked for a second (``redis_client.Outage``), so a dead Redis does not cost every request
+its timeout.
 
 With Redis under both this and the cache, the cache lookup rides this stage's round trip: both
 scripts go down one connection in one pipeline, and the Cache stage reads the prefetched reply.
@@ -22,10 +23,9 @@ import asyncio
 import hashlib
 import logging
 import math
-import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from redis.exceptions import NoScriptError
 
 from fastgw.errors import InvalidHeader, LimiterUnavailable, RateLimited
@@ -47,8 +47,10 @@ from fastgw.ratelimit import (
 )
 from fastgw.ratelimit import LimiterUnavailable as StoreUnavailable
 from fastgw.ratelimit.policy import format_quota
+from fastgw.redis_client import Background, Outage
+from fastgw.requestlog.enrich import model_of, pricing_provider, request_json
 from fastgw.requestlog.record import is_event_stream
-from fastgw.stages.base import Handler, Response
+from fastgw.stages.base import Handler, Response, TappedStream
 
 if TYPE_CHECKING:
     from fastgw.cache.redis_store import RedisCache
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.ratelimit")
 
-RETRY_AFTER_FAILURE_S = 1.0
 SCRIPT_SHA = hashlib.sha1(LUA_SCRIPT.encode()).hexdigest()
 SPEND_CAPTURE_BYTES = 1 << 20  # of a streamed answer under a cents policy: its usage is near the end
 
@@ -84,8 +85,8 @@ class RateLimit:
         self.prices_file = prices_file
         self._prices: Any = None
         self.unavailable = 0  # checks the store could not answer (requests let through when fail-open)
-        self._down_until = 0.0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.outage = Outage("rate limiter", f"failing {'open' if self.fail_open else 'closed'}")
+        self.background = Background()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         header = ctx.headers.helicone.ratelimit_policy
@@ -95,14 +96,12 @@ class RateLimit:
         if not items:
             return await self.next(ctx)
         ops = [check_op(key, policy) for key, policy in items]
-        if self._down_until and time.monotonic() < self._down_until:
-            return await self._unavailable(ctx)  # it failed moments ago: don't wait on it again yet
+        if self.outage.down:
+            return await self._unavailable(ctx)
         try:
             decisions = await self._decide(ctx, ops)
         except StoreUnavailable as exc:
-            log.warning("rate limiter unavailable (%s); failing %s, asking again in %.0fs", exc,
-                        "open" if self.fail_open else "closed", RETRY_AFTER_FAILURE_S)
-            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE_S
+            self.outage.failed(exc)
             return await self._unavailable(ctx)
         refused = [d for d in decisions if not d.allowed]
         if refused:
@@ -199,10 +198,7 @@ class RateLimit:
         amount = self._cost_cents(ctx, response, body)
         if not amount:
             return
-        ops = [spend_op(key, policy, amount) for key, policy in cents]
-        task = asyncio.get_running_loop().create_task(self._spend(ops))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.background.spawn(self._spend([spend_op(key, policy, amount) for key, policy in cents]))
 
     async def _spend(self, ops: list[Op]) -> None:
         try:
@@ -229,54 +225,36 @@ class RateLimit:
         if usage is None:
             return 0.0
         model = usage.model or _requested_model(ctx.body)
-        nano, _reason = self._prices.cost(provider.name if not provider.name.startswith("target:") else provider.format.name,
-                                          model or None, usage)
+        nano, _reason = self._prices.cost(pricing_provider(provider.name, provider.format.name), model or None, usage)
         return (nano or 0) / 1e7  # nano-dollars to cents
 
 
-class _SpendCapture:
-    """A streamed answer under a cents policy: its last megabyte kept, charged when it ends."""
+class _SpendCapture(TappedStream):
+    """A streamed answer under a cents policy: its last megabyte kept, charged when it is over.
 
-    __slots__ = ("_stage", "_ctx", "_response", "_stream", "_cents", "_chunks", "_size", "_done")
+    A stream cut short is charged too: the provider bills what it produced.
+    """
+
+    __slots__ = ("_cents", "_chunks", "_ctx", "_response", "_size", "_stage")
 
     def __init__(self, stage: RateLimit, ctx: RequestContext, response: Response, cents: list[tuple[str, Policy]]) -> None:
+        assert response.stream is not None
+        super().__init__(response.stream)
         self._stage, self._ctx, self._response, self._cents = stage, ctx, response, cents
-        self._stream = response.stream
-        self._chunks: list[bytes] = []
+        self._chunks: deque[bytes] = deque()
         self._size = 0
-        self._done = False
 
-    def __aiter__(self) -> _SpendCapture:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await self._stream.__anext__()  # type: ignore[union-attr]
-        except StopAsyncIteration:
-            self._charge()
-            raise
+    def seen(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._size += len(chunk)
         while self._size > SPEND_CAPTURE_BYTES and len(self._chunks) > 1:
-            self._size -= len(self._chunks.pop(0))
-        return chunk
+            self._size -= len(self._chunks.popleft())
 
-    def _charge(self) -> None:
-        if not self._done:
-            self._done = True
-            self._stage._charge(self._ctx, self._response, b"".join(self._chunks), self._cents)
+    def ended(self) -> None:
+        self._stage._charge(self._ctx, self._response, b"".join(self._chunks), self._cents)
 
-    def close(self) -> None:
-        self._charge()  # a stream cut short still cost what the provider produced so far
-        self._stream.close()  # type: ignore[union-attr]
+    abandoned = ended
 
 
 def _requested_model(body: bytes) -> str:
-    if b'"model"' not in body:
-        return ""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else ""
+    return model_of(request_json(body)) if b'"model"' in body else ""
