@@ -38,7 +38,7 @@ class RequestContext:
         "request_id", "method", "target", "http_version", "headers", "raw_headers", "body", "client",
         "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
         "hidden_usage", "log_skip", "cache_plan", "cache_status", "cache_prefetch", "extra_headers",
-        "spend",
+        "spend", "unified", "model_override", "retry_count", "fallback_index", "attempts", "principal",
     )
 
     def __init__(
@@ -66,6 +66,14 @@ class RequestContext:
         self.cache_prefetch = None  # a cache lookup reply that rode the rate limiter's round trip
         self.extra_headers = b""  # response headers stages add (Helicone-Cache-*, Helicone-RateLimit-*)
         self.spend = None  # stages/ratelimit.py: u=cents buckets to charge once the cost is known
+        # The unified API (POST /v1/chat/completions naming "provider/model" or a route): the
+        # request's OpenAI chat body, parsed once; None for pass-through requests.
+        self.unified = None
+        self.model_override = None  # the model this attempt sends upstream; None: as requested
+        self.retry_count = 0  # attempts beyond the first, over every target (stages/router.py)
+        self.fallback_index = -1  # -1: the first target served; 0: the first fallback, ...
+        self.attempts: list = []  # one entry per upstream attempt, for the log (stages/router.py)
+        self.principal = None  # the gateway key that authenticated the request (stages/auth.py)
 
     def gateway_ns(self) -> int:
         """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""

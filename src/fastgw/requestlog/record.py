@@ -213,4 +213,14 @@ def build_record(
     }
     if ctx.cache_status:
         meta["cache_status"] = ctx.cache_status
+    if ctx.retry_count:
+        meta["retry_count"] = ctx.retry_count
+    if ctx.fallback_index >= 0:
+        meta["fallback_index"] = ctx.fallback_index
+    if ctx.attempts:
+        meta["attempts"] = ctx.attempts
+    if ctx.principal is not None:
+        meta["key_id"] = ctx.principal.key_id
+    if ctx.model_override is not None:
+        meta["target_model"] = ctx.model_override
     return meta, request_body, response_body
