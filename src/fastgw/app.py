@@ -4,6 +4,7 @@
 
     health    GET /healthz answers without touching a provider (stages/health.py)
     log api   manual logging, feedback and scores, when logging is on (stages/log_api.py)
+    auth      gateway keys: 401/403/429 before the call, spend charged after it (stages/auth.py)
     route     which provider and which path on it (stages/route.py)
     cache key Helicone-Cache-* headers read, the cache key built (stages/cache.py: CachePlan)
     limits    Helicone-RateLimit-Policy and config policies; may fetch the cache lookup in the
@@ -47,6 +48,7 @@ from fastgw.stages.health import Health
 from fastgw.stages.log_api import LogAPI
 from fastgw.stages.ratelimit import RateLimit
 from fastgw.stages.route import Route
+from fastgw.stages.auth import Auth
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
 
@@ -65,6 +67,7 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
                         cache_store if isinstance(cache_store, RedisCache) else None, config.logging.prices_file)
     handler = CachePlan(handler, config.cache)
     handler = Route(handler, config, build_table(config))
+    handler = Auth(handler, config)
     if logger is not None:
         handler = LogAPI(handler, logger)
     handler = Health(handler)

@@ -12,6 +12,7 @@ from fastgw import __version__
 from typing import TYPE_CHECKING
 
 from fastgw.config import Config, ConfigError, load
+from fastgw.keys import cli as keys_cli
 
 if TYPE_CHECKING:
     from fastgw.requestlog.paths import LogPaths
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "keys":
+        return keys_cli.run(args)
 
     if args.command == "check-config":
         try:
@@ -78,6 +83,10 @@ def serve_forever(config: Config) -> int:
         print(f"fastgw: cannot listen on {s.host}:{s.port}: {exc.strerror}", file=sys.stderr)
         return 1
     banner = f"fastgw {__version__} listening on http://{s.host}:{s.port} ({workers} worker{'s' * (workers > 1)})"
+    from fastgw.stages.auth import exposure_warning
+
+    if (warning := exposure_warning(config)) is not None:
+        logging.getLogger("fastgw").warning(warning)
     if not config.logging.enabled and workers == 1:
         run_worker(config, 0, reuse_port=False, banner=banner)  # nothing to supervise: serve in-process
         return 0

@@ -151,7 +151,8 @@ class RateLimitConfig:
 
     Config policies use the header's grammar (``quota;w=seconds[;u=request|cents][;s=...]``).
     ``users`` and ``models`` map a user id or a requested model to a policy, and ``"*"`` in them is
-    the policy for every one without its own entry. (Per gateway key comes with gateway keys.) Where several
+    the policy for every one without its own entry. A gateway key's own policies are kept with the key
+    (``fastgw keys create --ratelimit``). Where several
     apply to one request (header and config), each is checked and the strictest decides.
     """
 
@@ -160,6 +161,71 @@ class RateLimitConfig:
     redis_timeout: Duration = Duration(0.25)
     users: Mapping[str, str] = field(default_factory=dict)
     models: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics, computed by the exporter from the logged rows (served on the admin port)."""
+
+    enabled: bool = True
+    # Label caps: the first N distinct values keep their name, later ones are counted as "other",
+    # so a client inventing model names cannot grow the scrape without bound.
+    max_models: int = 200
+    max_providers: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class OtelConfig:
+    """OpenTelemetry traces: one span per logged request, sent by the exporter over OTLP/HTTP."""
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. {authorization: "Bearer ${TOKEN}"}
+    service_name: str = "fastgw"
+    # Prompts and completions go into spans only when this is true (they may hold personal data).
+    capture_content: bool = False
+    timeout: Duration = Duration(10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Gateway keys on requests (``Authorization: Bearer fgw-...`` or ``Helicone-Auth``)."""
+
+    # False: a request without a gateway key passes as before (a loopback sidecar); one that sends
+    # an fgw- key is still checked. True: no valid key, 401. Set it when listening beyond loopback.
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetConfig:
+    """Spend caps in USD per UTC calendar day, per UTC calendar month, and in total; None: no cap."""
+
+    day: float | None = None
+    month: float | None = None
+    total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """Where gateway keys (their hashes) and their spend live; ``fastgw keys`` manages them."""
+
+    # "sqlite://PATH": one file shared by the workers and the CLI of one host (the default, next to
+    # ./fastgw-data); "redis://host:port/db": shared by a fleet.
+    backend: str = "sqlite://./fastgw-keys.db"
+    # A worker remembers a key this long: a revocation takes up to this long to reach every worker.
+    cache_ttl: Duration = Duration(5.0)
+    # A key store slower than this counts as down: keyed requests get 503 (never a free pass).
+    redis_timeout: Duration = Duration(0.5)
+    # Team budgets, shared by every key created with --team NAME.
+    teams: Mapping[str, BudgetConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialConfig:
+    """A provider key that gateway keys may be granted by name; clients never see it."""
+
+    provider: str
+    api_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +239,11 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    credentials: Mapping[str, CredentialConfig] = field(default_factory=dict)
     source: str = ""  # the file this came from, for messages; "" for defaults only
 
 
@@ -290,9 +361,44 @@ def validate(config: Config) -> None:
                     parse_policy(text)
                 except PolicyError as exc:
                     raise ConfigError(f"ratelimit.{kind}.{name}", exc.reason, src) from None
+    _validate_keys(config)
+    _validate_telemetry(config)
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
             raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)
+
+
+def _validate_keys(config: Config) -> None:
+    """The auth:, keys: and credentials: sections (gateway keys)."""
+    src, k = config.source, config.keys
+    if not re.fullmatch(r"sqlite://.+|rediss?://[^/\s]+(/\d+)?", k.backend):
+        raise ConfigError("keys.backend", f"{k.backend!r} is not sqlite://PATH or redis://host:port[/db]", src)
+    if k.redis_timeout <= 0:
+        raise ConfigError("keys.redis_timeout", "must be positive", src)
+    for team, budget in k.teams.items():
+        for period in ("day", "month", "total"):
+            amount = getattr(budget, period)
+            if amount is not None and not (amount >= 0 and amount < 1e9):
+                raise ConfigError(f"keys.teams.{team}.{period}", "must be a USD amount of 0 or more", src)
+    for name, cred in config.credentials.items():
+        if cred.provider not in config.providers:
+            raise ConfigError(f"credentials.{name}.provider", f"no provider named {cred.provider!r}", src)
+        if not cred.api_key:
+            raise ConfigError(f"credentials.{name}.api_key", "is empty", src)
+
+
+def _validate_telemetry(config: Config) -> None:
+    """The metrics: and otel: sections."""
+    src, m, o = config.source, config.metrics, config.otel
+    for key in ("max_models", "max_providers"):
+        if not 1 <= getattr(m, key) <= 10_000:
+            raise ConfigError(f"metrics.{key}", "must be between 1 and 10000", src)
+    if o.enabled:
+        _check_url(o.endpoint, "otel.endpoint", src)
+    if not o.service_name:
+        raise ConfigError("otel.service_name", "is empty", src)
+    if o.timeout <= 0:
+        raise ConfigError("otel.timeout", "must be positive", src)
 
 
 def _check_url(url: str, key: str, source: str) -> None:
@@ -386,7 +492,7 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, key, source)
-    if isinstance(value, _EnvText) and tp in (bool, int, Duration, Size):
+    if isinstance(value, _EnvText) and tp in (bool, int, float, Duration, Size):
         value = _scalar(value)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, source)
@@ -414,6 +520,10 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise ConfigError(key, f"must be an integer, not {value!r}", source)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"must be a number, not {value!r}", source)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -4,14 +4,17 @@
     ├── BadRequest                    400 invalid_request_error
     │   ├── MalformedHTTP             400 (the connection is closed after it)
     │   └── InvalidHeader             400
+    ├── Unauthorized                  401 invalid_api_key (no valid gateway key)
     ├── Forbidden                     403 permission_error
     ├── NotFound                      404 not_found_error
     ├── RequestTimeout                408 (the connection is closed after it)
     ├── BodyTooLarge                  413
     ├── HeadersTooLarge               431
     ├── RateLimited                   429 rate_limit_exceeded (with Retry-After)
+    │   └── BudgetExceeded            429 insufficient_quota (a gateway key's or team's budget)
     ├── Overloaded                    503 (connection cap, shutting down)
     ├── LimiterUnavailable            503 (rate limits fail closed and Redis is down)
+    ├── KeyStoreUnavailable           503 (gateway keys or their spend could not be read)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamUnreachable       502 (connect refused, DNS, TLS)
         ├── UpstreamProtocolError     502 (the upstream spoke broken HTTP or hung up mid-response)
@@ -69,6 +72,14 @@ class InvalidHeader(BadRequest):
     code = "invalid_header"
 
 
+class Unauthorized(GatewayError):
+    """No valid gateway key: OpenAI's 401 shape, which SDKs raise as AuthenticationError."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
 class Forbidden(GatewayError):
     status = 403
     type = "permission_error"
@@ -110,10 +121,25 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExceeded(RateLimited):
+    """A gateway key (or its team) spent its budget for a period. Retrying before the period turns
+    over cannot help, so the response tells OpenAI's SDKs not to (``x-should-retry: false``)."""
+
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+    headers = b"x-should-retry: false\r\n"
+
+
 class LimiterUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "rate_limiter_unavailable"
+
+
+class KeyStoreUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "key_store_unavailable"
 
 
 class Overloaded(GatewayError):

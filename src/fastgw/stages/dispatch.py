@@ -7,6 +7,7 @@ import time
 
 from fastgw.context import RequestContext
 from fastgw.errors import UpstreamProtocolError
+from fastgw.providers.credentials import credential_line
 from fastgw.stages.base import Response
 from fastgw.upstream.pool import ConnectionPool
 
@@ -54,7 +55,9 @@ class Dispatch:
         provider = ctx.provider
         assert provider is not None, "the route stage runs first"
         h = ctx.headers
-        if provider.auth_line is not None:
+        if ctx.principal is not None:  # a gateway key: never sent upstream (providers/credentials.py)
+            auth = credential_line(ctx, provider)
+        elif provider.auth_line is not None:
             auth = provider.auth_line
         else:
             auth = b""

@@ -1,4 +1,5 @@
-"""RateLimit stage: Helicone-RateLimit-Policy, and the policies config sets per user and per model.
+"""RateLimit stage: Helicone-RateLimit-Policy, the policies config sets per user and per model, and
+those a gateway key carries (``fastgw keys create --ratelimit``), scoped to that key.
 
 Every policy that applies to a request is checked in one all-or-nothing call (a request refused by
 one policy eats no other policy's quota). Refused: 429 in OpenAI's shape with Retry-After. Allowed:
@@ -23,7 +24,6 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
@@ -48,9 +48,8 @@ from fastgw.ratelimit import (
 from fastgw.ratelimit import LimiterUnavailable as StoreUnavailable
 from fastgw.ratelimit.policy import format_quota
 from fastgw.redis_client import Background, Outage
-from fastgw.requestlog.enrich import model_of, pricing_provider, request_json
-from fastgw.requestlog.record import is_event_stream
-from fastgw.stages.base import Handler, Response, TappedStream
+from fastgw.stages.base import Handler, Response
+from fastgw.stages.metering import CostMeter, requested_model
 
 if TYPE_CHECKING:
     from fastgw.cache.redis_store import RedisCache
@@ -60,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.ratelimit")
 
 SCRIPT_SHA = hashlib.sha1(LUA_SCRIPT.encode()).hexdigest()
-SPEND_CAPTURE_BYTES = 1 << 20  # of a streamed answer under a cents policy: its usage is near the end
 
 
 def rate_headers(d: Decision) -> bytes:
@@ -82,15 +80,14 @@ class RateLimit:
         self.cache_store = cache_store if (
             cache_store is not None and isinstance(limiter, RedisLimiter) and cache_store.client is limiter.client
         ) else None
-        self.prices_file = prices_file
-        self._prices: Any = None
+        self.meter = CostMeter(prices_file)
         self.unavailable = 0  # checks the store could not answer (requests let through when fail-open)
         self.outage = Outage("rate limiter", f"failing {'open' if self.fail_open else 'closed'}")
         self.background = Background()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         header = ctx.headers.helicone.ratelimit_policy
-        if header is None and not self.has_config:
+        if header is None and not self.has_config and (ctx.principal is None or not ctx.principal.policies):
             return await self.next(ctx)
         items = self._applicable(ctx, header)
         if not items:
@@ -141,10 +138,13 @@ class RateLimit:
                 if policy is not None:
                     items.append((segment_key(policy, h.user_id, h.properties, scope=f"user:{h.user_id}"), policy))
             if self.models:
-                model = _requested_model(ctx.body)
+                model = requested_model(ctx.body)
                 policy = self.models.get(model) or self.models.get("*")  # type: ignore[assignment]
                 if policy is not None and model:
                     items.append((segment_key(policy, h.user_id, h.properties, scope=f"model:{model}"), policy))
+            if ctx.principal is not None:  # the gateway key's own policies, its key id the scope
+                scope = f"key:{ctx.principal.key_id}"
+                items.extend((segment_key(p, h.user_id, h.properties, scope=scope), p) for p in ctx.principal.policies)
         except MissingSegment as exc:
             raise InvalidHeader(str(exc)) from None
         return items
@@ -187,15 +187,10 @@ class RateLimit:
     # --- u=cents: charge the real cost after the response --------------------------------------
 
     def _charge_later(self, ctx: RequestContext, response: Response, cents: list[tuple[str, Policy]]) -> None:
-        if ctx.cache_status == "hit":
-            return  # served from the cache: it cost nothing
-        if response.body is not None:
-            self._charge(ctx, response, response.body, cents)
-        elif response.stream is not None:
-            response.stream = _SpendCapture(self, ctx, response, cents)  # type: ignore[assignment]
+        self.meter.watch(ctx, response, lambda nano: self._charge(nano, cents))
 
-    def _charge(self, ctx: RequestContext, response: Response, body: bytes, cents: list[tuple[str, Policy]]) -> None:
-        amount = self._cost_cents(ctx, response, body)
+    def _charge(self, nano: int, cents: list[tuple[str, Policy]]) -> None:
+        amount = nano / 1e7  # nano-dollars to cents
         if not amount:
             return
         self.background.spawn(self._spend([spend_op(key, policy, amount) for key, policy in cents]))
@@ -209,52 +204,3 @@ class RateLimit:
         except StoreUnavailable as exc:
             self.unavailable += 1
             log.warning("could not charge a u=cents rate limit: %s", exc)
-
-    def _cost_cents(self, ctx: RequestContext, response: Response, body: bytes) -> float:
-        from fastgw.requestlog.prices import PriceTable
-        from fastgw.requestlog.usage import extract_usage
-
-        provider = ctx.provider
-        if provider is None or not 200 <= response.status < 300:
-            return 0.0
-        if self._prices is None:
-            self._prices = PriceTable.load(self.prices_file)
-        stream = is_event_stream(response.headers)
-        data = body + b"\n\n" + ctx.hidden_usage if ctx.hidden_usage else body
-        usage = extract_usage(provider.format.name, ctx.upstream_path.decode("latin-1"), data, stream)
-        if usage is None:
-            return 0.0
-        model = usage.model or _requested_model(ctx.body)
-        nano, _reason = self._prices.cost(pricing_provider(provider.name, provider.format.name), model or None, usage)
-        return (nano or 0) / 1e7  # nano-dollars to cents
-
-
-class _SpendCapture(TappedStream):
-    """A streamed answer under a cents policy: its last megabyte kept, charged when it is over.
-
-    A stream cut short is charged too: the provider bills what it produced.
-    """
-
-    __slots__ = ("_cents", "_chunks", "_ctx", "_response", "_size", "_stage")
-
-    def __init__(self, stage: RateLimit, ctx: RequestContext, response: Response, cents: list[tuple[str, Policy]]) -> None:
-        assert response.stream is not None
-        super().__init__(response.stream)
-        self._stage, self._ctx, self._response, self._cents = stage, ctx, response, cents
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-
-    def seen(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        while self._size > SPEND_CAPTURE_BYTES and len(self._chunks) > 1:
-            self._size -= len(self._chunks.popleft())
-
-    def ended(self) -> None:
-        self._stage._charge(self._ctx, self._response, b"".join(self._chunks), self._cents)
-
-    abandoned = ended
-
-
-def _requested_model(body: bytes) -> str:
-    return model_of(request_json(body)) if b'"model"' in body else ""

@@ -1,0 +1,88 @@
+"""What an answer cost, known in the worker once its body is in: for stages that must act on it
+before the exporter would (u=cents rate limits, gateway key budgets).
+
+The price comes from the usage in the answer (or the usage chunk the gateway hid from the client),
+priced with the exporter's table, so both agree to the nano-dollar. A streamed answer is watched
+through a ``TappedStream`` keeping its last megabyte, where the usage is; a stream cut short is
+priced too, since the provider bills what it produced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from fastgw.requestlog.enrich import model_of, pricing_provider, request_json
+from fastgw.requestlog.record import is_event_stream
+from fastgw.stages.base import Response, TappedStream
+
+if TYPE_CHECKING:
+    from fastgw.context import RequestContext
+
+CAPTURE_BYTES = 1 << 20  # of a streamed answer: its usage is near the end
+
+OnCost = Callable[[int], None]
+
+
+class CostMeter:
+    """Prices answers with the shipped price table plus ``logging.prices_file`` (loaded on first use)."""
+
+    def __init__(self, prices_file: str | None = None) -> None:
+        self.prices_file = prices_file
+        self._prices: Any = None
+
+    def watch(self, ctx: RequestContext, response: Response, on_cost: OnCost) -> None:
+        """Call ``on_cost(nano-USD)`` once the answer's cost is known: now for a body in hand, at the
+        stream's end (or abandonment) otherwise. Cache hits cost nothing and are not reported."""
+        if ctx.cache_status == "hit":
+            return
+        if response.body is not None:
+            on_cost(self.cost_nanousd(ctx, response, response.body))
+        elif response.stream is not None:
+            response.stream = _CostTap(self, ctx, response, on_cost)  # type: ignore[assignment]
+
+    def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes) -> int:
+        """0 for an error answer, one without usage, or a model the table does not price."""
+        from fastgw.requestlog.prices import PriceTable
+        from fastgw.requestlog.usage import extract_usage
+
+        provider = ctx.provider
+        if provider is None or not 200 <= response.status < 300:
+            return 0
+        if self._prices is None:
+            self._prices = PriceTable.load(self.prices_file)
+        stream = is_event_stream(response.headers)
+        data = body + b"\n\n" + ctx.hidden_usage if ctx.hidden_usage else body
+        usage = extract_usage(provider.format.name, ctx.upstream_path.decode("latin-1"), data, stream)
+        if usage is None:
+            return 0
+        model = usage.model or requested_model(ctx.body)
+        nano, _reason = self._prices.cost(pricing_provider(provider.name, provider.format.name), model or None, usage)
+        return nano or 0
+
+
+class _CostTap(TappedStream):
+    __slots__ = ("_chunks", "_ctx", "_meter", "_on_cost", "_response", "_size")
+
+    def __init__(self, meter: CostMeter, ctx: RequestContext, response: Response, on_cost: OnCost) -> None:
+        assert response.stream is not None
+        super().__init__(response.stream)
+        self._meter, self._ctx, self._response, self._on_cost = meter, ctx, response, on_cost
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def seen(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size > CAPTURE_BYTES and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+
+    def ended(self) -> None:
+        self._on_cost(self._meter.cost_nanousd(self._ctx, self._response, b"".join(self._chunks)))
+
+    abandoned = ended
+
+
+def requested_model(body: bytes) -> str:
+    """The ``model`` a JSON request body names; "" when it names none (cheap when absent)."""
+    return model_of(request_json(body)) if b'"model"' in body else ""
