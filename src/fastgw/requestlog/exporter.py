@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from fastgw.analytics.observers import observers_for
 from fastgw.config import Config
 from fastgw.requestlog.buffer import RecordDrain
 from fastgw.requestlog.enrich import Enricher
@@ -49,6 +50,7 @@ class ExporterStats:
     batches: int = 0
     sink_failures: int = 0
     rejected: int = 0  # records the sink refused as invalid, written to the rejected file
+    observer_failures: int = 0  # committed batches an observer (metrics, traces) raised on
 
 
 class Exporter:
@@ -66,6 +68,9 @@ class Exporter:
         self._backoff = 0.0
         self._full_batch = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
+        # Each committed batch's rows go to the observers (Prometheus metrics, OTel traces);
+        # self.metrics.render() is what the admin server's GET /metrics serves (None: metrics off).
+        self.metrics, self.observers = observers_for(config, self)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class Exporter:
         if self.sink is not None:
             self.sink.close()
             self.sink = None
+        self._close_observers()
         log.info("exporter stopped: %d records in %d batches, %d sink failures", self.stats.exported,
                  self.stats.batches, self.stats.sink_failures)
 
@@ -138,6 +144,7 @@ class Exporter:
         if not batches:
             return 0
         written = 0
+        chunks: list[list[dict[str, Any]]] = []  # the batch's rows, for the observers once committed
         in_flight: Future[None] | None = None
         try:
             for start in range(0, len(records), WRITE_CHUNK):
@@ -149,6 +156,7 @@ class Exporter:
                 if rows:
                     in_flight = self._writer.submit(self._write, rows, _batch_id(rows))
                     written += len(rows)
+                    chunks.append(rows)
             if in_flight is not None:
                 in_flight.result()
         except SinkError as exc:
@@ -159,6 +167,7 @@ class Exporter:
         self._backoff = 0.0
         self.stats.exported += written
         self.stats.batches += 1
+        self._observe(chunks)
         self.prices.reload_if_changed()
         return written
 
@@ -198,6 +207,23 @@ class Exporter:
         log.warning("sink write failed (%s); retrying in %.1fs", exc, self._backoff)
         if self.stopping:
             self._backoff = min(self._backoff, 1.0)
+
+    def _observe(self, chunks: list[list[dict[str, Any]]]) -> None:
+        """Committed rows to each observer; one that fails is logged and counted, never fatal."""
+        for observer in self.observers:
+            try:
+                for rows in chunks:
+                    observer.observe(rows)
+            except Exception:
+                self.stats.observer_failures += 1
+                log.exception("observer %r failed on a committed batch", observer)
+
+    def _close_observers(self) -> None:
+        for observer in self.observers:
+            try:
+                observer.close()
+            except Exception:
+                log.exception("observer %r failed to close", observer)
 
     # --- attachments -------------------------------------------------------------------------
 
