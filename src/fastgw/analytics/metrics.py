@@ -35,7 +35,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,9 @@ REFUSAL_CODES = frozenset({"rate_limit_exceeded", "budget_exceeded"})
 TOKEN_KINDS = ("prompt", "completion", "cache_read", "cache_write", "reasoning")
 _TOKEN_FIELDS = tuple(f"{kind}_tokens" for kind in TOKEN_KINDS)
 OTHER = "other"
+# Every name and label here is classic (no UTF-8), so the body is the 0.0.4 text format, which
+# every Prometheus version reads; prometheus_client's CONTENT_TYPE_LATEST now names 1.0.0.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NONE = "none"
 MAX_LABEL_LEN = 100
 
@@ -182,7 +185,7 @@ class GatewayMetrics:
 
     def render(self) -> tuple[str, bytes]:
         """The Prometheus text exposition of everything, for ``GET /metrics``."""
-        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        return CONTENT_TYPE, generate_latest(self.registry)
 
     def _fold(self, rows: list[dict[str, Any]]) -> _Totals:
         t = _Totals()
