@@ -21,6 +21,7 @@ from tests.helpers import GatewayProcess, gateway_config
 from tests.redis_server import RedisServer
 
 CHAT = [{"role": "user", "content": "hello there"}]
+CLAUDE = "claude-sonnet-4-6"  # any name the mock answers to, and not on the SDK's deprecated list
 
 
 def keys_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -291,3 +292,68 @@ def test_keys_and_spend_shared_by_two_instances_on_redis(start_gateway: Callable
     assert "daily budget" in exc.value.message and " UTC" in exc.value.message
     # and 50 at once across both instances
     _budget_holds(gws, gws[1].config_path, cost)
+
+
+# --- the Anthropic SDK's x-api-key, the log row, and a store that is down --------------------------
+
+
+def test_anthropic_sdk_key_in_x_api_key(start_gateway: Callable[..., GatewayProcess], mock: MockUpstreamThread,
+                                        tmp_path: Path) -> None:
+    import anthropic
+
+    cfg = base(mock, tmp_path)
+    cfg["credentials"]["team-anthropic"] = {"provider": "anthropic", "api_key": "sk-ant-granted"}
+    gw = start_gateway(cfg)
+    key = create_key(gw.config_path, "--name", "claude", "--model", "claude-*", "--credential", "team-anthropic")
+    marker = uuid.uuid4().hex
+    c = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=key, max_retries=0,
+                            default_headers={"x-test-id": marker})
+    msg = c.messages.create(model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content
+    headers = _received(mock, marker)
+    assert ("x-api-key", "sk-ant-granted") in headers and not any("fgw-" in v for _, v in headers)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        c.messages.create(model="gpt-4o", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="fgw-" + "z" * 43, max_retries=0).messages.create(
+            model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+
+
+def _rows(gw: GatewayProcess, timeout: float = 10.0, want: int = 1) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [json.loads(line) for f in (gw.log_dir / "sink").glob("*.jsonl") for line in f.read_text().splitlines()]
+        if len(rows) >= want:
+            return rows
+        time.sleep(0.2)
+    raise AssertionError("no log rows")
+
+
+def test_log_rows_carry_the_key_id_even_when_refused(gw: GatewayProcess) -> None:
+    key = create_key(gw.config_path, "--name", "logged", "--model", "gpt-4o-mini", "--credential", "team-openai")
+    key_id = listed(gw.config_path)["logged"]["key_id"]
+    c = client(gw, key)
+    chat(c)
+    assert status_of(lambda: chat(c, model="gpt-4o")) == 403
+    rows = _rows(gw, want=2)
+    mine = sorted((r["status"], r.get("key_id")) for r in rows if r.get("key_id"))
+    assert mine == [(200, key_id), (403, key_id)]
+    assert not any(key in json.dumps(r) for r in rows)  # the key itself is never logged
+
+
+def test_key_store_down_is_503_for_keyed_requests_only(start_gateway: Callable[..., GatewayProcess],
+                                                       mock: MockUpstreamThread, tmp_path: Path,
+                                                       redis_server: RedisServer) -> None:
+    cfg = base(mock, tmp_path)
+    cfg["keys"] = {"backend": redis_server.url, "cache_ttl": 0.5, "redis_timeout": 0.2}
+    gw = start_gateway(cfg)
+    key = create_key(gw.config_path, "--name", "budgeted", "--budget-day", "5", "--credential", "team-openai")
+    assert status_of(lambda: chat(client(gw, key))) == 200
+    redis_server.kill()
+    try:
+        with pytest.raises(openai.InternalServerError) as exc:  # the spend can't be read: no free pass
+            chat(client(gw, key))
+        assert exc.value.status_code == 503 and exc.value.body["code"] == "key_store_unavailable"  # type: ignore[index]
+        assert chat(client(gw, "sk-no-gateway-key")).choices  # requests without a key don't need the store
+    finally:
+        redis_server.start()

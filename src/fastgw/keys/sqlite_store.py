@@ -7,7 +7,7 @@ server. WAL mode lets readers run while one writer commits, and every charge is 
 On the event loop: reads are one primary-key lookup on a local file (tens of microseconds, and in
 WAL mode a reader never waits for a writer), so they run inline. Writes can wait on another
 process's write lock (up to ``busy_timeout``), so charges go to one writer thread with its own
-connection, never blocking the loop.
+connection, never blocking the loop; so does opening the file, which may create the schema.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import os
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from fastgw.keys.record import KeyRecord
 from fastgw.keys.store import StoreError
@@ -49,23 +50,29 @@ class SqliteKeyStore:
     def __repr__(self) -> str:
         return f"SqliteKeyStore({self.path!r}, open={self._reader is not None})"
 
-    def _read_conn(self) -> sqlite3.Connection:
+    async def _read_conn(self) -> sqlite3.Connection:
         if self._reader is None:
-            try:
-                self._reader = _connect(self.path)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open key store {self.path}: {exc}") from exc
+            self._reader = await self._in_thread(self._open_now)
         return self._reader
 
-    async def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="fastgw-keys")
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._write_now, sql, rows)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _open_now(self) -> sqlite3.Connection:
+        try:
+            return _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open key store {self.path}: {exc}") from exc
+
+    async def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        await self._in_thread(self._write_now, sql, rows)
 
     def _write_now(self, sql: str, rows: list[tuple[object, ...]]) -> None:
         try:
             if self._writer is None:
-                self._writer = _connect(self.path)
+                self._writer = self._open_now()
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -83,13 +90,13 @@ class SqliteKeyStore:
 
     async def get(self, key_hash: str) -> KeyRecord | None:
         try:
-            row = self._read_conn().execute("SELECT record FROM keys WHERE key_hash = ?", (key_hash,)).fetchone()
+            row = (await self._read_conn()).execute("SELECT record FROM keys WHERE key_hash = ?", (key_hash,)).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"key store {self.path}: {exc}") from exc
         return KeyRecord.from_json(row[0]) if row else None
 
     async def all(self) -> list[KeyRecord]:
-        rows = self._read_conn().execute("SELECT record FROM keys").fetchall()
+        rows = (await self._read_conn()).execute("SELECT record FROM keys").fetchall()
         return sorted((KeyRecord.from_json(r[0]) for r in rows), key=lambda r: r.created_at)
 
     async def read(self, cells: list[str]) -> list[int]:
@@ -97,7 +104,7 @@ class SqliteKeyStore:
             return []
         marks = ",".join("?" * len(cells))
         try:
-            rows = self._read_conn().execute(f"SELECT cell, nanousd FROM spend WHERE cell IN ({marks})", cells).fetchall()
+            rows = (await self._read_conn()).execute(f"SELECT cell, nanousd FROM spend WHERE cell IN ({marks})", cells).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"key store {self.path}: {exc}") from exc
         found = dict(rows)

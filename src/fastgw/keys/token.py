@@ -57,3 +57,10 @@ def bearer_key(value: bytes | str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.startswith(PREFIX):
         return None
     return token
+
+
+def plain_key(value: bytes | None) -> str | None:
+    """The gateway key in an ``x-api-key`` value (how the Anthropic SDK sends its key), or None."""
+    if value is None or not value.startswith(PREFIX_BYTES):
+        return None
+    return value.decode("latin-1").strip()

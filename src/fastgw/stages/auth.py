@@ -1,15 +1,19 @@
-"""Auth stage: a gateway key (``Authorization: Bearer fgw-...`` or ``Helicone-Auth: Bearer fgw-...``)
-is checked before anything goes upstream, and its spend is charged after the answer.
+"""Auth stage: a gateway key (``Authorization: Bearer fgw-...``, ``Helicone-Auth: Bearer fgw-...``, or
+``x-api-key: fgw-...`` as the Anthropic SDK sends it) is checked before anything goes upstream, and
+its spend is charged after the answer.
 
 There are three cases:
 1. No gateway key. With ``auth.required`` the request gets 401; without, it passes as before, at
-   the cost of two prefix checks (a loopback sidecar pays nothing for keys it doesn't use).
+   the cost of three prefix checks (a loopback sidecar pays nothing for keys it doesn't use).
 2. A key that is unknown or revoked: 401. A key whose model list does not allow the requested
    model: 403. A key over a budget, its own or its team's, in any period: 429 naming the budget and
    the period. The store answering too slowly: 503, never a free pass.
 3. A valid key: ``ctx.principal`` is set (the log row gets its key id, the rate limiter its
    policies, ``providers.credentials.credential_for`` its provider credentials), and when a budget
    applies, the answer's real cost is charged to every budget counter once it is known.
+
+``ctx.principal`` is set as soon as the key is known, so the log rows of the key's refused
+requests (403, 429) carry its key id too.
 
 Budgets are check-then-charge: the check reads the committed counters, the charge lands after the
 answer. Concurrent requests can therefore overspend a budget by at most the cost of the requests in
@@ -27,7 +31,7 @@ from fastgw.errors import Forbidden, Unauthorized
 from fastgw.keys.budget import Cap, check
 from fastgw.keys.principal import KeyBook
 from fastgw.keys.store import StoreError
-from fastgw.keys.token import bearer_key
+from fastgw.keys.token import bearer_key, plain_key
 from fastgw.redis_client import Background
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.metering import CostMeter, requested_model
@@ -55,13 +59,13 @@ class Auth:
 
     async def __call__(self, ctx: RequestContext) -> Response:
         h = ctx.headers
-        key = bearer_key(h.authorization) or bearer_key(h.helicone.auth)
+        key = bearer_key(h.authorization) or bearer_key(h.helicone.auth) or plain_key(h.api_key)
         if key is None:
             if self.required:
                 raise Unauthorized("a gateway key is required: send Authorization: Bearer fgw-... "
                                    "(or Helicone-Auth: Bearer fgw-...)")
             return await self.next(ctx)
-        principal = await self.book.principal(key)
+        principal = ctx.principal = await self.book.principal(key)
         if principal.models is not None:
             model = requested_model(ctx.body)
             if not model and ctx.method not in _NO_MODEL_OK:
@@ -73,7 +77,6 @@ class Auth:
         caps = principal.caps(time.time()) if principal.metered else None
         if caps:
             check(caps, await self.book.spent(caps))
-        ctx.principal = principal
         response = await self.next(ctx)
         if caps:
             self.meter.watch(ctx, response, lambda nano: self._charge(caps, nano))
