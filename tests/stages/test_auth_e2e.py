@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import openai
 import pytest
@@ -26,7 +27,7 @@ CLAUDE = "claude-sonnet-4-6"  # any name the mock answers to, and not on the SDK
 
 def keys_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fastgw", "keys", *args, "--config", str(config)],
-                          capture_output=True, text=True, timeout=30)
+                          check=False, capture_output=True, text=True, timeout=30)
 
 
 def create_key(config: Path, *args: str) -> str:

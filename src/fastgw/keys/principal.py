@@ -31,7 +31,7 @@ _CACHE_MAX = 10_000  # entries; random keys sprayed at the gateway must not grow
 class Principal:
     """An authenticated gateway key, as the stages after Auth see it."""
 
-    __slots__ = ("key_id", "name", "team", "models", "policies", "credentials", "_budget", "_team_budget")
+    __slots__ = ("_budget", "_team_budget", "credentials", "key_id", "models", "name", "policies", "team")
 
     def __init__(self, record: KeyRecord, config: Config) -> None:
         self.key_id = record.key_id

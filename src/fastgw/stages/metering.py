@@ -10,7 +10,8 @@ priced too, since the provider bills what it produced.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastgw.requestlog.enrich import model_of, pricing_provider, request_json
 from fastgw.requestlog.record import is_event_stream
