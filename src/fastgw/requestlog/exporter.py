@@ -274,4 +274,11 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
             os.nice(config.logging.exporter_nice)
         except OSError as exc:
             log.warning("could not lower the exporter's priority: %s", exc)
-    Exporter(config, paths, workers).run()
+    # A SIGTERM that arrives while the Exporter is being built (imports, observers) is kept: the
+    # handler inherited from the supervisor would swallow it, and run() would never stop.
+    early: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
+    exporter = Exporter(config, paths, workers)
+    signal.signal(signal.SIGTERM, exporter._on_signal)
+    exporter.stopping = exporter.stopping or bool(early)
+    exporter.run()
