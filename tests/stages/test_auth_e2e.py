@@ -120,6 +120,7 @@ def test_create_list_revoke_through_the_cli(gw: GatewayProcess) -> None:
         chat(client(gw, key))
     assert "revoked" in exc.value.message and row["key_id"] in exc.value.message
     assert exc.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+    assert gw.stop() == 0, gw.log()  # a worker that used the key store (and its writer thread) exits cleanly
 
 
 def test_unknown_key_is_401_and_no_key_passes_when_not_required(gw: GatewayProcess) -> None:

@@ -72,8 +72,8 @@ class KeyBook:
         self.ttl = float(config.keys.cache_ttl)
         self.timeout = float(config.keys.redis_timeout)
         self._store = store
-        # {key hash: (monotonic expiry, the Principal, or the refusal for an unknown/revoked key)}
-        self._cache: dict[str, tuple[float, Principal | Unauthorized]] = {}
+        # {key hash: (monotonic expiry, the Principal, or why an unknown/revoked key is refused)}
+        self._cache: dict[str, tuple[float, Principal | str]] = {}
 
     @property
     def store(self) -> KeyStore:
@@ -95,11 +95,11 @@ class KeyBook:
                 self._cache.clear()
             self._cache[digest] = hit
         found = hit[1]
-        if isinstance(found, Unauthorized):
-            raise found
+        if isinstance(found, str):
+            raise Unauthorized(found)  # a new exception each time: a re-raised one would grow its traceback
         return found
 
-    async def _resolve(self, key: str, digest: str) -> Principal | Unauthorized:
+    async def _resolve(self, key: str, digest: str) -> Principal | str:
         try:
             async with asyncio.timeout(self.timeout):
                 record = await self.store.get(digest)
@@ -107,9 +107,9 @@ class KeyBook:
             log.warning("gateway key lookup failed: %s", exc or "timeout")
             raise KeyStoreUnavailable("the gateway key store is unavailable; try again shortly") from None
         if record is None:
-            return Unauthorized(f"invalid gateway key {hint(key)}")
+            return f"invalid gateway key {hint(key)}"
         if record.revoked_at is not None:
-            return Unauthorized(f"gateway key {record.key_id} ({hint(key)}) has been revoked")
+            return f"gateway key {record.key_id} ({hint(key)}) has been revoked"
         return Principal(record, self.config)
 
     async def spent(self, caps: list[Cap]) -> list[int]:
