@@ -111,9 +111,10 @@ async def _list(config: Config, store: KeyStore, args: argparse.Namespace) -> in
     now = time.time()
     rows = []
     for r in records:
-        cells = period_cells(f"key:{r.key_id}", now)
-        spent = await store.read([cells[p][0] for p in ("day", "month", "total")])
-        rows.append({**_public(r), "spend_usd": {p: n / NANO_PER_USD for p, n in zip(("day", "month", "total"), spent)}})
+        row = {**_public(r), "spend_usd": await _spend(store, f"key:{r.key_id}", now)}
+        if r.team is not None:
+            row["team_spend_usd"] = await _spend(store, f"team:{r.team}", now)
+        rows.append(row)
     if args.json:
         print(orjson.dumps(rows).decode())
         return 0
@@ -125,7 +126,20 @@ async def _list(config: Config, store: KeyStore, args: argparse.Namespace) -> in
         status = "revoked" if row["revoked_at"] else "active"
         print(f"{row['key_id']:21} {row['name'][:16]:16} {row['hint']:12} {(row['team'] or '-')[:12]:12} {status:8} "
               f"{spent:32} {budgets}")
+    for team, budget in config.keys.teams.items():
+        s = await _spend(store, f"team:{team}", now)
+        caps = " ".join(f"{p}={v}" for p, v in (("day", budget.day), ("month", budget.month), ("total", budget.total))
+                        if v is not None) or "-"
+        print(f"team {team}: spent {s['day']:.4f}/{s['month']:.4f}/{s['total']:.4f} USD today/month/total; budgets {caps}")
     return 0
+
+
+async def _spend(store: KeyStore, scope: str, now: float) -> dict[str, float]:
+    """A scope's counters for the periods containing ``now``, in USD. Only budgeted scopes are
+    charged (the log has every request's cost), so an unbudgeted one reads 0."""
+    cells = period_cells(scope, now)
+    spent = await store.read([cells[p][0] for p in ("day", "month", "total")])
+    return {p: n / NANO_PER_USD for p, n in zip(("day", "month", "total"), spent)}
 
 
 async def _revoke(config: Config, store: KeyStore, args: argparse.Namespace) -> int:
