@@ -27,6 +27,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from fastgw.analytics.otel import SpanExporter, span_id_for
 from fastgw.config import OtelConfig
+from fastgw.requestlog.enrich import Enricher
+from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.record import decode_record, encode_record
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import GatewayProcess, gateway_config
 
@@ -208,15 +211,15 @@ def test_content_is_sent_only_when_opted_in(start_gateway, mock, receiver) -> No
 
 
 def test_retries_and_fallbacks_become_child_spans(receiver) -> None:  # type: ignore[no-untyped-def]
+    """A worker's raw record with ``attempts`` (as the routing stage fills them), enriched as the
+    exporter does, becomes a request span with one child per attempt."""
     rid = str(uuid.uuid4())
-    start = 1_763_900_000.250  # created_at, seconds
-    row = {
-        "kind": "request", "request_id": rid, "created_at": start, "total_us": 900_000, "method": "POST",
-        "path": "/v1/chat/completions", "provider": "anthropic", "model_requested": "gpt-4o",
-        "model_served": "claude-sonnet-4-6", "status": 200, "retry_count": 1, "fallback_index": 0,
-        "prompt_tokens": 12, "completion_tokens": 3, "cost_nanousd": 1000,
-        "request_body": '{"model":"gpt-4o","messages":[{"role":"user","content":"secret prompt"}]}',
-        "response_body": '{"choices":[{"message":{"content":"secret answer"}}]}',
+    start = 1_763_900_000_250  # created_at_ms
+    meta = {
+        "kind": "request", "request_id": rid, "created_at_ms": start, "total_us": 900_000, "ttfb_us": 880_000,
+        "gateway_us": 90, "method": "POST", "path": "/v1/chat/completions", "provider": "anthropic",
+        "format": "openai", "status": 200, "retry_count": 1, "fallback_index": 0,
+        "response_content_type": "application/json", "target_model": "claude-sonnet-4-6",
         "attempts": [
             {"target": "openai/gpt-4o", "status": 503, "error": "", "start_us": 100, "dur_us": 20_000, "fallback_index": -1},
             {"target": "openai/gpt-4o", "status": 0, "error": "upstream_timeout", "start_us": 150_000, "dur_us": 300_000,
@@ -225,6 +228,10 @@ def test_retries_and_fallbacks_become_child_spans(receiver) -> None:  # type: ig
              "fallback_index": 0},
         ],
     }
+    request = b'{"model":"gpt-4o","messages":[{"role":"user","content":"secret prompt"}]}'
+    response = (b'{"model":"claude-sonnet-4-6","choices":[{"message":{"content":"secret answer"}}],'
+                b'"usage":{"prompt_tokens":12,"completion_tokens":3}}')
+    row = Enricher(PriceTable.load(None)).row(decode_record(encode_record(meta, request, response)))
     exporter = SpanExporter(OtelConfig(enabled=True, endpoint=receiver.endpoint))
     exporter.observe([row, {"kind": "feedback", "request_id": rid, "rating": True}])
     exporter.close()
@@ -236,6 +243,8 @@ def test_retries_and_fallbacks_become_child_spans(receiver) -> None:  # type: ig
     assert parent.span.name == "chat gpt-4o" and parent.span.trace_id == uuid.UUID(rid).bytes
     assert (parent.span.start_time_unix_nano, parent.span.end_time_unix_nano) == (t0, t0 + 900_000_000)
     assert parent.attrs["fastgw.retry_count"] == 1 and parent.attrs["fastgw.fallback_index"] == 0
+    assert parent.attrs["gen_ai.request.model"] == "gpt-4o" and parent.attrs["gen_ai.response.model"] == "claude-sonnet-4-6"
+    assert (parent.attrs["gen_ai.usage.input_tokens"], parent.attrs["gen_ai.usage.output_tokens"]) == (12, 3)
     assert [k.span.parent_span_id for k in kids] == [parent.span.span_id] * 3
     assert [k.span.trace_id for k in kids] == [parent.span.trace_id] * 3
     assert [k.span.name for k in kids] == ["chat gpt-4o", "chat gpt-4o", "chat claude-sonnet-4-6"]

@@ -162,6 +162,8 @@ class SpanExporter:
                                           start_time=start_ns)
             _set_status(span, row.get("status") or 0, row.get("error_type") or "", row.get("error_message") or "")
             attempts = row.get("attempts")
+            if isinstance(attempts, str) and attempts.startswith("["):  # a sink-shaped row: JSON text
+                attempts = orjson.loads(attempts)
             if isinstance(attempts, list) and attempts:
                 self._attempt_spans(span, rid, start_ns, operation, attempts)
         span.end(end_time=end_ns)

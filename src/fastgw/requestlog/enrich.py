@@ -97,6 +97,7 @@ class Enricher:
                 "target_url", "status", "error_type", "error_message", "user_id", "properties", "session_id",
                 "session_path", "session_name", "request_headers", "request_truncated", "response_truncated",
                 "worker", "cache_status", "retry_count", "fallback_index", "key_id", "cache_saved_nanousd",
+                "attempts", "target_model",  # for the observers (OTel child spans); sinks without a column ignore them
             )
             if key in raw
         }
