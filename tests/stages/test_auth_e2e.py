@@ -279,6 +279,11 @@ def test_budget_under_50_concurrent_requests_on_two_sqlite_workers(start_gateway
                                                                    mock: MockUpstreamThread, tmp_path: Path) -> None:
     gw = start_gateway(base(mock, tmp_path, server={"workers": 2}))
     _budget_holds([gw], gw.config_path, one_request_cost(gw, tmp_path))
+    key_id = listed(gw.config_path)["hammered"]["key_id"]
+    deadline = time.monotonic() + 15
+    while {r["worker"] for r in _rows(gw) if r.get("key_id") == key_id} != {0, 1}:  # both workers drew on it
+        assert time.monotonic() < deadline, "one worker served every request"
+        time.sleep(0.3)
 
 
 def test_keys_and_spend_shared_by_two_instances_on_redis(start_gateway: Callable[..., GatewayProcess],
