@@ -147,7 +147,7 @@ class SpanExporter:
 
     def _request_span(self, row: dict[str, Any]) -> None:
         rid = str(row["request_id"])
-        start_ns = int(round(float(row.get("created_at") or 0) * 1000)) * 1_000_000
+        start_ns = round(float(row.get("created_at") or 0) * 1000) * 1_000_000
         end_ns = start_ns + int(row.get("total_us") or 0) * 1000
         request = request_json(row.get("request_body") or "")
         operation = _operation(row.get("path") or "")

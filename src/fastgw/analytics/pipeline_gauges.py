@@ -52,8 +52,8 @@ class PipelineCollector(Collector):
         capacity = GaugeMetricFamily("fastgw_log_ring_capacity_bytes", "The ring's data bytes.", labels=["worker"])
         fill = GaugeMetricFamily("fastgw_log_ring_fill_ratio", "used / capacity.", labels=["worker"])
         # The exporter's loop may attach a drain meanwhile (or close them all at shutdown): read a
-        # snapshot of the dict, and skip a drain that was closed under us.
-        for worker, drain in sorted(list(self.exporter.drains.items())):
+        # snapshot of the dict (sorted() copies it in one step), and skip a drain closed under us.
+        for worker, drain in sorted(self.exporter.drains.items()):
             label = [str(worker)]
             try:
                 values = {name: getattr(drain, attr) for name, _, attr in _WORKER_COUNTERS}
