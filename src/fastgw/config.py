@@ -229,6 +229,58 @@ class CredentialConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """Retries of one upstream call (Helicone's defaults); Helicone-Retry-* headers override per request."""
+
+    enabled: bool = False
+    num: int = 5  # retries after the first attempt
+    factor: float = 2.0
+    min_timeout: Duration = Duration(1.0)  # the first backoff
+    max_timeout: Duration = Duration(10.0)  # no backoff, Retry-After included, waits longer
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTargetConfig:
+    """One place a route can send a request: a provider, the model to ask it for, and whose key."""
+
+    provider: str
+    model: str | None = None  # None: the model the client asked for
+    api_key: str | None = None  # sent instead of the client's credential
+    credential: str | None = None  # a name in credentials: (alternative to api_key)
+    weight: float = 1.0  # for strategy: weighted
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """A model name clients send, served by one or more targets chosen by ``strategy``."""
+
+    targets: tuple[RouteTargetConfig, ...] = ()
+    # ordered: a fallback chain; weighted: random by weight; latency: the faster of two (peak EWMA);
+    # cost: the cheapest healthy target. Whatever picks the first, the rest are its fallbacks.
+    strategy: str = "ordered"
+    retry: RetryConfig | None = None  # None: routing.retry
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """When a route target is ejected (per worker process), and for how long."""
+
+    consecutive_failures: int = 5
+    error_rate: float = 0.5  # over the window, once it holds min_requests
+    window: Duration = Duration(30.0)
+    min_requests: int = 10
+    cooldown: Duration = Duration(10.0)  # doubled at each failed probe, up to max_cooldown
+    max_cooldown: Duration = Duration(300.0)
+    latency_decay: Duration = Duration(10.0)  # peak-EWMA time constant
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
@@ -244,6 +296,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     credentials: Mapping[str, CredentialConfig] = field(default_factory=dict)
+    routes: Mapping[str, RouteConfig] = field(default_factory=dict)  # model name -> targets (routing/)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     source: str = ""  # the file this came from, for messages; "" for defaults only
 
 
@@ -252,6 +306,7 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
     "anthropic": {"base_url": "https://api.anthropic.com", "format": "anthropic"},
 }
 WIRE_FORMATS = ("openai", "anthropic")
+ROUTE_STRATEGIES = ("ordered", "weighted", "latency", "cost")
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -363,6 +418,7 @@ def validate(config: Config) -> None:
                     raise ConfigError(f"ratelimit.{kind}.{name}", exc.reason, src) from None
     _validate_keys(config)
     _validate_telemetry(config)
+    _validate_routes(config)
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
             raise ConfigError(f"targets.allow[{i}]", f"{entry!r} is not scheme://host[:port][/path] (host may start with *., port may be *)", src)
@@ -385,6 +441,46 @@ def _validate_keys(config: Config) -> None:
             raise ConfigError(f"credentials.{name}.provider", f"no provider named {cred.provider!r}", src)
         if not cred.api_key:
             raise ConfigError(f"credentials.{name}.api_key", "is empty", src)
+
+
+def _validate_routes(config: Config) -> None:
+    """The routes: and routing: sections."""
+    src = config.source
+    retries = [("routing.retry", config.routing.retry)]
+    for name, route in config.routes.items():
+        key = f"routes.{name}"
+        if not route.targets:
+            raise ConfigError(f"{key}.targets", "needs at least one target", src)
+        if route.strategy not in ROUTE_STRATEGIES:
+            raise ConfigError(f"{key}.strategy", f"must be one of {', '.join(ROUTE_STRATEGIES)}", src)
+        for i, t in enumerate(route.targets):
+            if t.provider not in config.providers:
+                raise ConfigError(f"{key}.targets[{i}].provider", f"no provider named {t.provider!r}", src)
+            if t.credential is not None and t.credential not in config.credentials:
+                raise ConfigError(f"{key}.targets[{i}].credential", f"no credential named {t.credential!r}", src)
+            if t.api_key is not None and t.credential is not None:
+                raise ConfigError(f"{key}.targets[{i}]", "set api_key or credential, not both", src)
+            if not 0 < t.weight < 1e6:
+                raise ConfigError(f"{key}.targets[{i}].weight", "must be a positive number", src)
+        if route.retry is not None:
+            retries.append((f"{key}.retry", route.retry))
+    for key, r in retries:
+        if not 0 <= r.num <= 20:
+            raise ConfigError(f"{key}.num", "must be between 0 and 20", src)
+        if not 1 <= r.factor <= 10:
+            raise ConfigError(f"{key}.factor", "must be between 1 and 10", src)
+        if not 0 <= r.min_timeout <= r.max_timeout <= 600:
+            raise ConfigError(f"{key}.max_timeout", "needs 0 <= min_timeout <= max_timeout <= 10m", src)
+    h = config.routing.health
+    if h.consecutive_failures < 1 or h.min_requests < 1:
+        raise ConfigError("routing.health.consecutive_failures", "thresholds must be at least 1", src)
+    if not 0 < h.error_rate <= 1:
+        raise ConfigError("routing.health.error_rate", "must be in (0, 1]", src)
+    for k in ("window", "cooldown", "latency_decay"):
+        if getattr(h, k) <= 0:
+            raise ConfigError(f"routing.health.{k}", "must be positive", src)
+    if h.max_cooldown < h.cooldown:
+        raise ConfigError("routing.health.max_cooldown", "must be at least routing.health.cooldown", src)
 
 
 def _validate_telemetry(config: Config) -> None:
