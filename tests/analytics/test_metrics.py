@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -85,9 +87,9 @@ def drain_with_test_exporter(gw: GatewayProcess, expected: int) -> Exporter:
 
 
 @pytest.fixture
-def paused(start_gateway: Any, mock: MockUpstreamThread) -> Iterator[GatewayProcess]:
+def paused(start_gateway: Any, mock: MockUpstreamThread, tmp_path: Path) -> Iterator[GatewayProcess]:
     """A gateway whose own exporter is stopped, so a test's Exporter takes the records instead."""
-    gw = start_gateway(gateway_config(mock.url))
+    gw = start_gateway(gateway_config(mock.url, keys={"backend": f"sqlite://{tmp_path}/keys.db"}))
     pid = exporter_pid(gw)
     time.sleep(0.3)  # let it settle into its idle wait (it has read nothing: the rings are empty)
     os.kill(pid, signal.SIGSTOP)
@@ -121,6 +123,14 @@ def send_known_traffic(gw: GatewayProcess) -> dict[str, int]:
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, extra_headers=policy)
         counts["refused"] += 1
+    # A gateway key with a budget of $0: refused before it reaches the provider.
+    made = subprocess.run([sys.executable, "-m", "fastgw", "keys", "create", "--name", "broke", "--budget-total", "0",
+                           "--config", str(gw.config_path)], capture_output=True, text=True, timeout=30, check=True)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key=made.stdout.strip(), max_retries=0) as broke:
+        with pytest.raises(openai.RateLimitError) as exc:
+            broke.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+        assert exc.value.body["type"] == "insufficient_quota"  # type: ignore[index]
+        counts["over_budget"] += 1
     with anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="sk-ant-test", max_retries=0) as claude:
         claude.messages.create(model="claude-sonnet-4-6", max_tokens=16, messages=MSGS)
         counts["anthropic"] += 1
@@ -147,13 +157,16 @@ def test_metrics_match_known_traffic(paused: GatewayProcess) -> None:
     assert value(smp, req, provider="openai", model="gpt-4o-mini", status="200", cache="none") == gpt_ok
     assert value(smp, req, provider="openai", model="gpt-4o-mini", status="500", cache="none") == counts["upstream_500"]
     assert value(smp, req, provider="openai", model="gpt-4o-mini", status="429", cache="none") == counts["refused"]
+    # Gateway keys are checked before the route is known: a budget refusal has no provider.
+    assert value(smp, req, provider="none", model="gpt-4o-mini", status="429", cache="none") == counts["over_budget"]
     assert value(smp, req, provider="openai", model="gpt-4o", status="200", cache="miss") == 1
     assert value(smp, req, provider="openai", model="gpt-4o", status="200", cache="hit") == 1
     assert value(smp, req, provider="anthropic", model="claude-sonnet-4-6", status="200", cache="none") == 1
     assert total(smp, req) == n
 
-    # Refusals: the gateway's own 429, not a provider's.
+    # Refusals: the gateway's own 429s (rate limit, budget), not a provider's.
     assert value(smp, "fastgw_refusals_total", reason="rate_limit_exceeded") == counts["refused"]
+    assert value(smp, "fastgw_refusals_total", reason="budget_exceeded") == counts["over_budget"]
     assert value(smp, "fastgw_request_errors_total", provider="openai", error_type="rate_limit_exceeded") == 1
 
     # Histograms: one observation per request; the +Inf bucket equals the count.
