@@ -309,3 +309,18 @@ def test_retries_and_fallbacks_from_rows() -> None:
     smp = samples(m.render()[1].decode())
     assert value(smp, "fastgw_upstream_retries_total", provider="openai") == 3
     assert value(smp, "fastgw_fallbacks_total", provider="openai") == 1
+
+
+def test_openmetrics_when_the_scraper_asks_for_it() -> None:
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as parse_openmetrics,
+    )
+
+    m = GatewayMetrics(MetricsConfig())
+    m.observe([row(), row(status=503)])
+    content_type, body = m.render("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+    assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
+    fams = {f.name: f for f in parse_openmetrics(body.decode())}
+    got = {(s.labels["status"], s.value) for s in fams["fastgw_requests"].samples if s.name == "fastgw_requests_total"}
+    assert got == {("200", 1.0), ("503", 1.0)}
+    assert m.render()[0] == "text/plain; version=0.0.4; charset=utf-8"

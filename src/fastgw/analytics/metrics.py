@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from fastgw.analytics.pipeline_gauges import PipelineCollector
@@ -183,8 +184,11 @@ class GatewayMetrics:
     def close(self) -> None:
         """Nothing to deliver: the totals live until the process ends."""
 
-    def render(self) -> tuple[str, bytes]:
-        """The Prometheus text exposition of everything, for ``GET /metrics``."""
+    def render(self, accept: str = "") -> tuple[str, bytes]:
+        """Everything, for ``GET /metrics``: Prometheus text, or OpenMetrics when ``accept`` (the
+        scraper's Accept header) asks for it."""
+        if "application/openmetrics-text" in accept:
+            return openmetrics.CONTENT_TYPE_LATEST, openmetrics.generate_latest(self.registry)
         return CONTENT_TYPE, generate_latest(self.registry)
 
     def _fold(self, rows: list[dict[str, Any]]) -> _Totals:
