@@ -48,6 +48,7 @@ from fastgw.stages.health import Health
 from fastgw.stages.log_api import LogAPI
 from fastgw.stages.ratelimit import RateLimit
 from fastgw.stages.route import Route
+from fastgw.stages.router import Router
 from fastgw.stages.auth import Auth
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.upstream.pool import ConnectionPool
@@ -59,6 +60,7 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
                    cache_store: MemoryCache | RedisCache | None = None,
                    limiter: MemoryLimiter | RedisLimiter | None = None) -> Handler:
     handler: Handler = Dispatch(pool)
+    handler = Router(handler, config, build_table(config))  # retries, fallbacks, balancing (routing/)
     if logger is not None and config.logging.inject_stream_usage:
         handler = StreamUsage(handler)
     cache_store = cache_store or make_cache("memory", config.cache)

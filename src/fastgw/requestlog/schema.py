@@ -94,6 +94,8 @@ def _str(name: str, body: bool = False) -> Column:
 
 _MAP = "Map(LowCardinality(String), String)"
 _TS = "DateTime64(3, 'UTC')"
+_ATTEMPTS = ("Array(Tuple(target String, status UInt16, error String, start_us UInt32, dur_us UInt32, "
+             "fallback_index Int8))")
 
 REQUESTS = Table(
     name="requests",
@@ -112,6 +114,9 @@ REQUESTS = Table(
         _str("session_id"), _str("session_path"), _str("session_name"),
         _lc("cache_status"), Column("cache_saved_nanousd", "Int64", 0),
         Column("retry_count", "UInt8", 0), Column("fallback_index", "Int8", -1, sql_default="-1"),
+        # One entry per upstream attempt (stages/router.py): which target, its status (0: no answer),
+        # its error, and when it started and how long it took, in microseconds from the request's start.
+        Column("attempts", _ATTEMPTS, []),
         _lc("key_id"), Column("request_headers", _MAP, _EMPTY_MAP),
         _str("request_body", body=True), _str("response_body", body=True),
         Column("request_truncated", "Bool", False), Column("response_truncated", "Bool", False),

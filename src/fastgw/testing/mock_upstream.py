@@ -124,11 +124,22 @@ class MockUpstream:
       x-mock-chunk-delay-ms: f   delay between SSE events                  [chunk_delay_ms]
       x-mock-chunk-bytes: int    size of each piece (0 = short words)      [chunk_bytes]
       x-mock-echo-headers: 1     add "mock_received_headers" to non-streamed JSON answers
+      x-mock-retry-after: text   Retry-After on error answers (replaces 429's "1"; "" = none)
+
+    Failure knobs, per instance (so two mocks behind one route can differ; settable while running):
+      fail_first=N    the first N requests answer ``fail_status``
+      fail_every=N    then every N-th request does (2: half of them)
+      fail_status     the status of those failures (503)
+      ratelimit_remaining  when set, x-ratelimit-remaining-requests/-tokens on every answer
     """
 
     def __init__(self, *, latency_ms: float = 0.0, chunks: int = 5, chunk_delay_ms: float = 0.0,
                  chunk_bytes: int = 0, status: int = 0, reset: str | None = None,
-                 embedding_dims: int = 8, max_recorded: int = 1000) -> None:
+                 embedding_dims: int = 8, max_recorded: int = 1000, fail_first: int = 0, fail_every: int = 0,
+                 fail_status: int = 503, ratelimit_remaining: int | None = None) -> None:
+        self.fail_first, self.fail_every, self.fail_status = fail_first, fail_every, fail_status
+        self.ratelimit_remaining = ratelimit_remaining
+        self.failed = 0  # requests answered by the failure knobs
         self.latency_ms, self.chunks, self.chunk_delay_ms = latency_ms, chunks, chunk_delay_ms
         self.chunk_bytes, self.status, self.embedding_dims = chunk_bytes, status, embedding_dims
         self.reset = reset.encode() if reset else None
@@ -190,8 +201,13 @@ class MockUpstream:
         anthropic = path.startswith("/v1/messages")
         status = _num(ctl, b"x-mock-status", self.status, int)
         route = self._routes.get((req.method, path))
+        n = self.request_count
+        if (self.fail_first and n <= self.fail_first) or (self.fail_every and n % self.fail_every == 0):
+            status = self.fail_status
+            self.failed += 1
         if status >= 400:
-            return self._plan_error(status, f"mock error {status}", anthropic, keep_alive, latency, reset)
+            return self._plan_error(status, f"mock error {status}", anthropic, keep_alive, latency, reset,
+                                    ctl.get(b"x-mock-retry-after"))
         if route is None:
             if req.method == "GET" and path == "/v1/models":
                 body = P.ANTHROPIC_MODELS if req.header("anthropic-version") else P.OPENAI_MODELS
@@ -219,12 +235,21 @@ class MockUpstream:
         if ctl.get(b"x-mock-echo-headers") == b"1":
             out["mock_received_headers"] = [list(h) for h in req.headers]
         body = orjson.dumps(out)
-        return _Plan(_json_head(200, len(body), keep_alive), body, None, latency, delay, reset, keep_alive)
+        extra = self._remaining_headers() if self.ratelimit_remaining is not None else b""
+        return _Plan(_json_head(200, len(body), keep_alive, extra), body, None, latency, delay, reset, keep_alive)
+
+    def _remaining_headers(self) -> bytes:
+        return b"x-ratelimit-remaining-requests: %d\r\nx-ratelimit-remaining-tokens: %d\r\n" % (
+            self.ratelimit_remaining, self.ratelimit_remaining)
 
     def _plan_error(self, status: int, message: str, anthropic: bool, keep_alive: bool,
-                    latency: float, reset: bytes | None) -> _Plan:
+                    latency: float, reset: bytes | None, retry_after: bytes | None = None) -> _Plan:
         body = P.anthropic_error(status, message) if anthropic else P.openai_error(status, message)
         extra = b"retry-after: 1\r\n" if status == 429 else b""
+        if retry_after is not None:
+            extra = b"retry-after: %s\r\n" % retry_after if retry_after.strip() else b""
+        if self.ratelimit_remaining is not None:
+            extra += self._remaining_headers()
         return _Plan(_json_head(status, len(body), keep_alive, extra), body, None, latency, 0.0, reset, keep_alive)
 
     def _plan_mock_admin(self, method: str, path: str, keep_alive: bool) -> _Plan:
@@ -517,7 +542,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 async def _serve(args: argparse.Namespace) -> None:
     mock = MockUpstream(latency_ms=args.latency_ms, chunks=args.chunks, chunk_delay_ms=args.chunk_delay_ms,
-                        chunk_bytes=args.chunk_bytes)
+                        chunk_bytes=args.chunk_bytes, fail_every=args.fail_every, fail_status=args.fail_status)
     port = await mock.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -536,6 +561,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunks", type=int, default=5)
     ap.add_argument("--chunk-delay-ms", type=float, default=0.0)
     ap.add_argument("--chunk-bytes", type=int, default=0)
+    ap.add_argument("--fail-every", type=int, default=0, help="every N-th request fails (2: half)")
+    ap.add_argument("--fail-status", type=int, default=503)
     args = ap.parse_args(argv)
     loop = _new_loop()
     try:

@@ -1,0 +1,70 @@
+"""Balancing: each strategy's order, health tiers, and the all-ejected case. Seeded randomness."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from fastgw.config import HealthConfig
+from fastgw.routing.balance import Candidate, order
+from fastgw.routing.health import Health
+
+CFG = HealthConfig(consecutive_failures=1, cooldown=10.0, max_cooldown=40.0, latency_decay=5.0)
+A, B, C = Candidate("a", 1.0, 3.0), Candidate("b", 3.0, 1.0), Candidate("c", 1.0, None)
+
+
+def eject(h: Health, key: str, now: float) -> None:
+    h.started(key, now)
+    h.finished(key, now, True, None)
+
+
+def test_ordered_keeps_config_order() -> None:
+    assert order([A, B, C], "ordered", Health(CFG), 0.0) == [0, 1, 2]
+
+
+def test_weighted_follows_the_weights() -> None:
+    rng = random.Random(7)
+    firsts = Counter(order([A, B], "weighted", Health(CFG), 0.0, rng.random)[0] for _ in range(4000))
+    assert 0.70 < firsts[1] / 4000 < 0.80  # weight 3 of 4
+
+
+def test_cost_puts_the_cheapest_first_and_unknown_prices_last() -> None:
+    assert order([A, B, C], "cost", Health(CFG), 0.0) == [1, 0, 2]
+
+
+def test_latency_prefers_the_faster_and_never_picks_the_slowest_of_three_first() -> None:
+    h = Health(CFG)
+    for key, lat in (("a", 0.3), ("b", 0.05), ("c", 0.2)):
+        h.started(key, 0.0)
+        h.finished(key, 0.0, False, lat)
+    rng = random.Random(1)
+    firsts = Counter(order([A, B, C], "latency", h, 0.0, rng.random)[0] for _ in range(3000))
+    assert firsts[0] == 0  # the slowest loses every pair it is in
+    assert firsts[1] > firsts[2] > 0  # two random choices: the fastest most, the middle when b isn't drawn
+    assert order([A, B, C], "latency", h, 0.0, lambda: 0.0)[1:] in ([1, 2], [2, 1], [1, 0], [2, 0])
+
+
+def test_latency_counts_requests_in_flight() -> None:
+    h = Health(CFG)
+    for key in ("a", "b"):
+        h.started(key, 0.0)
+        h.finished(key, 0.0, False, 0.1)
+    for _ in range(3):
+        h.started("a", 0.0)  # three requests still out on a
+    assert order([A, B], "latency", h, 0.0, random.Random(3).random)[0] == 1
+
+
+def test_ejected_targets_are_left_out_pressured_ones_go_last() -> None:
+    h = Health(CFG)
+    eject(h, "a", 0.0)
+    h.rate_limit_hint("b", 0.0, 5.0, None)
+    assert order([A, B, C], "ordered", h, 1.0) == [2, 1]
+    assert order([A, B, C], "ordered", h, 11.0) == [0, 1, 2]  # a's cool-down and b's pressure are over
+
+
+def test_when_all_are_ejected_the_one_back_soonest_goes_first() -> None:
+    h = Health(CFG)
+    eject(h, "b", 0.0)
+    eject(h, "a", 2.0)
+    eject(h, "c", 1.0)
+    assert order([A, B, C], "latency", h, 3.0) == [1, 2, 0]
