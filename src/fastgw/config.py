@@ -188,6 +188,17 @@ class OtelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin server (query API, dashboard, /metrics), run by the exporter process."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8788
+    # Bearer key for every admin path; required (the start is refused without it) beyond loopback.
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthConfig:
     """Gateway keys on requests (``Authorization: Bearer fgw-...`` or ``Helicone-Auth``)."""
 
@@ -293,6 +304,7 @@ class Config:
     ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     otel: OtelConfig = field(default_factory=OtelConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     credentials: Mapping[str, CredentialConfig] = field(default_factory=dict)
@@ -418,6 +430,7 @@ def validate(config: Config) -> None:
                     raise ConfigError(f"ratelimit.{kind}.{name}", exc.reason, src) from None
     _validate_keys(config)
     _validate_telemetry(config)
+    _validate_admin(config)
     _validate_routes(config)
     for i, entry in enumerate(config.targets.allow):
         if not re.fullmatch(r"https?://(\*\.)?[A-Za-z0-9.\[\]:-]+?(:(\d+|\*))?(/[^?#*]*)?", entry):
@@ -495,6 +508,19 @@ def _validate_telemetry(config: Config) -> None:
         raise ConfigError("otel.service_name", "is empty", src)
     if o.timeout <= 0:
         raise ConfigError("otel.timeout", "must be positive", src)
+
+
+def _validate_admin(config: Config) -> None:
+    a, src = config.admin, config.source
+    if not 0 <= a.port <= 65535:
+        raise ConfigError("admin.port", f"{a.port} is not a TCP port", src)
+    if a.enabled and config.logging.enabled:
+        from fastgw.analytics.access import key_required
+
+        try:
+            key_required(a.host, a.key)
+        except ValueError as exc:
+            raise ConfigError("admin.key", str(exc), src) from None
 
 
 def _check_url(url: str, key: str, source: str) -> None:

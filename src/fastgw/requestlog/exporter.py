@@ -281,4 +281,11 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     exporter = Exporter(config, paths, workers)
     signal.signal(signal.SIGTERM, exporter._on_signal)
     exporter.stopping = exporter.stopping or bool(early)
-    exporter.run()
+    from fastgw.analytics.admin_server import start_admin
+
+    admin = start_admin(config.admin, config.logging.sink, exporter.metrics)
+    try:
+        exporter.run()
+    finally:
+        if admin is not None:
+            admin.stop()
