@@ -1,25 +1,20 @@
-"""Wire formats: what differs between provider APIs at the pass-through level.
+"""The wire formats by name: one ``Adapter`` (providers/base.py) per format, each in its own module.
 
-For now that is only the credential header. The translating formats of the unified API (request,
-response and stream mapping) grow here as one module per format.
+``config.WIRE_FORMATS`` lists the same names, so a provider's ``format:`` is checked at start.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from fastgw.providers.anthropic import ANTHROPIC
+from fastgw.providers.base import Adapter
+from fastgw.providers.gemini import GEMINI
+from fastgw.providers.openai import OPENAI
 
+# The name older code uses for a provider's format; every format is an Adapter.
+WireFormat = Adapter
 
-@dataclass(frozen=True, slots=True)
-class WireFormat:
-    name: str
-    auth_header: bytes  # lower-cased header name the provider reads its key from
-    auth_prefix: bytes  # written before the key in that header
-
-    def auth_line(self, api_key: str) -> bytes:
-        return self.auth_header + b": " + self.auth_prefix + api_key.encode("latin-1") + b"\r\n"
-
-
-FORMATS: dict[str, WireFormat] = {
-    "openai": WireFormat("openai", b"authorization", b"Bearer "),
-    "anthropic": WireFormat("anthropic", b"x-api-key", b""),
+FORMATS: dict[str, Adapter] = {
+    "openai": OPENAI,
+    "anthropic": ANTHROPIC,
+    "gemini": GEMINI,
 }
