@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fastgw.providers.catalog import CATALOG
+
 ENV_PREFIX = "FASTGW__"
 
 
@@ -94,6 +96,10 @@ class ProviderConfig:
     format: str = "openai"
     # None: the client's own credential passes through; a key: it is injected instead.
     api_key: str | None = None
+    # Where the unified API sends an OpenAI-format chat request, after base_url (providers/catalog.py).
+    chat_path: str = "/v1/chat/completions"
+    # Unified API: leave out OpenAI parameters this provider can't honour instead of answering 400.
+    drop_params: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,11 +319,8 @@ class Config:
     source: str = ""  # the file this came from, for messages; "" for defaults only
 
 
-DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
-    "openai": {"base_url": "https://api.openai.com", "format": "openai"},
-    "anthropic": {"base_url": "https://api.anthropic.com", "format": "anthropic"},
-}
-WIRE_FORMATS = ("openai", "anthropic")
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {name: dict(spec) for name, spec in CATALOG.items()}
+WIRE_FORMATS = ("openai", "anthropic", "gemini")  # providers/formats.py has one adapter for each
 ROUTE_STRATEGIES = ("ordered", "weighted", "latency", "cost")
 
 
@@ -394,6 +397,8 @@ def validate(config: Config) -> None:
         _check_url(p.base_url, f"providers.{name}.base_url", src)
         if p.format not in WIRE_FORMATS:
             raise ConfigError(f"providers.{name}.format", f"must be one of {', '.join(WIRE_FORMATS)}", src)
+        if not p.chat_path.startswith("/"):
+            raise ConfigError(f"providers.{name}.chat_path", "must start with /", src)
     if config.default_provider not in config.providers:
         raise ConfigError("default_provider", f"no provider named {config.default_provider!r}", src)
     lg = config.logging

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from fastgw.config import Config, ProviderConfig
-from fastgw.providers.formats import FORMATS, WireFormat
+from fastgw.providers.base import Adapter
+from fastgw.providers.formats import FORMATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +47,18 @@ class Provider:
     name: str
     origin: Origin
     base_path: str  # the base URL's path, prepended to the request's path remainder
-    format: WireFormat
+    format: Adapter  # the wire format: auth scheme and, for the unified API, translation
     # None: the client's credential passes through. Otherwise the header line injected instead.
     auth_line: bytes | None
+    chat_path: str = "/v1/chat/completions"  # the unified API's endpoint for OpenAI-format providers
+    drop_params: bool = False  # unified API: drop what the provider can't honour instead of a 400
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
         origin, base_path = parse_base_url(pc.base_url)
         fmt = FORMATS[pc.format]
-        return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None)
+        return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None,
+                   pc.chat_path, pc.drop_params)
 
 
 def build_table(config: Config) -> dict[str, Provider]:
