@@ -207,7 +207,7 @@ def test_a_failed_probe_ejects_again(start_gateway: Callable[..., GatewayProcess
     time.sleep(1.1)
     chat(gw, model="smart")
     assert a.mock.request_count == 2
-    time.sleep(1.0)
+    time.sleep(1.5)  # past the 2 s
     chat(gw, model="smart")
     assert a.mock.request_count == 3
 
@@ -247,3 +247,43 @@ def test_log_rows_carry_attempts_retries_and_the_fallback_index(
     starts = [t["start_us"] for t in attempts]
     assert starts == sorted(starts) and all(t["dur_us"] > 0 for t in attempts)
     assert starts[1] - starts[0] >= attempts[0]["dur_us"] + 5_000  # the backoff (10 ms, jittered to 5-10) between them
+
+
+def test_rate_limit_headers_lower_a_target_before_it_fails(
+        start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    gw = start_gateway(route_config(a, b))
+    a.mock.ratelimit_remaining = 0  # a still answers 200, but says it has nothing left
+    assert chat(gw, model="smart").json()["model"] == "gpt-4o-mini"
+    for _ in range(3):
+        r = chat(gw, model="smart")
+        assert r.status_code == 200 and r.json()["model"] == "gpt-4o"  # b first while a is pressured
+    assert a.mock.request_count == 1 and b.mock.request_count == 3
+
+
+def test_cost_strategy_sends_to_the_cheapest_target(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    gw = start_gateway(config(a, b, routes={"cheap": {"strategy": "cost", "targets": [
+        {"provider": "a", "model": "gpt-4o"}, {"provider": "b", "model": "gpt-4o-mini"}]}}))
+    models = {chat(gw, model="cheap").json()["model"] for _ in range(5)}
+    assert models == {"gpt-4o-mini"} and a.mock.request_count == 0
+
+
+def test_weighted_route_splits_by_weight(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    gw = start_gateway(config(a, b, routes={"split": {"strategy": "weighted", "targets": [
+        {"provider": "a", "model": "gpt-4o-mini", "weight": 1}, {"provider": "b", "model": "gpt-4o", "weight": 3}]}}))
+    for _ in range(200):
+        assert chat(gw, model="split").status_code == 200
+    assert 120 <= b.mock.request_count <= 180 and a.mock.request_count + b.mock.request_count == 200
+
+
+def test_a_stream_falls_back_before_its_first_byte(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    gw = start_gateway(route_config(a, b))
+    a.mock.status = 503
+    stream = client(gw).chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, stream=True)
+    assert stream.headers["helicone-fallback-index"] == "1"
+    chunks = list(stream.parse())
+    assert chunks and all(c.model == "gpt-4o" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

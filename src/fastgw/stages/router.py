@@ -186,6 +186,7 @@ class Router:
                         response.close()
                     break  # on to the next step
                 if error is not None:
+                    ctx.fallback_index = index - 1  # the log says how far it got
                     raise error
                 return self._served(ctx, response, index, announce)  # type: ignore[arg-type]
         raise AssertionError("unreachable: the last step returns or raises")  # pragma: no cover
