@@ -11,6 +11,7 @@ import sys
 from fastgw import __version__
 from typing import TYPE_CHECKING
 
+from fastgw.analytics import terminal
 from fastgw.config import Config, ConfigError, load
 from fastgw.keys import cli as keys_cli
 
@@ -38,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     keys_cli.add_parser(sub)
+    terminal.add_parsers(sub)
     args = parser.parse_args(argv)
 
     if args.command == "keys":
         return keys_cli.run(args)
+    if args.command in ("stats", "tail"):
+        return terminal.run(args)
 
     if args.command == "check-config":
         try:
