@@ -287,3 +287,45 @@ def test_a_stream_falls_back_before_its_first_byte(start_gateway: Callable[..., 
     chunks = list(stream.parse())
     assert chunks and all(c.model == "gpt-4o" for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_config_fallback_across_providers_through_translation(
+        start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    cfg = config(a, b, routes={"smart": {"targets": [
+        {"provider": "a", "model": "gpt-4o-mini"},
+        {"provider": "claude", "model": "claude-haiku-4-5", "api_key": "sk-ant-route"}]}})
+    cfg["providers"]["claude"] = {"base_url": b.url, "format": "anthropic"}
+    gw = start_gateway(cfg)
+    a.mock.status = 503
+    r = chat(gw, model="smart")
+    assert r.status_code == 200 and r.headers["helicone-fallback-index"] == "1"
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == "claude-haiku-4-5"  # OpenAI's shape, Claude's answer
+    assert body["choices"][0]["message"]["content"] and body["usage"]["prompt_tokens"] > 0
+    sent = b.mock.requests[-1]
+    assert sent.path == "/v1/messages" and sent.header("x-api-key") == "sk-ant-route"
+    assert sent.header("authorization") is None  # the client's OpenAI key does not follow it to Anthropic
+    assert sent.json()["model"] == "claude-haiku-4-5" and sent.json()["messages"][0]["content"] in ("hi", [{"type": "text", "text": "hi"}])
+    # Streamed, the same fallback arrives as OpenAI chunks.
+    stream = client(gw).chat.completions.create(model="smart", messages=MESSAGES, stream=True)
+    chunks = list(stream)
+    assert chunks and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_embeddings_route_among_openai_format_targets(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    cfg = config(a, b, routes={
+        "embed": {"targets": [{"provider": "a", "model": "text-embedding-3-small"},
+                              {"provider": "b", "model": "text-embedding-3-large"}]},
+        "claude-only": {"targets": [{"provider": "anthropic", "model": "claude-haiku-4-5"}]},
+    })
+    cfg["providers"]["anthropic"] = {"base_url": b.url, "format": "anthropic"}
+    gw = start_gateway(cfg)
+    a.mock.status = 500
+    c = client(gw)
+    raw = c.embeddings.with_raw_response.create(model="embed", input="hello")
+    assert raw.headers["helicone-fallback-index"] == "1" and raw.parse().model == "text-embedding-3-large"
+    assert b.mock.requests[-1].path == "/v1/embeddings"
+    with pytest.raises(openai.BadRequestError, match="only chat completions are translated"):
+        c.embeddings.create(model="claude-only", input="hello")

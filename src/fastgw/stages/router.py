@@ -31,7 +31,7 @@ from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
 from fastgw.config import Config
 from fastgw.context import RequestContext
-from fastgw.errors import Forbidden, InvalidHeader, UpstreamError
+from fastgw.errors import BadRequest, Forbidden, InvalidHeader, UpstreamError
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Provider, parse_base_url
 from fastgw.routing import balance
@@ -86,9 +86,10 @@ class Router:
         if h.fallbacks is not None:
             steps = [self._entry_step(ctx, e) for e in parse_fallbacks(h.fallbacks)]
             return await self._run(ctx, steps, policy_from_headers(h, self.default_retry), True)
-        route = self._route_for(ctx) if self.routes else None
-        if route is not None:
-            return await self._run(ctx, self._route_steps(ctx, route), policy_from_headers(h, route.retry),
+        found = self._route_for(ctx) if self.routes else None
+        if found is not None:
+            route = found[0]
+            return await self._run(ctx, self._route_steps(ctx, found), policy_from_headers(h, route.retry),
                                    len(route.targets) > 1)
         policy = policy_from_headers(h, self.default_retry)
         if policy is None:
@@ -100,7 +101,12 @@ class Router:
 
     # --- building the steps -------------------------------------------------------------------
 
-    def _route_for(self, ctx: RequestContext) -> Route | None:
+    def _route_for(self, ctx: RequestContext) -> tuple[Route, dict[str, Any], bool] | None:
+        """The route the body's model names, the parsed body, and whether it is a chat request.
+
+        Only chat requests become unified ones (``ctx.unified``), which Translate can carry to any
+        wire format; the other OpenAI JSON endpoints are routed among OpenAI-format targets only.
+        """
         provider = ctx.provider
         if ctx.method != b"POST" or provider is None or provider.format.name != "openai":
             return None
@@ -115,11 +121,15 @@ class Router:
                 return None  # not ours to judge: the provider answers malformed JSON itself
         model = body.get("model") if isinstance(body, dict) else None
         route = self.routes.get(model) if isinstance(model, str) else None
-        if route is not None:
+        if route is None:
+            return None
+        chat = rest == ROUTABLE_PATHS[0]
+        if chat:
             ctx.unified = body  # a route may cross wire formats: Translate works from the parsed body
-        return route
+        return route, body, chat
 
-    def _route_steps(self, ctx: RequestContext, route: Route) -> list[Step]:
+    def _route_steps(self, ctx: RequestContext, found: tuple[Route, dict[str, Any], bool]) -> list[Step]:
+        route, parsed, chat = found
         now = self.clock()
         order = balance.order(route.candidates, route.strategy, self.health, now, self.rand)
         assert ctx.provider is not None
@@ -127,9 +137,14 @@ class Router:
         steps = []
         for i in order:
             t, c = route.targets[i], route.candidates[i]
-            body = ctx.body if t.model is None else orjson.dumps({**ctx.unified, "model": t.model})
+            if not chat and t.provider.format.translates:
+                continue  # only chat completions translate
+            body = ctx.body if t.model is None else orjson.dumps({**parsed, "model": t.model})
             steps.append(Step(t.key, t.provider, t.provider.base_path.encode() + rest, body, None,
                               t.model, c.key, None))
+        if not steps:
+            raise BadRequest(f"route {route.name!r} has no OpenAI-format target for "
+                             f"{rest.split(b'?', 1)[0].decode('latin-1')}: only chat completions are translated")
         return steps
 
     def _entry_step(self, ctx: RequestContext, entry: FallbackEntry) -> Step:
