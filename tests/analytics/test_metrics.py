@@ -1,11 +1,11 @@
 """Prometheus metrics from the exporter: known traffic through a real gateway, the text format parsed.
 
-The records come from a real ``fastgw serve`` in front of the mock provider. Its own exporter is
-paused (SIGSTOP) before the traffic, so the records wait in the worker's ring; an Exporter built
-in the test from the gateway's own config file then drains that ring into the gateway's sink and
-feeds its observers, exactly as the exporter process does, and ``exporter.metrics.render()`` is
-read with prometheus_client's own parser. (The admin server's ``GET /metrics`` serves that same
-``render()``.)
+The records come from a real ``fastgw serve`` in front of the mock provider. The main test scrapes
+``GET /metrics`` on the gateway's admin port, as Prometheus would, and checks every family against
+the traffic it sent. The commit test pauses the gateway's own exporter (SIGSTOP) so the records
+wait in the worker's ring, and drains them with an Exporter built in the test from the gateway's
+config file, so that it can make the sink fail and look at ``exporter.metrics.render()`` between
+attempts. Both are read with prometheus_client's own parser.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from fastgw.config import MetricsConfig
 from fastgw.requestlog.exporter import Exporter
 from fastgw.requestlog.paths import LogPaths
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, free_port, gateway_config, wait_for_port
 
 MSGS = [{"role": "user", "content": "hello there"}]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -138,18 +139,31 @@ def send_known_traffic(gw: GatewayProcess) -> dict[str, int]:
     return counts
 
 
-def test_metrics_match_known_traffic(paused: GatewayProcess) -> None:
-    counts = send_known_traffic(paused)
+def scrape(port: int, accept: str = "") -> tuple[str, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.headers["Content-Type"], resp.read().decode()
+
+
+def test_metrics_match_known_traffic(start_gateway: Any, mock: MockUpstreamThread, tmp_path: Path) -> None:
+    """GET /metrics on the admin port of a running gateway, scraped as Prometheus would."""
+    admin_port = free_port()
+    gw = start_gateway(gateway_config(mock.url, keys={"backend": f"sqlite://{tmp_path}/keys.db"},
+                                      logging={"batch_max_age": "200ms"}, admin={"port": admin_port}))
+    wait_for_port(admin_port, proc=gw.proc)
+    counts = send_known_traffic(gw)
     n = sum(counts.values())
-    exporter = drain_with_test_exporter(paused, n)
-    try:
-        assert exporter.metrics is not None
-        content_type, body = exporter.metrics.render()
-        assert content_type.startswith("text/plain; version=0.0.4")
-        smp = samples(body.decode())
-        rows = [orjson.loads(line) for line in (paused.log_dir / "sink" / "requests.jsonl").read_bytes().splitlines()]
-    finally:
-        exporter.close()
+    deadline = time.monotonic() + 15
+    while True:
+        content_type, text = scrape(admin_port)
+        smp = samples(text)
+        if total(smp, "fastgw_requests_total") >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    om_type, om_text = scrape(admin_port, "application/openmetrics-text; version=1.0.0")
+    assert om_type.startswith("application/openmetrics-text") and om_text.endswith("# EOF\n")
+    rows = [orjson.loads(line) for line in (gw.log_dir / "sink" / "requests.jsonl").read_bytes().splitlines()]
     assert len(rows) == n
 
     req = "fastgw_requests_total"
