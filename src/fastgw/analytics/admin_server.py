@@ -124,6 +124,7 @@ def _make_handler(server: AdminServer) -> type[BaseHTTPRequestHandler]:
     class AdminHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "fastgw-admin"
+        timeout = 30  # an idle or trickling connection gives its thread back
 
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
             parts = urlsplit(self.path)
