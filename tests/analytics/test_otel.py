@@ -2,8 +2,9 @@
 
 The receiver is a plain HTTP server that decodes ``ExportTraceServiceRequest`` protobuf bodies
 (the opentelemetry-proto package), as a collector does. The spans come from a real ``fastgw
-serve`` (its exporter process runs the SDK) in front of the mock provider, or, for retries and
-fallbacks (which no stage records yet), from rows with ``attempts`` given to the same SpanExporter.
+serve`` (its exporter process runs the SDK) in front of the mock providers, a real retried and
+fallen-back route included; the exact attempt timings and the re-send case use records given to
+the same SpanExporter directly.
 """
 
 from __future__ import annotations
@@ -273,3 +274,38 @@ def test_a_resent_batch_gives_the_same_span_ids(receiver) -> None:  # type: igno
     ids = sorted((s.span.trace_id, s.span.span_id) for s in spans)
     assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
     assert {s.span.name for s in spans} == {"embeddings text-embedding-3-small"}
+
+
+def test_a_real_fallback_has_one_child_span_per_attempt(start_gateway, receiver) -> None:  # type: ignore[no-untyped-def]
+    """Route "smart": target a (503, retried once) then target b; the spans come from the gateway."""
+    with MockUpstreamThread() as a, MockUpstreamThread() as b:
+        a.mock.status = 503
+        gw = start_gateway({
+            "providers": {"a": {"base_url": a.url}, "b": {"base_url": b.url}, "openai": {"base_url": a.url}},
+            "routes": {"smart": {"targets": [{"provider": "a", "model": "gpt-4o-mini", "api_key": "sk-a"},
+                                             {"provider": "b", "model": "gpt-4o", "api_key": "sk-b"}]}},
+            "otel": {"enabled": True, "endpoint": receiver.endpoint},
+        })
+        retry = {"Helicone-Retry-Enabled": "true", "Helicone-Retry-Num": "1", "Helicone-Retry-Min-Timeout": "10",
+                 "Helicone-Retry-Max-Timeout": "3000"}
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client", max_retries=0, default_headers=retry) as c:
+            raw = c.chat.completions.with_raw_response.create(model="smart", messages=MSGS)
+        rid = raw.headers["helicone-id"]
+        assert raw.parse().model == "gpt-4o"
+        assert gw.stop() == 0, gw.log()
+    spans = receiver.wait_for(4)
+    (parent,) = [s for s in spans if not s.span.parent_span_id]
+    kids = sorted((s for s in spans if s.span.parent_span_id), key=lambda s: s.span.start_time_unix_nano)
+    assert parent.span.trace_id == uuid.UUID(rid).bytes and parent.span.name == "chat smart"
+    assert parent.attrs["gen_ai.response.model"] == "gpt-4o" and parent.attrs["fastgw.retry_count"] == 1
+    assert parent.attrs["fastgw.fallback_index"] == 0
+    assert [(k.attrs["gen_ai.provider.name"], k.attrs["gen_ai.request.model"], k.attrs["http.response.status_code"],
+             k.attrs["fastgw.fallback_index"]) for k in kids] == [
+        ("a", "gpt-4o-mini", 503, -1), ("a", "gpt-4o-mini", 503, -1), ("b", "gpt-4o", 200, 0)]
+    assert all(k.span.parent_span_id == parent.span.span_id and k.span.trace_id == parent.span.trace_id for k in kids)
+    p = parent.span
+    assert all(p.start_time_unix_nano <= k.span.start_time_unix_nano < k.span.end_time_unix_nano
+               <= p.end_time_unix_nano + 1_000_000 for k in kids)  # created_at is kept to the millisecond
+    # the backoff between the two attempts on a
+    assert kids[1].span.start_time_unix_nano >= kids[0].span.end_time_unix_nano + 5_000_000
+    assert [k.span.status.code for k in kids] == [Status.StatusCode.STATUS_CODE_ERROR] * 2 + [Status.StatusCode.STATUS_CODE_UNSET]
