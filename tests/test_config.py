@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastgw.config import Config, ConfigError, Duration, Size, load
+from fastgw.providers.catalog import CATALOG
 
 
 def write(tmp_path: Path, text: str, name: str = "fastgw.yaml") -> str:
@@ -32,7 +33,7 @@ def test_defaults_without_a_file() -> None:
     assert isinstance(config, Config)
     assert (config.server.host, config.server.port, config.server.workers) == ("127.0.0.1", 8787, 1)
     assert config.default_provider == "openai"
-    assert set(config.providers) == {"openai", "anthropic"}
+    assert set(config.providers) == set(CATALOG)  # the built-in providers (providers/catalog.py)
     assert config.providers["openai"].base_url == "https://api.openai.com"
     assert config.providers["openai"].format == "openai"
     assert config.providers["anthropic"].format == "anthropic"
@@ -43,7 +44,7 @@ def test_defaults_without_a_file() -> None:
 def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
     config = load(write(tmp_path, ""), env={})
     assert config.server.port == 8787
-    assert set(config.providers) == {"openai", "anthropic"}
+    assert set(config.providers) == set(CATALOG)  # the built-in providers (providers/catalog.py)
 
 
 def test_file_with_providers(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ targets:
     config = load(path, env={})
     assert config.source == path
     assert (config.server.host, config.server.port, config.server.workers) == ("0.0.0.0", 9100, 4)
-    assert set(config.providers) == {"openai", "anthropic", "local"}
+    assert set(config.providers) == set(CATALOG) | {"local"}
     local = config.providers["local"]
     assert (local.base_url, local.format, local.api_key) == ("http://127.0.0.1:8000/v1", "openai", "sk-local")
     # Overriding a built-in keeps its other defaults.
@@ -285,9 +286,9 @@ def test_invalid_base_url(tmp_path: Path, url: str) -> None:
 
 
 def test_unknown_format(tmp_path: Path) -> None:
-    err = load_error(write(tmp_path, "providers:\n  local:\n    base_url: http://x\n    format: gemini\n"))
+    err = load_error(write(tmp_path, "providers:\n  local:\n    base_url: http://x\n    format: bedrock-x\n"))
     assert err.key == "providers.local.format"
-    assert "must be one of openai, anthropic" in str(err)
+    assert "must be one of openai, anthropic, gemini" in str(err)
 
 
 def test_default_provider_must_be_declared(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@
               same Redis round trip (stages/ratelimit.py)
     cache     serve a hit, or store what comes back (stages/cache.py: Cache)
     usage     ask OpenAI-compatible streams for usage, hide that chunk (stages/stream_usage.py)
+    router    which route target serves, retries and fallbacks before the first byte (stages/router.py)
+    translate the unified API's request in the provider's format, the answer back (stages/translate.py)
     dispatch  send on a pooled upstream connection; stream the answer back (stages/dispatch.py)
 
 Stages from later work (auth and keys, retries and fallbacks) slot in around ``route``, each
@@ -51,6 +53,7 @@ from fastgw.stages.route import Route
 from fastgw.stages.router import Router
 from fastgw.stages.auth import Auth
 from fastgw.stages.stream_usage import StreamUsage
+from fastgw.stages.translate import Translate
 from fastgw.upstream.pool import ConnectionPool
 
 log = logging.getLogger("fastgw.app")
@@ -60,6 +63,7 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
                    cache_store: MemoryCache | RedisCache | None = None,
                    limiter: MemoryLimiter | RedisLimiter | None = None) -> Handler:
     handler: Handler = Dispatch(pool)
+    handler = Translate(handler)  # the unified API in the provider's own format, per attempt (providers/)
     handler = Router(handler, config, build_table(config))  # retries, fallbacks, balancing (routing/)
     if logger is not None and config.logging.inject_stream_usage:
         handler = StreamUsage(handler)

@@ -39,6 +39,7 @@ class RequestContext:
         "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
         "hidden_usage", "log_skip", "cache_plan", "cache_status", "cache_prefetch", "extra_headers",
         "spend", "unified", "model_override", "retry_count", "fallback_index", "attempts", "principal",
+        "upstream_head",
     )
 
     def __init__(
@@ -74,6 +75,9 @@ class RequestContext:
         self.fallback_index = -1  # -1: the first target served; 0: the first fallback, ...
         self.attempts: list = []  # one entry per upstream attempt, for the log (stages/router.py)
         self.principal = None  # the gateway key that authenticated the request (stages/auth.py)
+        # A translated attempt's request headers, credential included (stages/translate.py); None:
+        # Dispatch sends the client's forwarded headers and credential, as for pass-through.
+        self.upstream_head: bytes | None = None
 
     def gateway_ns(self) -> int:
         """The gateway's own time so far: elapsed minus the time spent waiting on upstreams."""

@@ -93,6 +93,7 @@ class AnthropicAdapter(Adapter):
         finish = FINISH.get(msg.get("stop_reason") or "", "stop")
         if call.json_mode and finish == "tool_calls":
             finish = "stop"
+            text = text[-1:]  # the JSON alone: any text the model put before it would spoil it
         content = "".join(text) if text or not tool_calls else None
         return S.completion(call, msg.get("model", ""), content, tool_calls, finish, to_usage(msg.get("usage")))
 

@@ -74,13 +74,15 @@ class AnthropicStream:
                 n = self.tool_index[index] = len(self.tool_index)
                 return S.chunk(call, self.model, {"tool_calls": [{"index": n, "id": block.get("id"), "type": "function",
                                                                   "function": {"name": block.get("name"), "arguments": ""}}]})
-            if block.get("type") == "text" and block.get("text"):
+            if block.get("type") == "text" and block.get("text") and self.json_tool is None:
                 return S.chunk(call, self.model, {"content": block["text"]})
             return b""
         if kind == "content_block_delta":
             delta = ev.get("delta") or {}
             index = ev.get("index", 0)
             if delta.get("type") == "text_delta":
+                if self.json_tool is not None:
+                    return b""  # JSON mode: only the forced tool's input is the answer
                 return S.chunk(call, self.model, {"content": delta.get("text", "")})
             if delta.get("type") == "input_json_delta":
                 piece = delta.get("partial_json", "")

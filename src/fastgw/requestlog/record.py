@@ -189,7 +189,8 @@ def build_record(
         "method": ctx.method.decode("latin-1"),
         "path": ctx.target.decode("latin-1"),
         "provider": provider.name if provider is not None else "",
-        "format": provider.format.name if provider is not None else "",
+        # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
+        "format": ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else "",
         "target_url": (str(provider.origin) + ctx.upstream_path.decode("latin-1")) if provider is not None else "",
         "status": status,
         "error_type": error[0] if error else "",

@@ -55,7 +55,10 @@ class Dispatch:
         provider = ctx.provider
         assert provider is not None, "the route stage runs first"
         h = ctx.headers
-        if ctx.principal is not None:  # a gateway key: never sent upstream (providers/credentials.py)
+        forward = ctx.upstream_head
+        if forward is not None:  # a translated attempt: stages/translate.py wrote every header
+            auth = b""
+        elif ctx.principal is not None:  # a gateway key: never sent upstream (providers/credentials.py)
             auth = credential_line(ctx, provider)
         elif provider.auth_line is not None:
             auth = provider.auth_line
@@ -65,12 +68,14 @@ class Dispatch:
                 auth = b"authorization: " + h.authorization + b"\r\n"
             if h.api_key is not None:
                 auth += b"x-api-key: " + h.api_key + b"\r\n"
+        if forward is None:
+            forward = h.forward
         body = ctx.body
         method = ctx.method
         framing = b"" if (not body and method in _BODYLESS_METHODS) else b"content-length: %d\r\n" % len(body)
         data = b"".join(
             (method, b" ", ctx.upstream_path, b" HTTP/1.1\r\nhost: ", provider.origin.host_header, b"\r\n",
-             h.forward, auth, framing, b"\r\n", body)
+             forward, auth, framing, b"\r\n", body)
         )
         t0 = time.perf_counter_ns()
         try:

@@ -5,13 +5,17 @@ There are three cases, checked in this order:
    403, so the gateway is never an open proxy. The request's whole path is appended to it.
 2. The first path segment names a provider (``/anthropic/v1/messages``): the rest of the path is
    appended to that provider's base URL.
-3. The path starts with ``/v1``: the default provider, with the whole path appended.
+3. The path starts with ``/v1``: the default provider, with the whole path appended; except the
+   unified API, ``POST /v1/chat/completions`` whose model is ``"<provider>/<model>"`` naming a
+   known provider (``resolve_unified``): that provider, translated (stages/translate.py).
 """
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
+
+import orjson
 
 from fastgw.config import Config
 from fastgw.context import RequestContext
@@ -20,10 +24,45 @@ from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Origin, Provider, parse_base_url
 from fastgw.stages.base import Handler, Response
 
-
 # A "." or ".." path segment, raw or percent-encoded: an upstream that normalises it would serve a
 # path other than the one we checked, so such paths are refused rather than normalised here.
 _DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?=/|\?|#|$)", re.IGNORECASE)
+UNIFIED_PATH = b"/v1/chat/completions"
+# At a "model" key: its value's first segment, when the value has a "/" (no escapes inside).
+_MODEL_PREFIX = re.compile(rb'"model"\s*:\s*"([A-Za-z0-9_-]+)/')
+
+
+def resolve_unified(ctx: RequestContext, providers: dict[bytes, Provider]) -> Provider | None:
+    """The unified API: which provider a ``POST /v1/chat/completions`` body names, or None.
+
+    A model ``"anthropic/claude-sonnet-4-5"`` whose first segment is a provider's name sets
+    ``ctx.unified`` (the parsed body), ``ctx.model_override`` (the rest, slashes kept:
+    ``"openrouter/meta-llama/llama-3-8b"`` asks OpenRouter for ``meta-llama/llama-3-8b``) and
+    ``ctx.upstream_path`` (the provider's chat endpoint; Translate rewrites it per attempt), and
+    returns the provider. Anything else is None and stays plain pass-through to the default
+    provider. The body is only parsed when a raw scan finds such a prefix, so pass-through pays a
+    ``find``. Routes (``routes:``) are resolved by the Router, which sets ``ctx.unified`` itself;
+    call this first to keep provider prefixes winning over route names.
+    """
+    body = ctx.body
+    at = body.find(b'"model"')
+    while at >= 0:
+        m = _MODEL_PREFIX.match(body, at)
+        provider = providers.get(m.group(1)) if m is not None else None
+        if m is not None and provider is not None:
+            try:
+                chat = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return None  # the default provider answers malformed JSON itself
+            model = chat.get("model") if isinstance(chat, dict) else None
+            if not isinstance(model, str) or not model.startswith(m.group(1).decode() + "/"):
+                return None  # the scan found a "model" that is not the top-level key
+            ctx.unified = chat
+            ctx.model_override = model.split("/", 1)[1]
+            ctx.upstream_path = (provider.base_path + provider.chat_path).encode()
+            return provider
+        at = body.find(b'"model"', at + 7)
+    return None
 
 
 def origin_form(method: bytes, target: bytes) -> bytes:
@@ -112,6 +151,8 @@ class Route:
             elif segment == b"v1":
                 provider = self.default
                 ctx.upstream_path = provider.base_path.encode() + path
+                if path == UNIFIED_PATH and ctx.method == b"POST":
+                    provider = resolve_unified(ctx, self.providers) or provider
             else:
                 raise NotFound(
                     f"no route for {path[:200].decode('latin-1')}: use /v1/..., /<provider>/..., "

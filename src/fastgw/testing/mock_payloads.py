@@ -305,3 +305,97 @@ def openai_error(status: int, message: str) -> bytes:
 def anthropic_error(status: int, message: str) -> bytes:
     etype = _ANTHROPIC_ERRORS.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return _dumps({"type": "error", "error": {"type": etype, "message": message}, "request_id": "req_mock"})
+
+
+# --------------------------------------------------------------------- tool calls (Anthropic, Gemini)
+
+def sample_args(schema: Any) -> dict:
+    """Arguments that fit a tool's JSON Schema: a sample value for each property, by type."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    samples = {"string": "Paris", "integer": 3, "number": 1.5, "boolean": True, "array": [], "object": {}}
+    return {k: samples.get(v.get("type") if isinstance(v, dict) else "", "x") for k, v in (props or {}).items()}
+
+
+def anthropic_forced_tool(data: dict) -> dict | None:
+    """The tool an Anthropic request forces (tool_choice any/tool), or None: answer with text."""
+    choice, tools = data.get("tool_choice") or {}, data.get("tools") or []
+    if not tools or choice.get("type") not in ("any", "tool"):
+        return None
+    named = [t for t in tools if t.get("name") == choice.get("name")]
+    return (named or tools)[0]
+
+
+def anthropic_tool_message(mid: str, model: str, tool: dict, ptok: int) -> dict:
+    block = {"type": "tool_use", "id": f"toolu_mock{mid[8:]}", "name": tool["name"],
+             "input": sample_args(tool.get("input_schema"))}
+    return _message(mid, model, [block], "tool_use", _anthropic_usage(ptok, 12))
+
+
+def anthropic_tool_stream(mid: str, model: str, tool: dict, ptok: int) -> list[bytes]:
+    """A tool_use block whose input arrives as input_json_delta pieces. A forced tool gets no text
+    block first (Anthropic prefills the turn), so there is none here either."""
+    args = _dumps(sample_args(tool.get("input_schema"))).decode()
+    cut = len(args) // 2
+    return [
+        sse_named(b"message_start", {"type": "message_start",
+                                     "message": _message(mid, model, [], None, _anthropic_usage(ptok, 1))}),
+        sse_named(b"content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": f"toolu_mock{mid[8:]}", "name": tool["name"], "input": {}}}),
+        sse_named(b"content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "input_json_delta", "partial_json": args[:cut]}}),
+        sse_named(b"content_block_delta", {"type": "content_block_delta", "index": 0,
+                                           "delta": {"type": "input_json_delta", "partial_json": args[cut:]}}),
+        sse_named(b"content_block_stop", {"type": "content_block_stop", "index": 0}),
+        sse_named(b"message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                     "usage": {"output_tokens": 12}}),
+        sse_named(b"message_stop", {"type": "message_stop"}),
+    ]
+
+
+# --------------------------------------------------------------------- Gemini (generateContent)
+
+def _gemini_usage(ptok: int, ctok: int) -> dict:
+    return {"promptTokenCount": ptok, "candidatesTokenCount": ctok, "totalTokenCount": ptok + ctok}
+
+
+def gemini_forced_tool(data: dict) -> dict | None:
+    mode = ((data.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
+    decls = [d for t in data.get("tools") or [] for d in t.get("functionDeclarations") or []]
+    return decls[0] if decls and mode == "ANY" else None
+
+
+def gemini_response(model: str, parts: list[dict], ptok: int, ctok: int, finish: str | None = "STOP") -> dict:
+    cand: dict = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finish:
+        cand["finishReason"] = finish
+    return {"candidates": [cand], "usageMetadata": _gemini_usage(ptok, ctok), "modelVersion": model,
+            "responseId": "mockresp"}
+
+
+def gemini_parts(data: dict, pieces: tuple[str, ...]) -> list[dict]:
+    tool = gemini_forced_tool(data)
+    if tool is not None:
+        return [{"functionCall": {"name": tool["name"], "args": sample_args(tool.get("parametersJsonSchema"))}}]
+    config = data.get("generationConfig") or {}
+    if config.get("responseMimeType") == "application/json":
+        return [{"text": _dumps(sample_args(config.get("responseJsonSchema"))).decode()}]
+    return [{"text": "".join(pieces)}]
+
+
+def gemini_stream(model: str, data: dict, pieces: tuple[str, ...], ptok: int) -> list[bytes]:
+    """One GenerateContentResponse per text piece, the last with finishReason; a function call or
+    JSON answer arrives whole in one event, as Gemini sends them."""
+    config = data.get("generationConfig") or {}
+    if not pieces or gemini_forced_tool(data) is not None or config.get("responseMimeType") == "application/json":
+        return [sse_data(gemini_response(model, gemini_parts(data, pieces), ptok, 5))]
+    events = [sse_data(gemini_response(model, [{"text": p}], ptok, i + 1, None)) for i, p in enumerate(pieces[:-1])]
+    events.append(sse_data(gemini_response(model, [{"text": pieces[-1]}], ptok, len(pieces))))
+    return events
+
+
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def gemini_error(status: int, message: str) -> bytes:
+    return _dumps({"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}})

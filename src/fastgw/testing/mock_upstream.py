@@ -110,7 +110,9 @@ class _Plan:
 class MockUpstream:
     """Mock OpenAI + Anthropic server.
 
-    Endpoints: POST /v1/chat/completions, /v1/embeddings, /v1/responses, /v1/messages;
+    Endpoints: POST /v1/chat/completions, /v1/embeddings, /v1/responses, /v1/messages,
+    /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse (Gemini);
+    a request that forces a tool (Anthropic tool_choice any/tool, Gemini mode ANY) gets a tool call;
     GET /v1/models (Anthropic shape when an ``anthropic-version`` header is sent);
     GET /__mock/health and /__mock/stats (neither recorded nor affected by controls).
 
@@ -199,15 +201,18 @@ class MockUpstream:
         reset = reset.strip().lower() if reset else None
 
         anthropic = path.startswith("/v1/messages")
+        gemini = path.startswith("/v1beta/models/")
         status = _num(ctl, b"x-mock-status", self.status, int)
         route = self._routes.get((req.method, path))
+        if gemini and req.method == "POST" and path.endswith((":generateContent", ":streamGenerateContent")):
+            route = self._gemini
         n = self.request_count
         if (self.fail_first and n <= self.fail_first) or (self.fail_every and n % self.fail_every == 0):
             status = self.fail_status
             self.failed += 1
         if status >= 400:
             return self._plan_error(status, f"mock error {status}", anthropic, keep_alive, latency, reset,
-                                    ctl.get(b"x-mock-retry-after"))
+                                    ctl.get(b"x-mock-retry-after"), gemini=gemini)
         if route is None:
             if req.method == "GET" and path == "/v1/models":
                 body = P.ANTHROPIC_MODELS if req.header("anthropic-version") else P.OPENAI_MODELS
@@ -215,7 +220,7 @@ class MockUpstream:
             known = any(p == path for _, p in self._routes)
             code = 405 if known else 404
             msg = f"Invalid URL ({req.method} {path})" if code == 404 else f"Method {req.method} not allowed"
-            return self._plan_error(code, msg, anthropic, keep_alive, latency, reset)
+            return self._plan_error(code, msg, anthropic, keep_alive, latency, reset, gemini=gemini)
         try:
             data = orjson.loads(req.body) if req.body else {}
             if not isinstance(data, dict):
@@ -225,9 +230,11 @@ class MockUpstream:
 
         n = max(0, _num(ctl, b"x-mock-chunks", self.chunks, int))
         size = _num(ctl, b"x-mock-chunk-bytes", self.chunk_bytes, int)
-        model = data.get("model")
+        model = data.get("model") if not gemini else path[len("/v1beta/models/"):].split(":", 1)[0]
         if not isinstance(model, str):
             model = "mock-model"
+        if gemini:
+            data["stream"] = ":streamGenerateContent" in path
         out = route(data, model, P.content_pieces(n, size), P.prompt_tokens(req.body))
         if isinstance(out, list):
             head = _SSE_HEAD + (b"\r\n" if keep_alive else _CLOSE + b"\r\n")
@@ -243,8 +250,11 @@ class MockUpstream:
             self.ratelimit_remaining, self.ratelimit_remaining)
 
     def _plan_error(self, status: int, message: str, anthropic: bool, keep_alive: bool,
-                    latency: float, reset: bytes | None, retry_after: bytes | None = None) -> _Plan:
+                    latency: float, reset: bytes | None, retry_after: bytes | None = None, *,
+                    gemini: bool = False) -> _Plan:
         body = P.anthropic_error(status, message) if anthropic else P.openai_error(status, message)
+        if gemini:
+            body = P.gemini_error(status, message)
         extra = b"retry-after: 1\r\n" if status == 429 else b""
         if retry_after is not None:
             extra = b"retry-after: %s\r\n" % retry_after if retry_after.strip() else b""
@@ -288,9 +298,18 @@ class MockUpstream:
 
     def _messages(self, data: dict, model: str, pieces: tuple[str, ...], ptok: int) -> dict | list[bytes]:
         mid = f"msg_mock{next(self._ids)}"
+        tool = P.anthropic_forced_tool(data)
+        if tool is not None:
+            return (P.anthropic_tool_stream if data.get("stream") else P.anthropic_tool_message)(mid, model, tool, ptok)
         if data.get("stream"):
             return P.anthropic_stream(mid, model, pieces, ptok)
         return P.anthropic_message(mid, model, pieces, ptok)
+
+
+    def _gemini(self, data: dict, model: str, pieces: tuple[str, ...], ptok: int) -> dict | list[bytes]:
+        if data.get("stream"):
+            return P.gemini_stream(model, data, pieces, ptok)
+        return P.gemini_response(model, P.gemini_parts(data, pieces), ptok, len(pieces))
 
 
 def _num(ctl: dict[bytes, bytes], name: bytes, default: Any, kind: type) -> Any:

@@ -1,0 +1,149 @@
+"""Translate stage: one unified-API attempt in the provider's own wire format, and its answer back.
+
+It runs per attempt, after the Router has chosen ``ctx.provider`` and ``ctx.model_override``, so a
+route can fall back across formats. There are three cases:
+1. Pass-through (``ctx.unified`` is None): nothing to do, unless the format prepares every
+   request itself (signing); the plain path costs one attribute check.
+2. A unified request to an OpenAI-format provider: the body with the model rewritten, sent to the
+   provider's chat endpoint; the answer is already OpenAI's and passes through untouched.
+3. A unified request to a translating format (Anthropic, Gemini, ...): the adapter
+   (providers/base.py) builds the native request, and this stage sends it with a header block of
+   its own (``ctx.upstream_head``: the format's headers and the credential from
+   ``credential_for``, nothing of the OpenAI client's). The answer comes back as OpenAI JSON:
+   errors keep the provider's status (the Router reads it), a JSON answer is translated whole, a
+   stream event by event as it arrives. The usage chunk a client didn't ask for goes to
+   ``ctx.hidden_usage`` for the log.
+
+The log keeps the client's body (``ctx.body`` is restored after the attempt) and records the
+OpenAI format for the answer (requestlog/record.py), since that is what the client received.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastgw.context import RequestContext
+from fastgw.errors import UpstreamProtocolError
+from fastgw.providers.base import Adapter, Call, StreamTranslator
+from fastgw.providers.credentials import credential_for
+from fastgw.stages.base import BodyStream, Handler, Response
+
+# Upstream headers that describe the native body, which the translated body replaces.
+_BODY_HEADERS = re.compile(rb"(?im)^(?:content-type|content-encoding|content-length|transfer-encoding):[^\n]*\n")
+_ERROR_BODY_LIMIT = 1 << 20  # an error answer longer than this is cut before translating
+
+
+class Translate:
+    def __init__(self, next: Handler) -> None:
+        self.next = next
+
+    async def __call__(self, ctx: RequestContext) -> Response:
+        provider = ctx.provider
+        assert provider is not None, "the route stage runs first"
+        fmt = provider.format
+        chat = ctx.unified
+        if chat is None:
+            if fmt.prepares_passthrough:
+                fmt.prepare_passthrough(ctx, provider)
+            return await self.next(ctx)
+        stream_options = chat.get("stream_options")
+        call = Call(provider.name, ctx.model_override or str(chat.get("model", "")), provider.base_path,
+                    provider.chat_path, provider.drop_params, stream=chat.get("stream") is True,
+                    include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True)
+        if not fmt.translates:
+            if ctx.usage_injected:  # stages/stream_usage.py asked for usage on the client's behalf
+                chat = {**chat, "stream_options": {**(stream_options or {}), "include_usage": True}}
+            fmt.chat_request(chat, call)
+            return await self._send(ctx, call, None)
+        fmt.chat_request(chat, call)
+        head = call.headers + fmt.upstream_auth(call, ctx.method, credential_for(ctx, provider))
+        head += b"accept: text/event-stream\r\n" if call.stream else b"accept: application/json\r\n"
+        response = await self._send(ctx, call, head)
+        return await translate_response(fmt, call, response, ctx)
+
+    async def _send(self, ctx: RequestContext, call: Call, head: bytes | None) -> Response:
+        body, path = ctx.body, ctx.upstream_path
+        ctx.body, ctx.upstream_path, ctx.upstream_head = call.body, call.path, head
+        try:
+            return await self.next(ctx)
+        finally:
+            ctx.body, ctx.upstream_head = body, None  # the log keeps the client's body
+            ctx.upstream_path = call.path or path
+
+
+async def translate_response(fmt: Adapter, call: Call, response: Response, ctx: RequestContext) -> Response:
+    status = response.status
+    if status < 200 or 300 <= status < 400:
+        return response
+    headers = _BODY_HEADERS.sub(b"", response.headers)
+    if status >= 400:
+        raw = await read_all(response, _ERROR_BODY_LIMIT)
+        return Response(status, headers + b"content-type: application/json\r\n", body=fmt.error_body(status, raw, call))
+    if not call.stream:
+        raw = await read_all(response, None)
+        try:
+            body = fmt.chat_response(raw, call)
+        except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+            raise UpstreamProtocolError(f"{call.provider} answered with a body the gateway can't read: {exc}") from None
+        return Response(status, headers + b"content-type: application/json\r\n", body=body)
+    translator = fmt.chat_stream(call)
+    sse = headers + b"content-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    if response.stream is None:  # the whole stream had already arrived
+        body = translator.feed(response.body or b"") + translator.finish()
+        ctx.hidden_usage = translator.usage_event
+        return Response(status, sse, body=body)
+    return Response(status, sse, stream=TranslatedStream(response.stream, translator, ctx))
+
+
+async def read_all(response: Response, limit: int | None) -> bytes:
+    """A response's whole body (at most ``limit`` bytes), its stream released either way."""
+    if response.stream is None:
+        return response.body or b""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.stream:  # type: ignore[attr-defined]
+            parts.append(chunk)
+            size += len(chunk)
+            if limit is not None and size >= limit:
+                break
+    finally:
+        response.close()
+    return b"".join(parts)
+
+
+class TranslatedStream:
+    """The native event stream in, OpenAI chunks out, each as soon as its native event is complete."""
+
+    __slots__ = ("_ctx", "_done", "_stream", "_translator")
+
+    def __init__(self, stream: BodyStream, translator: StreamTranslator, ctx: RequestContext) -> None:
+        self._stream = stream
+        self._translator = translator
+        self._ctx = ctx
+        self._done = False
+
+    def __aiter__(self) -> TranslatedStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            try:
+                chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
+            except StopAsyncIteration:
+                self._done = True
+                out = self._translator.finish()
+                self._ctx.hidden_usage = self._translator.usage_event
+                if out:
+                    return out
+                break
+            out = self._translator.feed(chunk)
+            if out:  # never an empty chunk: in chunked framing that would end the body
+                return out
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self._ctx.hidden_usage = self._translator.usage_event
+        self._stream.close()
+
+
