@@ -335,6 +335,19 @@ def test_sql_in_values_is_data(env: Env) -> None:
     assert got["items"] == []
 
 
+def test_concurrent_requests_agree(env: Env) -> None:
+    """Many at once share the store's handles; each answer is whole and the same."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = ["/api/v1/summary", "/api/v1/breakdown/model", "/api/v1/requests"] * 6
+    with ThreadPoolExecutor(8) as pool:
+        window = {"since": since(env), "until": env.now.isoformat()}
+        answers = list(pool.map(lambda p: env.get(p, window), paths))
+    for path, answer in zip(paths, answers):
+        assert answer == answers[paths.index(path)]
+    assert answers[0]["requests"] == len(env.rows)
+
+
 def test_unknown_paths_and_health(env: Env) -> None:
     env.get("/api/v1/nope", expect=404)
     assert env.get("/api/v1/health", operation="getHealth") == {"status": "ok", "sink": "chdb"}

@@ -6,14 +6,14 @@ second handle on the same folder: chDB allows one engine per process but any num
 it, and queries on one handle run while another inserts (measured: queries and 2,500-row inserts
 interleave without errors or lost rows). For a ClickHouse server it is a second HTTP client.
 
-One handle serves every admin request, behind a lock: a handle is not for concurrent use, and the
-admin API is for a few people looking at a page, not for load.
+A small pool of handles serves the admin requests (see ``LogStore``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from typing import Any
 
@@ -41,63 +41,86 @@ class StoreUnavailable(GatewayError):
 
 
 class LogStore:
-    """Runs parameterised reads against ``<database>.requests`` and its neighbours."""
+    """Runs parameterised reads against ``<database>.requests`` and its neighbours.
 
-    def __init__(self, sink_url: str) -> None:
+    Up to ``handles`` reads run at once, each on its own client (a client is not for concurrent
+    use): the dashboard asks for a dozen things when the page opens, and on two or more cores they
+    overlap. More would only fight the exporter for CPU.
+    """
+
+    def __init__(self, sink_url: str, handles: int = 2) -> None:
         scheme = sink_url.split(":", 1)[0].lower()
         # None: the sink is not ClickHouse (jsonl, none), so there is nothing to query.
         self.target = ClickHouseSink.from_url(sink_url) if scheme in ("chdb", "http", "https") else None
         self.database = self.target.database if self.target else schema.DEFAULT_DATABASE
         self.kind = scheme if scheme in ("chdb", "jsonl", "none") else "clickhouse"
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(handles)
+        self._open: list[Any] = []
+        self._lock = threading.Lock()  # guards _open
 
     def __repr__(self) -> str:
-        return f"LogStore({self.target!r}, connected={self._client is not None})"
+        return f"LogStore({self.target!r}, handles={len(self._open)})"
 
     def table(self, name: str) -> str:
         """A qualified table name; ``name`` comes from ``schema``, never from a request."""
         return f"{schema.quote_ident(self.database)}.{schema.quote_ident(name)}"
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            client = self._connect()
+        with self._slots:
             try:
-                return client.query(sql, parameters=params, settings=READ_SETTINGS).result_rows
+                client = self._idle.get_nowait()
+            except queue.Empty:
+                client = self._connect()
+            try:
+                result = client.query(sql, parameters=params, settings=READ_SETTINGS).result_rows
             except DatabaseError as exc:
+                if isinstance(exc, OperationalError):
+                    self._discard(client)
+                    raise StoreUnavailable(f"the log store did not answer: {exc}") from exc
+                self._idle.put(client)
                 if getattr(exc, "code", None) in SCHEMA_GONE_CODES:
                     raise StoreUnavailable("the request log has no tables yet (nothing logged so far)") from exc
-                if isinstance(exc, OperationalError):
-                    self._close()
-                    raise StoreUnavailable(f"the log store did not answer: {exc}") from exc
                 raise
+            except BaseException:
+                self._discard(client)
+                raise
+            self._idle.put(client)
+            return result
 
     def _connect(self) -> Any:
-        if self._client is None:
-            t = self.target
-            if t is None:
-                raise StoreUnavailable(f"the query API reads ClickHouse or chDB; logging.sink is {self.kind}")
-            try:
-                if t.chdb_path is not None:
-                    os.makedirs(t.chdb_path, exist_ok=True)
-                    self._client = clickhouse_connect.get_client(interface="chdb", path=t.chdb_path)
-                else:
-                    self._client = clickhouse_connect.get_client(
-                        host=t.host, port=t.port, username=t.username, password=t.password,
-                        secure=t.secure, connect_timeout=5, send_receive_timeout=35,
-                        autogenerate_session_id=False)
-            except Exception as exc:
-                raise StoreUnavailable(f"cannot open the log store {t!r}: {exc}") from exc
-        return self._client
+        t = self.target
+        if t is None:
+            raise StoreUnavailable(f"the query API reads ClickHouse or chDB; logging.sink is {self.kind}")
+        try:
+            if t.chdb_path is not None:
+                os.makedirs(t.chdb_path, exist_ok=True)
+                client = clickhouse_connect.get_client(interface="chdb", path=t.chdb_path)
+            else:
+                client = clickhouse_connect.get_client(
+                    host=t.host, port=t.port, username=t.username, password=t.password,
+                    secure=t.secure, connect_timeout=5, send_receive_timeout=35,
+                    autogenerate_session_id=False)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open the log store {t!r}: {exc}") from exc
+        with self._lock:
+            self._open.append(client)
+        return client
 
-    def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                log.debug("closing the admin client failed", exc_info=True)
+    def _discard(self, client: Any) -> None:
+        with self._lock:
+            if client in self._open:
+                self._open.remove(client)
+        try:
+            client.close()
+        except Exception:
+            log.debug("closing an admin client failed", exc_info=True)
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            clients, self._open = self._open, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:
+                log.debug("closing an admin client failed", exc_info=True)
