@@ -62,6 +62,8 @@ def test_retry_waits_for_retry_after_then_succeeds(start_gateway: Callable[..., 
     waited = time.monotonic() - t0
     assert r.status_code == 200 and a.mock.request_count == 2
     assert 1.0 <= waited < 2.0, waited  # the upstream's 1 s, not the 10 ms backoff
+    gateway_ms = float(r.headers["server-timing"].split("dur=")[1])
+    assert gateway_ms < 500, gateway_ms  # the wait was the upstream's, not the gateway's own time
     # The same failure without Retry-After: the backoff (10-20 ms) alone.
     a.mock.fail_first, a.mock.request_count = 1, 0
     t0 = time.monotonic()

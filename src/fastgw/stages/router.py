@@ -85,6 +85,7 @@ class Router:
         h = ctx.headers.helicone
         if h.fallbacks is not None:
             steps = [self._entry_step(ctx, e) for e in parse_fallbacks(h.fallbacks)]
+            ctx.unified = None  # the entries are URLs: the client's body goes as is (plus bodyKeyOverride)
             return await self._run(ctx, steps, policy_from_headers(h, self.default_retry), True)
         found = self._route_for(ctx) if self.routes else None
         if found is not None:
@@ -194,7 +195,11 @@ class Router:
                         response.close()
                     retries += 1
                     ctx.retry_count += 1
-                    await self.sleep(wait)
+                    t0 = time.perf_counter_ns()
+                    try:
+                        await self.sleep(wait)
+                    finally:  # time the upstream made us wait: not the gateway's own (Server-Timing)
+                        ctx.upstream_ns += time.perf_counter_ns() - t0
                     continue
                 if not last_step and (error is not None or step.falls_back_on(status)):
                     if response is not None:
@@ -252,8 +257,8 @@ class Router:
         retry_after = _retry_after(response) if response.status == 429 or response.status == 503 else None
         if response.status == 429 and retry_after is None:
             retry_after = 1.0
-        m = _REMAINING.search(response.headers)
-        remaining = int(m.group(1)) if m else None
+        counts = [int(v) for v in _REMAINING.findall(response.headers)]
+        remaining = min(counts) if counts else None  # requests or tokens: whichever runs out first
         if retry_after is not None or remaining is not None:
             self.health.rate_limit_hint(key, now, retry_after, remaining)
 
