@@ -45,7 +45,8 @@ class PipelineCollector(Collector):
         counters = {name: CounterMetricFamily(name, doc, labels=["worker"]) for name, doc, _ in _WORKER_COUNTERS}
         full = CounterMetricFamily("fastgw_log_ring_full", "Pushes the ring refused for lack of space.", labels=["worker"])
         pending = GaugeMetricFamily("fastgw_log_records_pending", "Records pushed and not yet exported "
-                                    "(ring and spill files; dropped ones excluded).", labels=["worker"])
+                                    "(ring and spill files; dropped ones excluded, records lost in a torn "
+                                    "spill segment stay counted).", labels=["worker"])
         spill = GaugeMetricFamily("fastgw_log_spill_pending_records", "Spilled records not yet replayed.",
                                   labels=["worker"])
         used = GaugeMetricFamily("fastgw_log_ring_used_bytes", "Bytes of the ring not yet committed.", labels=["worker"])
