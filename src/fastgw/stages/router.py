@@ -76,6 +76,8 @@ class Router:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.next = next
         self.routes = build_routes(config, providers) if config.routes else {}
+        # A route's name as a JSON string: a body without any of them is not parsed at all.
+        self._quoted = [orjson.dumps(name) for name in self.routes]
         self.health = Health(config.routing.health)
         self.default_retry = RetryPolicy.from_config(config.routing.retry)
         self.allowlist = TargetAllowlist(config.targets.allow)
@@ -116,6 +118,9 @@ class Router:
             return None
         body = ctx.unified
         if body is None:
+            raw = ctx.body
+            if not any(q in raw for q in self._quoted):
+                return None
             try:
                 body = orjson.loads(ctx.body)
             except orjson.JSONDecodeError:
