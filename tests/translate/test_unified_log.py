@@ -4,7 +4,8 @@ usage and cost from the provider's own counts (streams included, usage chunk hid
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import openai
 
