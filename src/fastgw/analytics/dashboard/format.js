@@ -31,7 +31,8 @@ export function fmtMs(ms) {
   if (ms < 1) return ms.toFixed(2) + " ms";
   if (ms < 1000) return Math.round(ms) + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
-  return (ms / 60000).toFixed(1) + " min";
+  if (ms < 3600000) return (ms / 60000).toFixed(1) + " min";
+  return (ms / 3600000).toFixed(1) + " h";
 }
 
 export function fmtPct(r) {

@@ -18,11 +18,11 @@ function kpis(s) {
     kpi("Requests", fmtCount(s.requests), `${fmtCompact(s.tokens.total)} tokens`, "requests"),
     kpi("Errors", fmtCount(s.errors), `${fmtPct(s.error_rate)} of requests`, "errors"),
     kpi("Cost", fmtUSD(s.cost_usd), s.unpriced ? `${fmtCount(s.unpriced)} unpriced` : "all priced", "cost"),
-    kpi("Cache hits", fmtCount(s.cache_hits), `${fmtPct(s.cache_hit_rate)} of cache lookups`, "cache"),
-    kpi("Saved by the cache", fmtUSD(s.cache_saved_usd), "cost of the answers replayed", "saved"),
+    kpi("Cache hits", fmtCount(s.cache_hits), `${fmtPct(s.cache_hit_rate)} hit rate`, "cache"),
+    kpi("Saved by the cache", fmtUSD(s.cache_saved_usd), "by answers replayed", "saved"),
     kpi("Rate-limited", fmtCount(s.rate_limited), `${fmtCount(s.budget_refused)} over budget`, "ratelimited"),
     kpi("Latency p50", fmtMs(s.latency_ms.p50), `p95 ${fmtMs(s.latency_ms.p95)} · p99 ${fmtMs(s.latency_ms.p99)}`, "latency"),
-    kpi("Time to first byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMs(s.ttfb_ms.p95)}`, "ttfb"),
+    kpi("First byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMs(s.ttfb_ms.p95)}`, "ttfb"),
   );
 }
 

@@ -68,7 +68,7 @@ export async function render(root, ctx) {
     fact("session", session, d.session_path ? el("span", { class: "muted" }, " " + d.session_path) : null),
     fact("gateway key", d.key_id || "–"),
     fact("retries / fallback", `${d.retry_count} / ${d.fallback_index < 0 ? "none" : "#" + d.fallback_index}`),
-    fact("feedback", d.feedback ? (d.feedback.rating === true ? "👍 positive" : d.feedback.rating === false ? "👎 negative" : "cleared") : "–"),
+    fact("feedback", d.feedback ? (d.feedback.rating === true ? "positive" : d.feedback.rating === false ? "negative" : "cleared") : "–"),
     d.scores.length ? fact("scores", d.scores.map((s) => el("span", { class: "tag" }, `${s.name} ${s.value}`))) : null,
     Object.keys(d.properties).length ? fact("properties", Object.entries(d.properties).map(([k, v]) => el("span", { class: "tag" }, `${k}=${v}`))) : null,
   );
