@@ -113,3 +113,12 @@ def test_prior_is_the_mean_of_measured_targets() -> None:
     outcome(h, 0.0, False, 0.2, key="a")
     outcome(h, 0.0, False, 0.4, key="b")
     assert h.prior(["a", "b", "c"]) == pytest.approx(0.3)
+
+
+def test_a_request_sent_to_an_ejected_target_anyway_is_its_probe() -> None:
+    h = Health(CFG)
+    for i in range(3):
+        outcome(h, 0.0, True)
+    h.started("t", 1.0)  # every target of the route was ejected: this one was least bad
+    h.finished("t", 1.1, False, 0.1)
+    assert h.get("t").state == State.CLOSED and h.available("t", 1.2)

@@ -331,3 +331,18 @@ def test_embeddings_route_among_openai_format_targets(start_gateway: Callable[..
     assert b.mock.requests[-1].path == "/v1/embeddings"
     with pytest.raises(openai.BadRequestError, match="only chat completions are translated"):
         c.embeddings.create(model="claude-only", input="hello")
+
+
+def test_with_every_target_ejected_requests_still_go_out(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+    a, b = mocks
+    gw = start_gateway(route_config(a, b, consecutive_failures=1, cooldown="30s", max_cooldown="1m"))
+    a.mock.status, b.mock.status = 503, 502
+    r = chat(gw, model="smart")
+    assert r.status_code == 502 and r.json()["error"]["message"] == "mock error 502"  # both ejected now
+    r = chat(gw, model="smart")  # not a gateway refusal: the least-bad target (a, back soonest) first, then b
+    assert r.status_code == 502 and r.json()["error"]["message"] == "mock error 502"
+    assert (a.mock.request_count, b.mock.request_count) == (2, 2)
+    a.mock.status = 0
+    r = chat(gw, model="smart")  # that request was a's probe: it is back at once, not after 30 s
+    assert r.status_code == 200 and r.json()["model"] == "gpt-4o-mini"
+    assert chat(gw, model="smart").headers["helicone-fallback-index"] == "0"

@@ -95,10 +95,14 @@ class Health:
     # --- changing -----------------------------------------------------------------------------
 
     def started(self, key: str, now: float) -> None:
-        """A request goes to ``key``: a half-open target's probe starts."""
+        """A request goes to ``key``: a half-open target's probe starts.
+
+        An ejected target only gets a request before its cool-down ends when every target of its
+        route is ejected (balance.py): that request is its probe too, so a success brings it back.
+        """
         th = self.get(key)
         th.in_flight += 1
-        if th.state == State.EJECTED and now >= th.ejected_until:
+        if th.state == State.EJECTED:
             th.state = State.HALF_OPEN
         if th.state == State.HALF_OPEN:
             th.probe_started = now
