@@ -344,3 +344,19 @@ def test_session_trace_tree(dashboard: Dashboard, browser: webdriver.Chrome) -> 
     paths = [e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, "tr.node")]
     assert paths == ["/", "/answer", "/answer/check"]
     finish_view(browser, dashboard, "session-live")
+
+
+def test_vendored_chart_library_is_the_locked_npm_build() -> None:
+    """The committed uPlot build is byte for byte what ``npm ci`` installs from the lockfile
+    (scripts/bootstrap test runs it), so nobody ships a hand-edited or stale copy."""
+    root = Path(__file__).resolve().parents[2]
+    lock = orjson.loads((root / "dashboard-src" / "package-lock.json").read_bytes())
+    locked = lock["packages"]["node_modules/uplot"]["version"]
+    installed = root / "dashboard-src" / "node_modules" / "uplot"
+    assert installed.is_dir(), "run scripts/bootstrap test (npm ci in dashboard-src)"
+    assert orjson.loads((installed / "package.json").read_bytes())["version"] == locked
+    vendor = root / "src" / "fastgw" / "analytics" / "dashboard" / "vendor"
+    for source, copy in [("dist/uPlot.iife.min.js", "uPlot.iife.min.js"), ("dist/uPlot.min.css", "uPlot.min.css"),
+                         ("LICENSE", "uPlot.LICENSE")]:
+        assert (vendor / copy).read_bytes() == (installed / source).read_bytes(), copy
+    assert f"(v{locked})" in (vendor / "uPlot.iife.min.js").read_text()[:200]
