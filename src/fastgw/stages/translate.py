@@ -14,18 +14,23 @@ route can fall back across formats. There are three cases:
    stream event by event as it arrives. The usage chunk a client didn't ask for goes to
    ``ctx.hidden_usage`` for the log.
 
-The log keeps the client's body (``ctx.body`` is restored after the attempt) and records the
-OpenAI format for the answer (requestlog/record.py), since that is what the client received.
+The log keeps the client's body (``ctx.body`` is restored after the attempt). Once a translated
+answer is on its way, ``ctx.provider`` becomes the same provider with the OpenAI format: everything
+that reads the answer afterwards (the cache's end-of-stream check, the cost meter, the log record,
+a mid-stream error event) must see the format the client received, not the one the provider spoke.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from fastgw.context import RequestContext
 from fastgw.errors import UpstreamProtocolError
 from fastgw.providers.base import Adapter, Call, StreamTranslator
 from fastgw.providers.credentials import credential_for
+from fastgw.providers.formats import FORMATS
+from fastgw.providers.table import Provider
 from fastgw.stages.base import BodyStream, Handler, Response
 
 # Upstream headers that describe the native body, which the translated body replaces.
@@ -36,6 +41,7 @@ _ERROR_BODY_LIMIT = 1 << 20  # an error answer longer than this is cut before tr
 class Translate:
     def __init__(self, next: Handler) -> None:
         self.next = next
+        self._answered: dict[Provider, Provider] = {}  # provider -> itself with the OpenAI format
 
     async def __call__(self, ctx: RequestContext) -> Response:
         provider = ctx.provider
@@ -59,7 +65,17 @@ class Translate:
         head = call.headers + fmt.upstream_auth(call, ctx.method, credential_for(ctx, provider))
         head += b"accept: text/event-stream\r\n" if call.stream else b"accept: application/json\r\n"
         response = await self._send(ctx, call, head)
-        return await translate_response(fmt, call, response, ctx)
+        translated = await translate_response(fmt, call, response, ctx)
+        ctx.provider = self._as_openai(provider)
+        return translated
+
+    def _as_openai(self, provider: Provider) -> Provider:
+        answered = self._answered.get(provider)
+        if answered is None:
+            answered = dataclasses.replace(provider, format=FORMATS["openai"])
+            if len(self._answered) < 1024:
+                self._answered[provider] = answered
+        return answered
 
     async def _send(self, ctx: RequestContext, call: Call, head: bytes | None) -> Response:
         body, path = ctx.body, ctx.upstream_path
