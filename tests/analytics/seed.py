@@ -52,8 +52,8 @@ def seed_rows(now: datetime, n: int = 600, seed: int = 7) -> list[dict[str, Any]
             "session_id": rnd.choice(["", "", "", "s-1", "s-2"]), "session_path": "",
             "cache_status": cache, "cache_saved_nanousd": rnd.randrange(0, 5_000_000) if cache == "hit" else 0,
             "key_id": rnd.choice(["", "k1", "k2"]),
-            "request_body": '{"messages":[{"role":"user","content":"needle %d"}]}' % i,
-            "response_body": SSE if stream else '{"choices":[{"message":{"content":"answer %d"}}]}' % i,
+            "request_body": f'{{"messages":[{{"role":"user","content":"needle {i}"}}]}}',
+            "response_body": SSE if stream else f'{{"choices":[{{"message":{{"content":"answer {i}"}}}}]}}',
         })
     base = now - timedelta(minutes=30)
     for j, path in enumerate(["/plan", "/plan/search", "/plan/search", "/plan/write", "", "/review/deep/er"]):

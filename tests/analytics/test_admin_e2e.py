@@ -53,7 +53,8 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def send_traffic(gw: GatewayProcess) -> None:

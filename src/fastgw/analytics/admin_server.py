@@ -50,11 +50,11 @@ class AdminServer:
     """Owns the listening socket, its serving thread and the read connection."""
 
     def __init__(self, config: AdminConfig, sink_url: str, metrics: Any = None,
-                 dashboard_dir: Path = DASHBOARD_DIR) -> None:
+                 dashboard_dir: Path = DASHBOARD_DIR, store_handles: int = 1) -> None:
         self.config = config
         self.dashboard_dir = dashboard_dir.resolve()
         self.require_key = key_required(config.host, config.key)
-        self.store = LogStore(sink_url)
+        self.store = LogStore(sink_url, store_handles)
         self.metrics = metrics  # has render(accept) -> (content_type, bytes); None: metrics off
         self.routes: list[tuple[re.Pattern[str], Handler]] = [
             (re.compile(r"^/api/v1/summary$"), lambda p, a: aggregates.summary(self.store, p)),
@@ -126,7 +126,7 @@ def _make_handler(server: AdminServer) -> type[BaseHTTPRequestHandler]:
         server_version = "fastgw-admin"
         timeout = 30  # an idle or trickling connection gives its thread back
 
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             if not server.authorized(self.headers.get("Authorization")):
                 err = Unauthorized("the admin API needs Authorization: Bearer <admin.key>")

@@ -44,11 +44,12 @@ class LogStore:
     """Runs parameterised reads against ``<database>.requests`` and its neighbours.
 
     Up to ``handles`` reads run at once, each on its own client (a client is not for concurrent
-    use): the dashboard asks for a dozen things when the page opens, and on two or more cores they
-    overlap. More would only fight the exporter for CPU.
+    use). One is the default: ClickHouse already spreads a query over every core, and on the
+    2-core test machine the dashboard's 16 calls took longer with two handles than with one
+    (benchmarks/bench_admin.py --handles), while a second reader also takes CPU from the exporter.
     """
 
-    def __init__(self, sink_url: str, handles: int = 2) -> None:
+    def __init__(self, sink_url: str, handles: int = 1) -> None:
         scheme = sink_url.split(":", 1)[0].lower()
         # None: the sink is not ClickHouse (jsonl, none), so there is nothing to query.
         self.target = ClickHouseSink.from_url(sink_url) if scheme in ("chdb", "http", "https") else None

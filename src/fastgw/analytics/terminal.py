@@ -17,8 +17,8 @@ import sys
 import time
 import urllib.request
 from collections import OrderedDict
-from datetime import datetime, timedelta
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode
@@ -48,7 +48,7 @@ class AdminClient:
         except HTTPError as exc:
             try:
                 message = orjson.loads(exc.read())["error"]["message"]
-            except Exception:
+            except (orjson.JSONDecodeError, KeyError, TypeError):  # not our JSON: a proxy's page
                 message = exc.reason
             raise AdminUnavailable(f"{url}: {exc.code} {message}") from None
         except (URLError, OSError) as exc:
@@ -128,12 +128,12 @@ def summary_text(s: dict[str, Any]) -> str:
     r, t, lat = s["range"], s["tokens"], s["latency_ms"]
     return "\n".join([
         f"{r['since']} → {r['until']}",
-        f"requests {s['requests']:,}   errors {s['errors']:,} ({s['error_rate']:.1%})   "
-        f"cost ${s['cost_usd']:.4f}" + (f" (+{s['unpriced']:,} unpriced)" if s["unpriced"] else ""),
-        f"tokens {t['total']:,} (prompt {t['prompt']:,}, completion {t['completion']:,}, "
-        f"cache read {t['cache_read']:,})",
-        f"cache hits {s['cache_hits']:,} (hit rate {s['cache_hit_rate']:.1%}), saved ${s['cache_saved_usd']:.4f}   "
-        f"rate-limited {s['rate_limited']:,}   budget refusals {s['budget_refused']:,}",
+        (f"requests {s['requests']:,}   errors {s['errors']:,} ({s['error_rate']:.1%})   "
+         f"cost ${s['cost_usd']:.4f}" + (f" (+{s['unpriced']:,} unpriced)" if s["unpriced"] else "")),
+        (f"tokens {t['total']:,} (prompt {t['prompt']:,}, completion {t['completion']:,}, "
+         f"cache read {t['cache_read']:,})"),
+        (f"cache hits {s['cache_hits']:,} (hit rate {s['cache_hit_rate']:.1%}), saved ${s['cache_saved_usd']:.4f}   "
+         f"rate-limited {s['rate_limited']:,}   budget refusals {s['budget_refused']:,}"),
         f"latency ms   p50 {_num(lat['p50'])}   p95 {_num(lat['p95'])}   p99 {_num(lat['p99'])}",
     ])
 
