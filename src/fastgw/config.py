@@ -100,6 +100,15 @@ class ProviderConfig:
     chat_path: str = "/v1/chat/completions"
     # Unified API: leave out OpenAI parameters this provider can't honour instead of answering 400.
     drop_params: bool = False
+    # Bedrock (format bedrock): the AWS region; None: AWS_REGION, then AWS_DEFAULT_REGION, then us-east-1.
+    region: str | None = None
+    # Bedrock: the key pair requests are signed with (SigV4); None: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    # / AWS_SESSION_TOKEN from the environment. Clients never send AWS credentials.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    # Azure OpenAI (format azure): api-version added when the client's query has none.
+    api_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +329,7 @@ class Config:
 
 
 DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {name: dict(spec) for name, spec in CATALOG.items()}
-WIRE_FORMATS = ("openai", "anthropic", "gemini")  # providers/formats.py has one adapter for each
+WIRE_FORMATS = ("openai", "anthropic", "gemini", "bedrock", "azure")  # providers/formats.py has one adapter for each
 ROUTE_STRATEGIES = ("ordered", "weighted", "latency", "cost")
 
 
@@ -399,6 +408,11 @@ def validate(config: Config) -> None:
             raise ConfigError(f"providers.{name}.format", f"must be one of {', '.join(WIRE_FORMATS)}", src)
         if not p.chat_path.startswith("/"):
             raise ConfigError(f"providers.{name}.chat_path", "must start with /", src)
+        if (p.aws_access_key_id is None) != (p.aws_secret_access_key is None):
+            raise ConfigError(f"providers.{name}.aws_secret_access_key",
+                              "set aws_access_key_id and aws_secret_access_key together, or neither", src)
+        if p.region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", p.region):
+            raise ConfigError(f"providers.{name}.region", f"{p.region!r} is not an AWS region (us-east-1)", src)
     if config.default_provider not in config.providers:
         raise ConfigError("default_provider", f"no provider named {config.default_provider!r}", src)
     lg = config.logging

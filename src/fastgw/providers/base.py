@@ -41,6 +41,7 @@ import orjson
 from fastgw.errors import BadRequest
 
 if TYPE_CHECKING:
+    from fastgw.config import ProviderConfig
     from fastgw.context import RequestContext
     from fastgw.providers.table import Provider
 
@@ -110,6 +111,12 @@ class Adapter:
     auth_prefix = b"Bearer "  # written before the key in that header
     translates = False  # False: a unified request is OpenAI's body with the model rewritten
     prepares_passthrough = False  # True: prepare_passthrough runs on every pass-through request
+
+    def bind(self, config: ProviderConfig) -> tuple[Adapter, str]:
+        """This format for one configured provider, and the base URL to use. Formats with
+        per-provider settings (Bedrock's region and signing keys, Azure's api-version) return a
+        configured copy; the others are shared as they are."""
+        return self, config.base_url
 
     def auth_line(self, api_key: str) -> bytes:
         return self.auth_header + b": " + self.auth_prefix + api_key.encode("latin-1") + b"\r\n"

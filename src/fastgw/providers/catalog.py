@@ -28,4 +28,6 @@ CATALOG: dict[str, dict[str, Any]] = {
     "fireworks": {"base_url": "https://api.fireworks.ai/inference", "format": "openai"},
     "openrouter": {"base_url": "https://openrouter.ai/api", "format": "openai"},
     "perplexity": {"base_url": "https://api.perplexity.ai", "format": "openai", "chat_path": "/chat/completions"},
+    # {region}: providers.bedrock.region, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1
+    "bedrock": {"base_url": "https://bedrock-runtime.{region}.amazonaws.com", "format": "bedrock"},
 }

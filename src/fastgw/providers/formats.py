@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 from fastgw.providers.anthropic import ANTHROPIC
+from fastgw.providers.azure import AZURE
 from fastgw.providers.base import Adapter
+from fastgw.providers.bedrock import BEDROCK
 from fastgw.providers.gemini import GEMINI
 from fastgw.providers.openai import OPENAI
 
@@ -17,4 +19,6 @@ FORMATS: dict[str, Adapter] = {
     "openai": OPENAI,
     "anthropic": ANTHROPIC,
     "gemini": GEMINI,
+    "bedrock": BEDROCK,
+    "azure": AZURE,
 }

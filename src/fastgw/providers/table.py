@@ -55,8 +55,8 @@ class Provider:
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
-        origin, base_path = parse_base_url(pc.base_url)
-        fmt = FORMATS[pc.format]
+        fmt, base_url = FORMATS[pc.format].bind(pc)
+        origin, base_path = parse_base_url(base_url)
         return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None,
                    pc.chat_path, pc.drop_params)
 

@@ -34,6 +34,7 @@ import httptools
 import orjson
 
 from . import mock_payloads as P
+from .mock_bedrock_azure import plan_cloud
 
 _LINGER0 = struct.pack("ii", 1, 0)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
@@ -112,6 +113,8 @@ class MockUpstream:
 
     Endpoints: POST /v1/chat/completions, /v1/embeddings, /v1/responses, /v1/messages,
     /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse (Gemini);
+    Bedrock's /model/{id}/converse[-stream] and /invoke[-with-response-stream] (SigV4 checked) and
+    Azure's /openai/deployments/{d}/chat/completions (testing/mock_bedrock_azure.py);
     a request that forces a tool (Anthropic tool_choice any/tool, Gemini mode ANY) gets a tool call;
     GET /v1/models (Anthropic shape when an ``anthropic-version`` header is sent);
     GET /__mock/health and /__mock/stats (neither recorded nor affected by controls).
@@ -199,6 +202,9 @@ class MockUpstream:
         delay = _num(ctl, b"x-mock-chunk-delay-ms", self.chunk_delay_ms, float) / 1000.0
         reset = ctl.get(b"x-mock-reset", self.reset)
         reset = reset.strip().lower() if reset else None
+        cloud = plan_cloud(self, req, ctl, keep_alive, latency, delay, reset)  # Bedrock and Azure paths
+        if cloud is not None:
+            return cloud
 
         anthropic = path.startswith("/v1/messages")
         gemini = path.startswith("/v1beta/models/")
