@@ -112,6 +112,8 @@ def test_admin_api_stats_and_tail_on_a_running_gateway(start_gateway, mock: Mock
     assert len({len(row) for row in table[:3]}) <= 2  # aligned columns (the header may be shorter)
     as_json = cli("stats", "--since", "1h", "--admin", base, "--admin-key", KEY, "--json")
     assert orjson.loads(as_json.stdout)["summary"]["requests"] == 8
+    from_config = cli("stats", "--since", "1h", "--config", str(gw.config_path))  # 0.0.0.0 → loopback, key
+    assert from_config.returncode == 0 and "requests 8 " in from_config.stdout, from_config.stderr
     refused = cli("stats", "--admin", base, "--admin-key", "wrong")
     assert refused.returncode == 1 and "401" in refused.stderr
 
