@@ -35,6 +35,11 @@ export function fmtMs(ms) {
   return (ms / 3600000).toFixed(1) + " h";
 }
 
+// For tight spots (the header cards): seconds with one decimal.
+export function fmtMsShort(ms) {
+  return ms != null && ms >= 1000 && ms < 60000 ? (ms / 1000).toFixed(1) + " s" : fmtMs(ms);
+}
+
 export function fmtPct(r) {
   if (r == null || Number.isNaN(r)) return "–";
   const p = r * 100;

@@ -3,7 +3,7 @@
 
 import { get } from "./api.js";
 import { COLORS, disposeCharts, timeChart } from "./charts.js";
-import { el, fmtCompact, fmtCount, fmtMs, fmtPct, fmtUSD } from "./format.js";
+import { el, fmtCompact, fmtCount, fmtMs, fmtMsShort, fmtPct, fmtUSD } from "./format.js";
 
 const TOP = 10;
 
@@ -21,8 +21,8 @@ function kpis(s) {
     kpi("Cache hits", fmtCount(s.cache_hits), `${fmtPct(s.cache_hit_rate)} hit rate`, "cache"),
     kpi("Saved by the cache", fmtUSD(s.cache_saved_usd), "by answers replayed", "saved"),
     kpi("Rate-limited", fmtCount(s.rate_limited), `${fmtCount(s.budget_refused)} over budget`, "ratelimited"),
-    kpi("Latency p50", fmtMs(s.latency_ms.p50), `p95 ${fmtMs(s.latency_ms.p95)} · p99 ${fmtMs(s.latency_ms.p99)}`, "latency"),
-    kpi("First byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMs(s.ttfb_ms.p95)}`, "ttfb"),
+    kpi("Latency p50", fmtMs(s.latency_ms.p50), `p95 ${fmtMsShort(s.latency_ms.p95)} · p99 ${fmtMsShort(s.latency_ms.p99)}`, "latency"),
+    kpi("First byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMsShort(s.ttfb_ms.p95)} · p99 ${fmtMsShort(s.ttfb_ms.p99)}`, "ttfb"),
   );
 }
 

@@ -22,6 +22,7 @@ function filterForm(ctx) {
     choice("cache", "cache", [["", "any"], ["hit", "hit"], ["miss", "miss"], ["none", "not used"]]),
     text("session", "session", "session id"),
     text("property", "property", "name=value"),
+    text("key", "gateway key", "key id"),
     text("q", "search", "text in prompt or answer"),
     el("div", { class: "actions" },
       el("button", { type: "submit" }, "Filter"),
