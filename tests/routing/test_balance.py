@@ -68,3 +68,25 @@ def test_when_all_are_ejected_the_one_back_soonest_goes_first() -> None:
     eject(h, "a", 2.0)
     eject(h, "c", 1.0)
     assert order([A, B, C], "latency", h, 3.0) == [1, 2, 0]
+
+
+def test_a_slow_target_left_alone_is_tried_again_later() -> None:
+    h = Health(CFG)  # latency_decay 5 s: estimates fade with a 20 s time constant
+    for key, lat in (("a", 0.3), ("b", 0.05)):
+        h.started(key, 0.0)
+        h.finished(key, 0.0, False, lat)
+    assert order([A, B], "latency", h, 1.0, random.Random(0).random)[0] == 1
+    for t in range(1, 41):  # b keeps serving (and being measured); a gets nothing
+        h.started("b", float(t))
+        h.finished("b", float(t), False, 0.05)
+    assert order([A, B], "latency", h, 30.0, random.Random(0).random)[0] == 1  # 0.3 * e^-1.5 = 0.067 > 0.05
+    assert order([A, B], "latency", h, 40.0, random.Random(0).random)[0] == 0  # 0.3 * e^-2 = 0.041 < 0.05
+
+
+def test_an_unmeasured_target_is_an_even_draw_against_a_measured_one() -> None:
+    h = Health(CFG)
+    h.started("a", 0.0)
+    h.finished("a", 0.0, False, 0.2)
+    rng = random.Random(5)
+    firsts = Counter(order([A, B], "latency", h, 3.0, rng.random)[0] for _ in range(2000))
+    assert 800 < firsts[1] < 1200  # b, never measured, is neither favoured nor shunned

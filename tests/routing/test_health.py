@@ -3,6 +3,8 @@ grow, rate-limit pressure and the peak-EWMA latency. The clock is a number we pa
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fastgw.config import HealthConfig
@@ -102,17 +104,19 @@ def test_peak_ewma_jumps_up_decays_down_and_fades_to_the_prior() -> None:
     assert h.get("t").latency == 0.5  # a slow answer counts at once
     outcome(h, 1.0, False, 0.1)  # one time constant later: e^-1 of the old value remains
     assert h.get("t").latency == pytest.approx(0.5 * 0.36788 + 0.1 * 0.63212, rel=1e-4)
-    now_est = h.latency("t", 1.0, prior=1.0)
-    assert now_est == pytest.approx(h.get("t").latency)
-    assert h.latency("t", 100.0, prior=1.0) == pytest.approx(1.0, rel=1e-6)  # stale: back to the prior
+    assert h.latency("t", 1.0, prior=1.0) == pytest.approx(h.get("t").latency)  # fresh: as measured
+    fresh = h.get("t").latency
+    assert h.latency("t", 5.0, prior=1.0) == pytest.approx(fresh * math.exp(-1))  # 4 x decay later
+    assert h.latency("t", 100.0, prior=1.0) < 1e-5  # stale: it will be tried (and measured) again
 
 
 def test_prior_is_the_mean_of_measured_targets() -> None:
     h = Health(CFG)
-    assert h.prior(["a", "b"]) == NEUTRAL_LATENCY_S
+    assert h.prior(["a", "b"], 0.0) == NEUTRAL_LATENCY_S
     outcome(h, 0.0, False, 0.2, key="a")
     outcome(h, 0.0, False, 0.4, key="b")
-    assert h.prior(["a", "b", "c"]) == pytest.approx(0.3)
+    assert h.prior(["a", "b", "c"], 0.0) == pytest.approx(0.3)
+    assert h.prior(["a", "c"], 2.0) == h.latency("a", 2.0, 0.0)  # one measured target: an even draw
 
 
 def test_a_request_sent_to_an_ejected_target_anyway_is_its_probe() -> None:

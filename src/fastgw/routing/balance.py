@@ -44,7 +44,7 @@ def order(candidates: Sequence[Candidate], strategy: str, health: Health, now: f
             ready.append(i)
     if not ready and not pressured:
         return sorted(ejected, key=lambda i: health.get(candidates[i].key).ejected_until)
-    prior = health.prior([c.key for c in candidates])
+    prior = health.prior([c.key for c in candidates], now)
     return [*_within(ready, candidates, strategy, health, now, rand, prior),
             *_within(pressured, candidates, strategy, health, now, rand, prior)]
 

@@ -12,8 +12,9 @@ Failures are 5xx answers and connection errors or timeouts. A 429, ``retry-after
 ``x-ratelimit-remaining-requests`` / ``-tokens`` at (almost) nothing is not a failure but
 *pressure*: the provider is about to refuse, so the target is tried after the unpressured ones
 until the hint runs out (the Retry-After, else a few seconds). Latency is a peak-EWMA of the time to
-the response head (up at once on a slow answer, down gradually), which fades back towards the
-neutral prior as it grows stale, so a target that was slow once is tried again later.
+the response head (up at once on a slow answer, down gradually), which fades as it grows stale, so
+a target that was slow once is tried again later; a target never measured gets a neutral prior
+(the mean of its route's measured targets), neither favoured nor shunned.
 """
 
 from __future__ import annotations
@@ -80,17 +81,22 @@ class Health:
         return now < self.get(key).pressure_until
 
     def latency(self, key: str, now: float, prior: float) -> float:
-        """The target's latency estimate, faded towards ``prior`` as the last sample ages."""
+        """The target's latency estimate; ``prior`` when it was never measured.
+
+        An estimate nobody refreshes fades towards zero (time constant 4 x ``latency_decay``), so a
+        target that lost to a faster one is tried again once in a while and measured afresh:
+        after about ``4 * latency_decay * ln(slow / fast)`` seconds without traffic.
+        """
         th = self.get(key)
         if th.latency is None:
             return prior
-        fade = math.exp(-(now - th.latency_at) / (4 * self.config.latency_decay))
-        return prior + (th.latency - prior) * fade
+        return th.latency * math.exp(-max(0.0, now - th.latency_at) / (4 * self.config.latency_decay))
 
-    def prior(self, keys: list[str]) -> float:
-        """The neutral guess for an unmeasured target: the mean of its route's measured ones."""
-        known = [self.get(k).latency for k in keys if self.get(k).latency is not None]
-        return sum(known) / len(known) if known else NEUTRAL_LATENCY_S  # type: ignore[arg-type]
+    def prior(self, keys: list[str], now: float) -> float:
+        """The neutral guess for an unmeasured target: the mean of its route's measured estimates
+        (as ``latency`` gives them now), so next to a single measured target it is an even draw."""
+        known = [self.latency(k, now, 0.0) for k in keys if self.get(k).latency is not None]
+        return sum(known) / len(known) if known else NEUTRAL_LATENCY_S
 
     # --- changing -----------------------------------------------------------------------------
 
