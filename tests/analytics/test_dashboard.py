@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -267,8 +268,41 @@ def test_time_range_picker(dashboard: Dashboard, browser: webdriver.Chrome) -> N
     assert last_hour == dashboard.api("/summary?since=1h")["requests"]
     assert "active" in browser.find_element(By.CSS_SELECTOR, "[data-since='1h']").get_attribute("class")
     finish_view(browser, dashboard, "overview-1h")
+
+    # A custom range: from 3 hours ago to 1 hour ago, typed in the pickers (local time).
+    browser.execute_script("""
+        const pad = (n) => String(n).padStart(2, "0");
+        const local = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+        const form = document.getElementById("range");
+        form.from.value = local(new Date(Date.now() - 3 * 3600e3));
+        form.to.value = local(new Date(Date.now() - 3600e3));""")
+    browser.find_element(By.CSS_SELECTOR, "#range button[type=submit]").click()
+    wait_ready(browser, "overview")
+    params = dict(p.split("=", 1) for p in browser.current_url.split("?", 1)[1].split("&"))
+    since, until = (urllib.parse.unquote(params[k]) for k in ("since", "until"))
+    expected = dashboard.api(f"/summary?since={urllib.parse.quote(since)}&until={urllib.parse.quote(until)}")["requests"]
+    assert 0 < expected < dashboard.total
+    assert text(browser, "[data-kpi=requests] .kpi-value") == fmt_count(expected)
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-since].active")
+    finish_view(browser, dashboard, "overview-custom-range")
     browser.find_element(By.CSS_SELECTOR, "[data-since='24h']").click()
     wait_ready(browser, "overview")
+
+
+def test_a_refused_filter_is_shown_not_swallowed(dashboard: Dashboard, browser: webdriver.Chrome) -> None:
+    """A value the API refuses (a bad date in the URL) shows the API's message; the page stays usable."""
+    open_view(browser, dashboard, "/overview", "overview")
+    browser.execute_script("location.hash = '#/requests?since=yesterday-ish'")
+    WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.body.dataset.ready") == "error")
+    notice = browser.find_element(By.ID, "notice")
+    assert notice.is_displayed() and notice.text.startswith("The admin API refused:") and "since" in notice.text
+    logged = browser.get_log("browser")  # the 400 itself is the one console line, by the browser
+    assert len(logged) == 1 and "status of 400" in logged[0]["message"], logged
+    browser.find_element(By.CSS_SELECTOR, "[data-since='6h']").click()
+    wait_ready(browser, "requests")
+    assert not browser.find_element(By.ID, "notice").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "table.log tbody tr")
+    finish_view(browser, dashboard, "requests-6h")
 
 
 def test_request_log_filters_and_pages(dashboard: Dashboard, browser: webdriver.Chrome) -> None:
