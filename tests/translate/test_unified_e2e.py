@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -307,3 +308,28 @@ def test_raw_bad_json_stays_with_the_default_provider(gw: GatewayProcess) -> Non
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code == 400 and "error" in json.loads(info.value.read())
+
+
+def test_stream_chunks_arrive_as_the_provider_sends_them(client: openai.OpenAI, up: MockUpstreamThread) -> None:
+    up.mock.chunk_delay_ms = 150
+    try:
+        times = []
+        for chunk in client.chat.completions.create(model="anthropic/claude-sonnet-4-5", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}]):
+            if chunk.choices and chunk.choices[0].delta.content:
+                times.append(time.monotonic())
+    finally:
+        up.mock.chunk_delay_ms = 0
+    assert len(times) == 4 and times[-1] - times[0] > 0.3  # not gathered up and sent at the end
+
+
+def test_stream_cut_upstream_ends_with_an_openai_error(client: openai.OpenAI, up: MockUpstreamThread) -> None:
+    up.mock.chunk_delay_ms, up.mock.reset = 20, b"mid"
+    try:
+        with pytest.raises(openai.APIError) as info:
+            for _ in client.chat.completions.create(model="anthropic/claude-sonnet-4-5", stream=True,
+                                                    messages=[{"role": "user", "content": "hi"}]):
+                pass
+    finally:
+        up.mock.chunk_delay_ms, up.mock.reset = 0, None
+    assert "upstream" in str(info.value).lower()

@@ -28,8 +28,27 @@ from fastgw.stages.base import Handler, Response
 # path other than the one we checked, so such paths are refused rather than normalised here.
 _DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?=/|\?|#|$)", re.IGNORECASE)
 UNIFIED_PATH = b"/v1/chat/completions"
-# At a "model" key: its value's first segment, when the value has a "/" (no escapes inside).
-_MODEL_PREFIX = re.compile(rb'"model"\s*:\s*"([A-Za-z0-9_-]+)/')
+# At a "model" key with a string value; group 1: the value's first segment when it has a "/".
+_MODEL_VALUE = re.compile(rb'"model"\s*:\s*"(?:([A-Za-z0-9_-]++)/)?')  # possessive: no backtracking
+
+
+def model_key(body: bytes) -> re.Match[bytes] | None:
+    """The first ``"model": "..."`` in the body, looked for where SDKs write it before anywhere
+    else: the start (JavaScript SDKs), then the end (the Python SDK writes ``messages`` first), so
+    that pass-through rarely scans a long body. A "model" key whose value is not a string (a tool
+    schema's property) is skipped."""
+    key = b'"model"'
+    for at in (body.find(key, 0, 256), body.rfind(key, max(0, len(body) - 512))):
+        m = _MODEL_VALUE.match(body, at) if at >= 0 else None
+        if m is not None:
+            return m
+    at = body.find(key)
+    while at >= 0:
+        m = _MODEL_VALUE.match(body, at)
+        if m is not None:
+            return m
+        at = body.find(key, at + 7)
+    return None
 
 
 def resolve_unified(ctx: RequestContext, providers: dict[bytes, Provider]) -> Provider | None:
@@ -40,29 +59,28 @@ def resolve_unified(ctx: RequestContext, providers: dict[bytes, Provider]) -> Pr
     ``"openrouter/meta-llama/llama-3-8b"`` asks OpenRouter for ``meta-llama/llama-3-8b``) and
     ``ctx.upstream_path`` (the provider's chat endpoint; Translate rewrites it per attempt), and
     returns the provider. Anything else is None and stays plain pass-through to the default
-    provider. The body is only parsed when a raw scan finds such a prefix, so pass-through pays a
-    ``find``. Routes (``routes:``) are resolved by the Router, which sets ``ctx.unified`` itself;
-    call this first to keep provider prefixes winning over route names.
+    provider. The body is parsed only when the raw scan (``model_key``) finds such a prefix, and the
+    parsed top-level ``model`` has the last word; a body whose first string-valued "model" found is
+    a nested one without a provider prefix is taken as pass-through. Routes (``routes:``) are
+    resolved by the Router, which sets ``ctx.unified`` itself; provider prefixes are resolved here
+    first, so they win over a route of the same name.
     """
-    body = ctx.body
-    at = body.find(b'"model"')
-    while at >= 0:
-        m = _MODEL_PREFIX.match(body, at)
-        provider = providers.get(m.group(1)) if m is not None else None
-        if m is not None and provider is not None:
-            try:
-                chat = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return None  # the default provider answers malformed JSON itself
-            model = chat.get("model") if isinstance(chat, dict) else None
-            if not isinstance(model, str) or not model.startswith(m.group(1).decode() + "/"):
-                return None  # the scan found a "model" that is not the top-level key
-            ctx.unified = chat
-            ctx.model_override = model.split("/", 1)[1]
-            ctx.upstream_path = (provider.base_path + provider.chat_path).encode()
-            return provider
-        at = body.find(b'"model"', at + 7)
-    return None
+    m = model_key(ctx.body)
+    prefix = m.group(1) if m is not None else None
+    provider = providers.get(prefix) if prefix is not None else None
+    if provider is None:
+        return None
+    try:
+        chat = orjson.loads(ctx.body)
+    except orjson.JSONDecodeError:
+        return None  # the default provider answers malformed JSON itself
+    model = chat.get("model") if isinstance(chat, dict) else None
+    if not isinstance(model, str) or not model.startswith(prefix.decode() + "/"):  # type: ignore[union-attr]
+        return None  # the scan found a "model" that is not the top-level key
+    ctx.unified = chat
+    ctx.model_override = model.split("/", 1)[1]
+    ctx.upstream_path = (provider.base_path + provider.chat_path).encode()
+    return provider
 
 
 def origin_form(method: bytes, target: bytes) -> bytes:
