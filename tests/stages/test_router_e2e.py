@@ -117,9 +117,10 @@ def fallbacks(*entries: dict[str, Any]) -> str:
     return json.dumps(list(entries))
 
 
-def test_helicone_fallbacks_move_on_by_oncodes(start_gateway: Callable[..., GatewayProcess], mocks: Any) -> None:
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])  # entry headers re-parsed by either twin
+def test_helicone_fallbacks_move_on_by_oncodes(start_gateway: Callable[..., GatewayProcess], mocks: Any, pure: bool) -> None:
     a, b = mocks
-    gw = start_gateway(config(a, b))
+    gw = start_gateway(config(a, b), pure=pure)
     a.mock.status = 500
     header = fallbacks(
         {"target-url": a.url, "headers": {}, "onCodes": [429, {"from": 500, "to": 599}]},
