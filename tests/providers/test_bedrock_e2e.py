@@ -283,3 +283,25 @@ def test_passthrough_wrong_signature_reaches_the_client_as_aws_error(up: MockUps
         assert json.loads(body) == {"message": "The security token included in the request is invalid."}
     finally:
         assert g.stop() == 0, g.log()
+
+
+def test_request_log_has_usage_and_no_credentials(up: MockUpstreamThread, tmp_path: Any) -> None:
+    """Pass-through (JSON and event-stream) and unified rows all carry Bedrock's token counts."""
+    g = _gateway(up, tmp_path, {**AWS_ENV, "AWS_SESSION_TOKEN": "session-token-secret"})
+    try:
+        assert _post(g, f"/bedrock/model/{MODEL}/converse", CONVERSE)[0] == 200
+        assert _post(g, f"/bedrock/model/{MODEL}/converse-stream", CONVERSE)[0] == 200
+        c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+        list(c.chat.completions.create(model=f"bedrock/{MODEL}", stream=True, messages=[{"role": "user", "content": "hi"}]))
+        c.close()
+    finally:
+        assert g.stop() == 0, g.log()
+    rows = [json.loads(line) for f in sorted((g.log_dir / "sink").rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    rows.sort(key=lambda r: r["created_at"])
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["converse", "converse-stream", "completions"]
+    for r in rows:
+        assert r["usage_source"] == "provider" and r["completion_tokens"] == 4 and r["prompt_tokens"] > 0, r
+        assert r["model_served"] == MODEL
+    dump = json.dumps(rows)
+    assert MOCK_AWS_CREDENTIALS.secret_access_key not in dump and "session-token-secret" not in dump
+    assert "client-token" not in dump  # the client's own x-amz-security-token is redacted too

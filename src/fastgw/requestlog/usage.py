@@ -34,6 +34,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Literal
+from urllib.parse import unquote
 
 import orjson
 
@@ -131,6 +132,11 @@ def _norm(u: dict, model: str | None) -> Usage:
             completion_tokens=_int(u.get("candidatesTokenCount")) + thoughts,
             cache_read_tokens=_int(u.get("cachedContentTokenCount")),
             reasoning_tokens=thoughts, model=model)
+    if "inputTokens" in u or "outputTokens" in u:  # Bedrock Converse: cache reads/writes outside inputTokens
+        b_read, b_write = _int(u.get("cacheReadInputTokens")), _int(u.get("cacheWriteInputTokens"))
+        return Usage(prompt_tokens=_int(u.get("inputTokens")) + b_read + b_write,
+                     completion_tokens=_int(u.get("outputTokens")), cache_read_tokens=b_read,
+                     cache_write_tokens=b_write, model=model)
     if "input_tokens" in u or "output_tokens" in u:  # Anthropic messages, OpenAI Responses
         itd = u.get("input_tokens_details") or {}
         otd = u.get("output_tokens_details") or {}
@@ -174,6 +180,15 @@ def _path_model(path: str) -> str | None:
     """Gemini names the model in the path (``/v1beta/models/gemini-2.5-flash:generateContent``)."""
     m = _PATH_MODEL.search(path)
     return m.group(1) if m else None
+
+
+_BEDROCK_MODEL = re.compile(r"/model/([^/?]+)/")
+
+
+def _bedrock_model(path: str) -> str | None:
+    """Bedrock too (``/model/anthropic.claude-...-v1%3A0/converse``), percent-encoded."""
+    m = _BEDROCK_MODEL.search(path)
+    return unquote(m.group(1)) if m else None
 
 
 # --------------------------------------------------------------------- usage from JSON
@@ -314,9 +329,16 @@ def extract_usage(fmt: str, path: str, body: bytes, stream: bool) -> Usage | Non
     """
     if not body:
         return None
-    usage = _json_usage(body) if _looks_like_json(body) else _sse_usage(body)
+    if _looks_like_json(body):
+        usage = _json_usage(body)
+    elif fmt == "bedrock":  # binary event-stream frames: the metadata event's JSON usage, found in the bytes
+        usage = _salvage(body)
+    else:
+        usage = _sse_usage(body)
     if usage is not None and usage.model is None and fmt == "gemini":
         usage = replace(usage, model=_path_model(path))
+    elif usage is not None and usage.model is None and fmt == "bedrock":
+        usage = replace(usage, model=_bedrock_model(path))
     return usage
 
 
