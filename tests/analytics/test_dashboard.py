@@ -79,8 +79,11 @@ def send_traffic(gw: GatewayProcess) -> Live:
                    "helicone-user-id": "erin", "helicone-property-org": "acme"}
         stream = client.chat.completions.create(
             model="gpt-4o", messages=MSGS, stream=True, stream_options={"include_usage": True},
-            extra_headers={**session, "helicone-session-path": "/answer", "helicone-request-id": live.stream_id})
-        live.stream_text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            extra_headers={**session, "helicone-session-path": "/answer", "helicone-request-id": live.stream_id,
+                           "x-mock-chunks": "7"})
+        pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        assert len(pieces) == 7  # so the page has several events to assemble
+        live.stream_text = "".join(pieces)
         client.chat.completions.create(model="gpt-4o-mini", messages=MSGS,
                                        extra_headers={**session, "helicone-session-path": "/answer/check"})
         cached = {"helicone-cache-enabled": "true", "helicone-user-id": "erin"}
@@ -255,6 +258,14 @@ def test_overview(dashboard: Dashboard, browser: webdriver.Chrome) -> None:
     expected_orgs["acme"] += 2  # the live session's two requests
     assert org_values == {k: fmt_count(v) for k, v in expected_orgs.items()}
     finish_view(browser, dashboard, "overview-by-count")
+
+    Select(browser.find_element(By.CSS_SELECTOR, "[data-card=property-values] select")).select_by_value("env")
+    wait_ready(browser, "overview")
+    env_values = {row.find_element(By.CSS_SELECTOR, ".label").text: row.find_elements(By.TAG_NAME, "td")[1].text
+                  for row in browser.find_elements(By.CSS_SELECTOR, "[data-card=property-values] tbody tr")}
+    expected_env = Counter(r["properties"]["env"] for r in dashboard.rows if "env" in r.get("properties", {}))
+    assert env_values == {k: fmt_count(v) for k, v in expected_env.items()}
+    finish_view(browser, dashboard, "overview-property-env")
 
 
 def test_time_range_picker(dashboard: Dashboard, browser: webdriver.Chrome) -> None:

@@ -1,5 +1,5 @@
 // Overview: the range's totals, its time series and the top models, users and properties.
-// Six API calls in parallel (one more, after them, for the chosen property's values).
+// Five API calls in parallel, and one for a property's values (in parallel once one is picked).
 
 import { get } from "./api.js";
 import { COLORS, disposeCharts, timeChart } from "./charts.js";
@@ -79,11 +79,15 @@ export async function render(root, ctx) {
   const orderBy = ctx.params.get("order") === "requests" ? "requests" : "cost";
   const r = { since: ctx.range.since, until: ctx.range.until };
   const top = (dim, extra = {}) => get(`/breakdown/${dim}`, { ...r, order_by: orderBy, limit: TOP, ...extra });
-  const [summary, ts, models, users, props] = await Promise.all([
+  // The property whose values to list: the one picked (fetched with the rest), else the top
+  // property name, known only once the names are in.
+  const picked = ctx.params.get("prop");
+  const [summary, ts, models, users, props, pickedValues] = await Promise.all([
     get("/summary", r), get("/timeseries", r), top("model"), top("user"), top("property"),
+    picked ? top("property", { name: picked }) : null,
   ]);
-  const propName = ctx.params.get("prop") || props.groups[0]?.key;
-  const propValues = propName ? await top("property", { name: propName }) : null;
+  const propName = picked || props.groups[0]?.key;
+  const propValues = pickedValues || (propName ? await top("property", { name: propName }) : null);
   if (ctx.stale()) return;
 
   disposeCharts();
