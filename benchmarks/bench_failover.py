@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -44,7 +43,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.helpers import free_port, wait_for_port  # noqa: E402
+from tests.helpers import free_port, wait_for_port
 
 PY = sys.executable
 TASKSET = shutil.which("taskset")
@@ -55,7 +54,8 @@ def pinned(core: int, argv: list[str]) -> list[str]:
 
 
 def start(argv: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
     wait_for_port(port, proc=proc)
     return proc
 
@@ -153,8 +153,8 @@ def main() -> int:
 
 def render(results: dict[tuple[str, str], list[dict]], reps: int, duration: float, args: argparse.Namespace) -> str:
     lines = [
-        f"# Failover: one of two targets failing half its requests ({reps} x {duration:g} s, "
-        f"-c {args.connections}, mock latency {args.latency_ms:g} ms)", "",
+        (f"# Failover: one of two targets failing half its requests ({reps} x {duration:g} s, "
+         f"-c {args.connections}, mock latency {args.latency_ms:g} ms)"), "",
         "| gateway | route | requests | success | p50 ms | p99 ms | added p50 ms | added p99 ms | to `half` |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -170,9 +170,9 @@ def render(results: dict[tuple[str, str], list[dict]], reps: int, duration: floa
         half = sum(x["half_requests"] for x in runs)
         lines.append(f"| {g} | {r} | {n} | {100 * ok / max(answers, 1):.2f}% | {p50:.2f} | {p99:.2f} | "
                      f"{add50:+.2f} | {add99:+.2f} | {100 * half / max(n, 1):.1f}% |")
-    lines += ["", "success = HTTP 200 / answers (errors included); added = this route minus the same gateway's "
-              "healthy route, paired per repetition; to `half` = requests the failing mock received (its counter "
-              "includes the 0.3 s warm-up) / requests measured."]
+    lines += ["", ("success = HTTP 200 / answers (errors included); added = this route minus the same gateway's "
+                   "healthy route, paired per repetition; to `half` = requests the failing mock received (its counter "
+                   "includes the 0.3 s warm-up) / requests measured.")]
     return "\n".join(lines) + "\n"
 
 

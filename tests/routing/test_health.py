@@ -48,7 +48,7 @@ def test_error_rate_over_the_window_ejects_only_with_enough_requests() -> None:
 def test_old_answers_leave_the_window() -> None:
     h = Health(CFG)
     for i in range(4):
-        outcome(h, float(i), True if i % 2 else False)
+        outcome(h, float(i), i % 2 == 1)
     for i in range(4):  # 20 s later: the early failures no longer count
         outcome(h, 20.0 + i, False)
     assert h.get("t").failures_in_window == 0 and len(h.get("t").events) == 4

@@ -18,8 +18,8 @@ Within a tier:
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from fastgw.routing.health import Health
 

@@ -9,10 +9,11 @@ upstream knows better than our formula, but a client should not wait minutes on 
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 from fastgw.config import RetryConfig
 from fastgw.errors import InvalidHeader
@@ -86,7 +87,7 @@ def _number(raw: str | None, header: str, kind: type, lo: float, hi: float) -> f
         value = kind(raw.strip())
     except ValueError:
         raise InvalidHeader(f"{header} must be a {'whole ' if kind is int else ''}number, got {raw[:64]!r}") from None
-    if not lo <= value <= hi or value != value:
+    if math.isnan(value) or not lo <= value <= hi:
         raise InvalidHeader(f"{header} must be between {lo:g} and {hi:g}, got {raw[:64]!r}")
     return value
 

@@ -21,8 +21,9 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -35,9 +36,19 @@ from fastgw.errors import BadRequest, Forbidden, InvalidHeader, UpstreamError
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Provider, parse_base_url
 from fastgw.routing import balance
-from fastgw.routing.fallbacks import FallbackEntry, override_body, parse_fallbacks, with_headers
+from fastgw.routing.fallbacks import (
+    FallbackEntry,
+    override_body,
+    parse_fallbacks,
+    with_headers,
+)
 from fastgw.routing.health import Health
-from fastgw.routing.retry import RETRYABLE_STATUSES, RetryPolicy, policy_from_headers, retry_after_seconds
+from fastgw.routing.retry import (
+    RETRYABLE_STATUSES,
+    RetryPolicy,
+    policy_from_headers,
+    retry_after_seconds,
+)
 from fastgw.routing.table import Route, build_routes
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.route import TargetAllowlist
