@@ -42,7 +42,7 @@ def test_stream_translation_does_not_depend_on_where_frames_are_cut(seed: int, t
     whole, _ = _run(frames, _call(stream=True), [])
     rng = random.Random(seed)
     cut, _ = _run(frames, _call(stream=True), sorted(rng.sample(range(1, len(frames)), 12)))
-    strip = lambda b: [{k: v for k, v in e.items() if k not in ("id", "created")} for e in _events(b)]  # noqa: E731
+    strip = lambda b: [{k: v for k, v in e.items() if k not in ("id", "created")} for e in _events(b)]
     assert strip(cut) == strip(whole) and whole.endswith(b"data: [DONE]\n\n")
 
 

@@ -56,7 +56,7 @@ class AzureAdapter(Adapter):
 
     def prepare_passthrough(self, ctx: RequestContext, provider: Provider) -> None:
         path = ctx.upstream_path
-        raw, sep, query = path.partition(b"?")
+        raw, _, query = path.partition(b"?")
         if not re.search(rb"(?:^|&)api-version=", query):
             query = (query + b"&" if query else b"") + b"api-version=" + self.api_version.encode()
             ctx.upstream_path = raw + b"?" + query

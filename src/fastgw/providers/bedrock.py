@@ -30,7 +30,12 @@ from fastgw.errors import GatewayError
 from fastgw.providers import chat_shapes as S
 from fastgw.providers import sigv4
 from fastgw.providers.base import Adapter, Call, UnsupportedParameter
-from fastgw.providers.bedrock_stream import ERROR_TYPES, FINISH, ConverseStream, to_usage
+from fastgw.providers.bedrock_stream import (
+    ERROR_TYPES,
+    FINISH,
+    ConverseStream,
+    to_usage,
+)
 
 if TYPE_CHECKING:
     from fastgw.config import ProviderConfig
@@ -71,7 +76,8 @@ class BedrockAdapter(Adapter):
         self.signing = signing  # None: the unbound registry entry, never used for a request
 
     def bind(self, config: ProviderConfig) -> tuple[Adapter, str]:
-        from fastgw.providers.table import parse_base_url  # table imports the formats: import late
+        # table imports the formats, so this import waits until a provider is built
+        from fastgw.providers.table import parse_base_url
 
         region = config.region or sigv4.region_from_env() or DEFAULT_REGION
         base_url = config.base_url.replace("{region}", region)

@@ -48,7 +48,7 @@ _EVENTSTREAM_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.amazon.e
 def plan_cloud(mock: MockUpstream, req: RecordedRequest, ctl: dict[bytes, bytes], keep_alive: bool,
                latency: float, delay: float, reset: bytes | None) -> _Plan | None:
     """A plan for a Bedrock or Azure path; None for every other path."""
-    from .mock_upstream import _CLOSE, _Plan, _frame, _json_head
+    from .mock_upstream import _CLOSE, _frame, _json_head, _Plan
 
     path = req.path.split("?", 1)[0]
     status = int(ctl.get(b"x-mock-status", b"0") or 0) or mock.status
