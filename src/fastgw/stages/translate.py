@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Awaitable
+from typing import Any
 
 from fastgw.context import RequestContext
 from fastgw.errors import UpstreamProtocolError
@@ -43,15 +45,21 @@ class Translate:
         self.next = next
         self._answered: dict[Provider, Provider] = {}  # provider -> itself with the OpenAI format
 
-    async def __call__(self, ctx: RequestContext) -> Response:
+    def __call__(self, ctx: RequestContext) -> Awaitable[Response]:
+        """Pass-through returns the next stage's own coroutine: the hot path pays a call, not a
+        coroutine of its own."""
+        if ctx.unified is None:
+            provider = ctx.provider
+            assert provider is not None, "the route stage runs first"
+            if provider.format.prepares_passthrough:
+                provider.format.prepare_passthrough(ctx, provider)
+            return self.next(ctx)
+        return self._unified(ctx, ctx.unified)
+
+    async def _unified(self, ctx: RequestContext, chat: dict[str, Any]) -> Response:
         provider = ctx.provider
         assert provider is not None, "the route stage runs first"
         fmt = provider.format
-        chat = ctx.unified
-        if chat is None:
-            if fmt.prepares_passthrough:
-                fmt.prepare_passthrough(ctx, provider)
-            return await self.next(ctx)
         stream_options = chat.get("stream_options")
         call = Call(provider.name, ctx.model_override or str(chat.get("model", "")), provider.base_path,
                     provider.chat_path, provider.drop_params, stream=chat.get("stream") is True,
