@@ -50,3 +50,36 @@ def test_unknown_model_has_a_null_cost_with_a_reason_and_errors_have_no_usage() 
     assert row["cost_nanousd"] is None and row["cost_null_reason"] == "unknown_model"
     err = e.row(raw(status=500, response_body='{"error":{"message":"boom"}}', response_content_type="application/json"))
     assert err["usage_source"] == "none" and err["cost_nanousd"] is None
+
+
+def _chunk(model: str | None, usage: dict | None = None, content: str | None = None) -> str:
+    event: dict = {"object": "chat.completion.chunk", "choices": [] if usage else [{"delta": {"content": content}}]}
+    if model is not None:
+        event["model"] = model
+    if usage is not None:
+        event["usage"] = usage
+    return f"data: {orjson.dumps(event).decode()}\n\n"
+
+
+def test_hidden_usage_chunk_alone_gives_the_same_row_as_walking_the_whole_stream() -> None:
+    """The exporter reads only the usage chunk it hid; the row must equal a walk over every chunk."""
+    from fastgw.requestlog.usage import extract_usage
+
+    body = "".join(_chunk("gpt-4o-mini-2024-07-18", content=w) for w in ("one ", "two ", "three")) + "data: [DONE]\n\n"
+    usage = {"prompt_tokens": 21, "completion_tokens": 3, "total_tokens": 24,
+             "prompt_tokens_details": {"cached_tokens": 5}, "completion_tokens_details": {"reasoning_tokens": 1}}
+    for hidden_model in ("gpt-4o-mini-2024-07-18", None):  # None: the model must come from the stream
+        hidden = _chunk(hidden_model, usage)
+        row = Enricher(PriceTable.load()).row(raw(response_body=body, hidden_usage=hidden))
+        walked = extract_usage("openai", "/v1/chat/completions", (body + "\n\n" + hidden).encode(), True)
+        assert walked is not None and walked.model == "gpt-4o-mini-2024-07-18"
+        assert (row["prompt_tokens"], row["completion_tokens"], row["cache_read_tokens"], row["reasoning_tokens"]) == (
+            walked.prompt_tokens, walked.completion_tokens, walked.cache_read_tokens, walked.reasoning_tokens) == (21, 3, 5, 1)
+        assert row["usage_source"] == "provider" and row["model_served"] == walked.model
+        assert row["cost_nanousd"] == Enricher(PriceTable.load()).prices.cost("openai", walked.model, walked)[0]
+
+
+def test_a_hidden_chunk_without_usage_falls_back_to_the_stream() -> None:
+    body = _chunk("gpt-4o-mini", content="hi") + _chunk("gpt-4o-mini", {"prompt_tokens": 7, "completion_tokens": 1})
+    row = Enricher(PriceTable.load()).row(raw(response_body=body, hidden_usage=_chunk("gpt-4o-mini", content="x")))
+    assert (row["usage_source"], row["prompt_tokens"], row["completion_tokens"]) == ("provider", 7, 1)
