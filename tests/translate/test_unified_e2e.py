@@ -281,6 +281,8 @@ def test_openai_compatible_provider_gets_its_model(client: openai.OpenAI, up: Mo
     chunks = list(client.chat.completions.create(model="groq/llama-3.1-8b-instant", stream=True,
                                                  messages=[{"role": "user", "content": "hi"}]))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from the mock"
+    # Usage asked for on the client's behalf (for the log, stages/stream_usage.py) and kept from it.
+    assert last(up).json()["stream_options"] == {"include_usage": True} and all(c.choices for c in chunks)
 
 
 def test_unknown_prefix_stays_pass_through(client: openai.OpenAI, up: MockUpstreamThread) -> None:
