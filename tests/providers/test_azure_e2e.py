@@ -5,6 +5,8 @@ which insists on ``api-version`` and the right ``api-key``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -148,3 +150,40 @@ def test_api_keys_are_redacted_in_the_request_log(up: MockUpstreamThread, tmp_pa
     assert MOCK_AZURE_API_KEY not in dump
     assert rows[0]["request_headers"]["api-key"] == "[redacted]"  # pass-through: the client's api-key header
     assert rows[1]["request_headers"]["authorization"] == "[redacted]"  # unified: its bearer, sent as api-key
+
+
+def test_gateway_keys_get_their_granted_azure_key_and_are_never_forwarded(
+        up: MockUpstreamThread, tmp_path: Path) -> None:
+    cfg = _config(up)
+    cfg.update(keys={"backend": f"sqlite://{tmp_path}/keys.db", "cache_ttl": 0.5},
+               credentials={"azure-team": {"provider": "azure", "api_key": MOCK_AZURE_API_KEY}})
+    g = GatewayProcess(cfg, tmp_path)
+
+    def create(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "fastgw", "keys", "create", *args, "--config", str(g.config_path)],
+                             check=True, capture_output=True, text=True, timeout=30)
+        return out.stdout.strip()
+
+    try:
+        granted = create("--name", "granted", "--credential", "azure-team")
+        bare = create("--name", "bare")
+        assert granted.startswith("fgw-") and bare.startswith("fgw-")
+        unified = openai.OpenAI(base_url=g.url + "/v1", api_key=granted, max_retries=0, timeout=10)
+        assert unified.chat.completions.create(model="azure/gpt4o-prod", messages=HI).choices[0].message.content == TEXT
+        # the AzureOpenAI SDK with the gateway key as its bearer token (azure_ad_token)
+        passthrough = openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=granted,
+                                         api_version="2024-10-21", max_retries=0, timeout=10)
+        assert passthrough.chat.completions.create(model="gpt4o-prod", messages=HI).choices[0].message.content == TEXT
+        for sent in list(up.mock.requests)[-2:]:
+            assert sent.header("api-key") == MOCK_AZURE_API_KEY and sent.header("authorization") is None
+            assert not any("fgw-" in v for _, v in sent.headers)
+        before = up.mock.request_count
+        with pytest.raises(openai.PermissionDeniedError, match="has no credential for provider 'azure'"):
+            openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=bare, api_version="2024-10-21",
+                               max_retries=0).chat.completions.create(model="gpt4o-prod", messages=HI)
+        with pytest.raises(openai.PermissionDeniedError, match="has no credential for provider 'azure'"):
+            openai.OpenAI(base_url=g.url + "/v1", api_key=bare, max_retries=0).chat.completions.create(
+                model="azure/gpt4o-prod", messages=HI)
+        assert up.mock.request_count == before  # refused by the gateway: nothing sent without a credential
+    finally:
+        assert g.stop() == 0, g.log()
