@@ -140,3 +140,35 @@ def test_error_body() -> None:
                                             "type": "rate_limit_error", "param": None, "code": None}}
     assert orjson.loads(BEDROCK.error_body(502, b"<html>bad gateway</html>", _call()))["error"]["message"] == \
         "provider answered 502: <html>bad gateway</html>"
+
+
+def test_config_errors_name_the_key() -> None:
+    from fastgw.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=r"providers\.bedrock\.aws_secret_access_key: set .* together.* in cfg\.yaml"):
+        from_dict({"providers": {"bedrock": {"aws_access_key_id": "AKID"}}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match=r"providers\.bedrock\.region: 'Frankfurt' is not an AWS region"):
+        from_dict({"providers": {"bedrock": {"region": "Frankfurt"}}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match=r"providers\.bedrock\.aws_region"):
+        from_dict({"providers": {"bedrock": {"aws_region": "us-east-1"}}}, "cfg.yaml")
+
+
+def test_bind_region_and_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastgw.config import from_dict
+    from fastgw.providers.table import build_table
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENV")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    table = build_table(from_dict({"providers": {
+        "bedrock-eu": {"base_url": "https://bedrock-runtime.{region}.amazonaws.com", "format": "bedrock"},
+        "bedrock-us": {"base_url": "https://bedrock-runtime.{region}.amazonaws.com", "format": "bedrock",
+                       "region": "us-west-2", "aws_access_key_id": "AKIDCFG", "aws_secret_access_key": "cfg"}}}))
+    eu, us = table["bedrock-eu"], table["bedrock-us"]
+    assert eu.origin.host == "bedrock-runtime.eu-central-1.amazonaws.com" and us.origin.host == "bedrock-runtime.us-west-2.amazonaws.com"
+    assert eu.format.signing.creds.access_key_id == "AKIDENV"  # type: ignore[attr-defined]
+    assert us.format.signing.creds.access_key_id == "AKIDCFG"  # type: ignore[attr-defined]
+    assert us.format.signing.host == "bedrock-runtime.us-west-2.amazonaws.com"  # type: ignore[attr-defined]
+    assert table["bedrock"].origin.host == "bedrock-runtime.eu-central-1.amazonaws.com"  # the catalog entry
