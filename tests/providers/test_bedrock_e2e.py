@@ -305,3 +305,37 @@ def test_request_log_has_usage_and_no_credentials(up: MockUpstreamThread, tmp_pa
     dump = json.dumps(rows)
     assert MOCK_AWS_CREDENTIALS.secret_access_key not in dump and "session-token-secret" not in dump
     assert "client-token" not in dump  # the client's own x-amz-security-token is redacted too
+
+
+def test_unified_stream_with_a_corrupt_frame_ends_with_an_error(client: openai.OpenAI, up: MockUpstreamThread) -> None:
+    """Frames arriving one by one: the chunks before the bad frame reach the client as they come,
+    then the SDK raises the gateway's error event; the gateway goes on serving."""
+    from fastgw.testing.mock_bedrock_azure import CORRUPT_MODEL
+
+    up.mock.chunk_delay_ms = 30.0  # one frame per write, so the good ones are relayed first
+    got: list[str] = []
+    try:
+        with pytest.raises(openai.APIError) as info:
+            for chunk in client.chat.completions.create(model=f"bedrock/{CORRUPT_MODEL}", stream=True,
+                                                        messages=[{"role": "user", "content": "hi"}]):
+                got += [chunk.choices[0].delta.content or ""] if chunk.choices else []
+    finally:
+        up.mock.chunk_delay_ms = 0.0
+    assert got == ["", _pieces(1)]  # messageStart and the first delta
+    assert "broken event stream" in info.value.message and "CRC" in info.value.message
+    r = client.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == _pieces(4)
+
+
+def test_unified_stream_corrupt_in_one_write_is_a_clean_error(client: openai.OpenAI) -> None:
+    """The mock writes the whole (broken) answer at once. When it is all in before the head is
+    answered (the usual case on loopback) nothing has gone to the client, which gets an
+    OpenAI-shaped 502; otherwise the stream ends with the error event. Either way a clean error."""
+    from fastgw.testing.mock_bedrock_azure import CORRUPT_MODEL
+
+    with pytest.raises(openai.APIError) as info:
+        list(client.chat.completions.create(model=f"bedrock/{CORRUPT_MODEL}", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}]))
+    assert "message CRC mismatch" in info.value.message
+    if isinstance(info.value, openai.APIStatusError):
+        assert info.value.status_code == 502

@@ -89,3 +89,23 @@ def test_a_cut_stream_leaves_pending_bytes() -> None:
     decoder = es.Decoder()
     decoder.feed(data[:-3])
     assert decoder.pending > 0
+
+
+def test_good_messages_before_a_bad_one_come_out_first() -> None:
+    good = es.event("a", b"{}") + es.event("b", b"{}")
+    bad = bytearray(es.event("c", b'{"x":1}'))
+    bad[-6] ^= 0xFF
+    decoder = es.Decoder()
+    assert [m.event_type for m in decoder.feed(good + bytes(bad) + es.event("d", b"{}"))] == ["a", "b"]
+    with pytest.raises(es.EventStreamError, match="message CRC"):
+        decoder.feed(b"")
+    with pytest.raises(es.EventStreamError, match="message CRC"):
+        decoder.close()
+
+
+def test_close_reports_a_stream_cut_inside_a_message() -> None:
+    decoder = es.Decoder()
+    decoder.feed(es.event("a", b"{}")[:-1])
+    with pytest.raises(es.EventStreamError, match="ended inside a message"):
+        decoder.close()
+    es.Decoder().close()  # nothing pending: fine

@@ -85,7 +85,7 @@ def test_stream_bad_crc_and_cut_stream_are_upstream_protocol_errors() -> None:
     whole = b"".join(converse_stream(("a",), 1, None))
     t = ConverseStream(_call(stream=True))
     t.feed(whole[:-5])
-    with pytest.raises(UpstreamProtocolError, match="ended inside a message"):
+    with pytest.raises(UpstreamProtocolError, match="broken event stream: the event stream ended inside a message"):
         t.finish()
 
 

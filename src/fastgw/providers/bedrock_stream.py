@@ -51,8 +51,10 @@ class ConverseStream:
     def finish(self) -> bytes:
         if self.done:
             return b""
-        if self.decoder.pending:
-            raise UpstreamProtocolError(f"{self.call.provider}'s event stream ended inside a message")
+        try:
+            self.decoder.close()
+        except EventStreamError as exc:
+            raise UpstreamProtocolError(f"{self.call.provider} sent a broken event stream: {exc}") from None
         return self._end(None)
 
     def _message(self, msg: Message) -> bytes:

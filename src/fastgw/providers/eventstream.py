@@ -51,15 +51,36 @@ class Message:
 class Decoder:
     """Feed it any slices of the stream; it returns the messages completed so far."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_error")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        # Set when good messages came in the same feed as a broken one: those are handed out
+        # first, and the error is raised by the next feed or close.
+        self._error: EventStreamError | None = None
 
     def feed(self, chunk: bytes) -> list[Message]:
+        if self._error is not None:
+            raise self._error
+        out: list[Message] = []
+        try:
+            self._decode(chunk, out)
+        except EventStreamError as exc:
+            if not out:
+                raise
+            self._error = exc
+        return out
+
+    def close(self) -> None:
+        """The stream ended: raise if it was broken, or cut inside a message."""
+        if self._error is not None:
+            raise self._error
+        if self._buf:
+            raise EventStreamError(f"the event stream ended inside a message ({len(self._buf)} bytes of it)")
+
+    def _decode(self, chunk: bytes, out: list[Message]) -> None:
         buf = self._buf
         buf += chunk
-        out = []
         while len(buf) >= 12:
             total, headers_len, prelude_crc = _PRELUDE.unpack_from(buf)
             if zlib.crc32(memoryview(buf)[:8]) != prelude_crc:
@@ -77,7 +98,6 @@ class Decoder:
             view.release()
             del buf[:total]
             out.append(Message(headers, payload))
-        return out
 
     @property
     def pending(self) -> int:

@@ -9,7 +9,8 @@ Every Bedrock request must carry a SigV4 signature made with ``MOCK_AWS_CREDENTI
 ``bedrock`` service; the mock recomputes it from what it received, canonicalising the path the way
 AWS does (decoded, encoded once, then once more), and answers 403 ``InvalidSignatureException``
 on any difference, so a test through it fails on a wrong signature. A forced tool
-(``toolChoice`` any/tool) is answered with a ``toolUse`` block.
+(``toolChoice`` any/tool) is answered with a ``toolUse`` block; the model id ``CORRUPT_MODEL``
+gets a ConverseStream whose third frame fails its CRC.
 
 Azure OpenAI: POST /openai/deployments/{deployment}/chat/completions?api-version=... needs the
 ``api-version`` query (404 otherwise, as Azure answers) and ``api-key: MOCK_AZURE_API_KEY`` (401
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 MOCK_AWS_CREDENTIALS = sigv4.AwsCredentials("AKIDMOCKFASTGW", "mock/Secret+Key/for/fastgw/tests")
 MOCK_AZURE_API_KEY = "azure-mock-key-0123"
+CORRUPT_MODEL = "mock.corrupt-frames-v1:0"  # ConverseStream for this model id sends a frame with a bad CRC
 _AWS_ERRORS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
                408: "ModelTimeoutException", 429: "ThrottlingException", 500: "InternalServerException",
                503: "ServiceUnavailableException"}
@@ -143,7 +145,10 @@ def _bedrock(mock: MockUpstream, action: str, model: str, req: RecordedRequest,
         tool = _forced_tool(data)
         if action == "converse":
             return orjson.dumps(converse_answer(pieces, ptok, tool)), b""
-        return converse_stream(pieces, ptok, tool)
+        frames = converse_stream(pieces, ptok, tool)
+        if model == CORRUPT_MODEL:  # the third frame's last payload byte flipped: its CRC no longer matches
+            frames[2] = frames[2][:-5] + bytes([frames[2][-5] ^ 0x20]) + frames[2][-4:]
+        return frames
     if action in ("invoke", "invoke-with-response-stream"):
         mid = f"msg_bdrk_mock{next(mock._ids)}"
         if action == "invoke":
