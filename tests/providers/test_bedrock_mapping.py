@@ -114,6 +114,19 @@ def test_log_usage_for_passthrough_converse_and_converse_stream() -> None:
     assert u is not None and (u.prompt_tokens, u.completion_tokens) == (9, 3)
 
 
+def test_log_usage_for_passthrough_invoke_with_response_stream() -> None:
+    import base64
+
+    from fastgw.testing.mock_payloads import anthropic_stream
+
+    frames = b"".join(
+        es.event("chunk", orjson.dumps({"bytes": base64.b64encode(sse.split(b"data: ", 1)[1].strip()).decode()}))
+        for sse in anthropic_stream("msg_1", "claude-3-5-sonnet-20240620", ("a", "b"), 11))
+    u = extract_usage("bedrock", "/bedrock/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke-with-response-stream",
+                      frames.decode("utf-8", "replace").encode(), True)
+    assert u is not None and (u.prompt_tokens, u.completion_tokens) == (11, 2)
+
+
 def test_request_mapping_edges() -> None:
     call = _call()
     BEDROCK.chat_request({"model": "x", "messages": [

@@ -30,6 +30,7 @@ final usage in the tail), so a cut stream still yields exact usage.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, replace
@@ -185,6 +186,21 @@ def _path_model(path: str) -> str | None:
 _BEDROCK_MODEL = re.compile(r"/model/([^/?]+)/")
 
 
+_BEDROCK_CHUNK = re.compile(rb'"bytes"\s*:\s*"([A-Za-z0-9+/=]+)"')
+
+
+def _bedrock_chunks_usage(body: bytes) -> Usage | None:
+    """InvokeModelWithResponseStream: each frame's payload is ``{"bytes": base64 of the model's own
+    event}``; decoded, Anthropic's events read as its SSE would."""
+    events = []
+    for m in _BEDROCK_CHUNK.finditer(body):
+        try:
+            events.append(b"data: " + base64.b64decode(m.group(1)) + b"\n\n")
+        except ValueError:
+            continue  # cut by the log's head/tail limit
+    return _sse_usage(b"".join(events)) if events else None
+
+
 def _bedrock_model(path: str) -> str | None:
     """Bedrock too (``/model/anthropic.claude-...-v1%3A0/converse``), percent-encoded."""
     m = _BEDROCK_MODEL.search(path)
@@ -332,7 +348,7 @@ def extract_usage(fmt: str, path: str, body: bytes, stream: bool) -> Usage | Non
     if _looks_like_json(body):
         usage = _json_usage(body)
     elif fmt == "bedrock":  # binary event-stream frames: the metadata event's JSON usage, found in the bytes
-        usage = _salvage(body)
+        usage = _salvage(body) or _bedrock_chunks_usage(body)
     else:
         usage = _sse_usage(body)
     if usage is not None and usage.model is None and fmt == "gemini":
