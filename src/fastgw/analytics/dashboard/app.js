@@ -20,7 +20,11 @@ function parseHash() {
 
 export function navigate(view, arg = "", params = new URLSearchParams()) {
   const qs = params.toString();
-  location.hash = "#/" + view + (arg ? "/" + encodeURIComponent(arg) : "") + (qs ? "?" + qs : "");
+  const hash = "#/" + view + (arg ? "/" + encodeURIComponent(arg) : "") + (qs ? "?" + qs : "");
+  // Not ready from this moment (hashchange fires later); the same hash again means reload.
+  delete document.body.dataset.ready;
+  if (hash === location.hash) render();
+  else location.hash = hash;
 }
 
 // The range as the API takes it: a duration back from now, or two ISO instants.
@@ -130,4 +134,11 @@ async function render() {
 
 wireRange();
 window.addEventListener("hashchange", render);
+// Clickable rows (tr.pick) take the keyboard too: Tab to one, Enter opens it.
+new MutationObserver(() => {
+  for (const tr of document.querySelectorAll("tr.pick:not([tabindex])")) tr.tabIndex = 0;
+}).observe(document.getElementById("view"), { childList: true, subtree: true });
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && ev.target instanceof HTMLTableRowElement && ev.target.classList.contains("pick")) ev.target.click();
+});
 render();

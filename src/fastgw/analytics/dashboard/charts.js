@@ -15,11 +15,21 @@ const resize = new ResizeObserver((entries) => {
   }
 });
 
+// Counts have whole-number ticks: a chart of 0 or 1 requests must not read "0.4 requests".
+const WHOLE = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 2.5e4, 5e4,
+  1e5, 2e5, 2.5e5, 5e5, 1e6, 2e6, 2.5e6, 5e6, 1e7, 2e7, 5e7, 1e8, 2e8, 5e8, 1e9];
+
+// Wide enough for the longest tick label (they vary: "$0.20", "4.00 s", "750K").
+function labelWidth(u, values) {
+  if (!values || !values.length) return 40;
+  return Math.ceil(Math.max(...values.map((v) => String(v).length)) * 6.4) + 18;
+}
+
 function axis(format, extra = {}) {
   return {
     stroke: "#5b6475", grid: { stroke: "#eef0f4", width: 1 }, ticks: { stroke: "#dfe3ea", width: 1 },
     font: "11px Inter, system-ui, sans-serif", values: format ? (u, vals) => vals.map(format) : undefined,
-    size: 56, ...extra,
+    size: labelWidth, ...extra,
   };
 }
 
@@ -28,7 +38,8 @@ function bars() {
 }
 
 // series: [{label, values, color, kind: "line"|"bar", scale, format}]
-export function timeChart(host, { times, series, yFormat, y2Format, height = 200 }) {
+// counts: the left axis counts things (whole-number ticks).
+export function timeChart(host, { times, series, yFormat, y2Format, counts = false, height = 200 }) {
   const box = el("div", { class: "chart" });
   host.append(box);
   const opts = {
@@ -38,7 +49,7 @@ export function timeChart(host, { times, series, yFormat, y2Format, height = 200
     scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] }, y2: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
     axes: [
       axis(null, { size: 32 }),
-      axis(yFormat),
+      axis(yFormat, counts ? { incrs: WHOLE } : {}),
       ...(series.some((s) => s.scale === "y2") ? [axis(y2Format, { side: 1, grid: { show: false }, scale: "y2" })] : []),
     ],
     series: [

@@ -7,8 +7,8 @@ import { el, fmtCompact, fmtCount, fmtMs, fmtMsShort, fmtPct, fmtUSD } from "./f
 
 const TOP = 10;
 
-function kpi(label, value, sub, name) {
-  return el("div", { class: "kpi", dataset: { kpi: name } },
+function kpi(label, value, sub, name, alarm = false) {
+  return el("div", { class: "kpi" + (alarm ? " alarm" : ""), dataset: { kpi: name } },
     el("div", { class: "kpi-label" }, label), el("div", { class: "kpi-value" }, value),
     el("div", { class: "kpi-sub" }, sub || "\u00a0"));
 }
@@ -16,7 +16,7 @@ function kpi(label, value, sub, name) {
 function kpis(s) {
   return el("section", { class: "kpis" },
     kpi("Requests", fmtCount(s.requests), `${fmtCompact(s.tokens.total)} tokens`, "requests"),
-    kpi("Errors", fmtCount(s.errors), `${fmtPct(s.error_rate)} of requests`, "errors"),
+    kpi("Errors", fmtCount(s.errors), `${fmtPct(s.error_rate)} of requests`, "errors", s.errors > 0),
     kpi("Cost", fmtUSD(s.cost_usd), s.unpriced ? `${fmtCount(s.unpriced)} unpriced` : "all priced", "cost"),
     kpi("Cache hits", fmtCount(s.cache_hits), `${fmtPct(s.cache_hit_rate)} hit rate`, "cache"),
     kpi("Saved by the cache", fmtUSD(s.cache_saved_usd), "by answers replayed", "saved"),
@@ -41,19 +41,19 @@ function charts(grid, ts) {
   };
   add("Cost over time", "cost", { yFormat: fmtUSD,
     series: [{ label: "cost", values: col((p) => p.cost_usd), color: COLORS.blue, kind: "bar" }] });
-  add("Requests and errors", "traffic", { yFormat: fmtCompact, series: [
+  add("Requests and errors", "traffic", { yFormat: fmtCompact, counts: true, series: [
     { label: "requests", values: col((p) => p.requests), color: COLORS.blue, kind: "bar", format: fmtCount },
     { label: "errors", values: col((p) => p.errors), color: COLORS.red, format: fmtCount }] });
   add("Latency percentiles", "latency", { yFormat: fmtMs, series: [
     { label: "p50", values: lat("p50"), color: COLORS.green },
     { label: "p95", values: lat("p95"), color: COLORS.amber },
     { label: "p99", values: lat("p99"), color: COLORS.red }] });
-  add("Cache hits and savings", "cache", { yFormat: fmtCompact, y2Format: fmtUSD, series: [
+  add("Cache hits and savings", "cache", { yFormat: fmtCompact, y2Format: fmtUSD, counts: true, series: [
     { label: "hits", values: col((p) => p.cache_hits), color: COLORS.green, kind: "bar", format: fmtCount },
     { label: "saved", values: col((p) => p.cache_saved_usd), color: COLORS.violet, scale: "y2", format: fmtUSD }] });
-  add("Tokens", "tokens", { yFormat: fmtCompact,
+  add("Tokens", "tokens", { yFormat: fmtCompact, counts: true,
     series: [{ label: "tokens", values: col((p) => p.tokens), color: COLORS.violet, fill: true, format: fmtCount }] });
-  add("Rate-limit refusals", "ratelimited", { yFormat: fmtCompact, series: [
+  add("Rate-limit refusals", "ratelimited", { yFormat: fmtCompact, counts: true, series: [
     { label: "refused", values: col((p) => p.rate_limited), color: COLORS.amber, kind: "bar", format: fmtCount }] });
 }
 
