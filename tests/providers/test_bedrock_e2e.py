@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -339,3 +341,29 @@ def test_unified_stream_corrupt_in_one_write_is_a_clean_error(client: openai.Ope
     assert "message CRC mismatch" in info.value.message
     if isinstance(info.value, openai.APIStatusError):
         assert info.value.status_code == 502
+
+
+def test_gateway_keys_use_the_gateways_aws_credentials(up: MockUpstreamThread, tmp_path: Any) -> None:
+    """A gateway key needs no grant for Bedrock (the gateway signs), and is never forwarded."""
+    cfg = gateway_config(up.url, providers={"bedrock": {"base_url": up.url}},
+                         keys={"backend": f"sqlite://{tmp_path}/keys.db", "cache_ttl": 0.5})
+    g = GatewayProcess(cfg, tmp_path, env=AWS_ENV)
+    try:
+        out = subprocess.run([sys.executable, "-m", "fastgw", "keys", "create", "--name", "k", "--config",
+                              str(g.config_path)], check=True, capture_output=True, text=True, timeout=30)
+        key = out.stdout.strip()
+        assert key.startswith("fgw-")
+        c = openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=10)
+        r = c.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content == _pieces(4)
+        c.close()
+        req = urllib.request.Request(g.url + f"/bedrock/model/{MODEL}/converse", data=json.dumps(CONVERSE).encode(),
+                                     method="POST", headers={"content-type": "application/json",
+                                                             "authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        for sent in list(up.mock.requests)[-2:]:
+            assert_signed_by_gateway(sent)
+            assert not any("fgw-" in v for _, v in sent.headers)
+    finally:
+        assert g.stop() == 0, g.log()

@@ -111,6 +111,9 @@ class Adapter:
     auth_prefix = b"Bearer "  # written before the key in that header
     translates = False  # False: a unified request is OpenAI's body with the model rewritten
     prepares_passthrough = False  # True: prepare_passthrough runs on every pass-through request
+    # True: requests are authenticated with credentials the gateway holds itself (Bedrock's SigV4
+    # key pair), so credential_for chooses none and a gateway key needs no grant for the provider.
+    gateway_authenticates = False
 
     def bind(self, config: ProviderConfig) -> tuple[Adapter, str]:
         """This format for one configured provider, and the base URL to use. Formats with

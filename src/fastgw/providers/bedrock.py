@@ -71,6 +71,7 @@ class BedrockAdapter(Adapter):
     auth_prefix = b"Bearer "  # Bedrock API keys; key pairs sign instead
     translates = True
     prepares_passthrough = True
+    gateway_authenticates = True
 
     def __init__(self, signing: _Signing | None = None) -> None:
         self.signing = signing  # None: the unbound registry entry, never used for a request

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 def credential_for(ctx: RequestContext, provider: Provider) -> str | None:
     """The API key this attempt sends to ``provider``; None: the client sent none (send none)."""
+    if provider.format.gateway_authenticates:  # Bedrock: signed with the gateway's own AWS keys
+        return None
     principal = ctx.principal
     if principal is not None:
         granted = principal.credentials.get(provider.name)
