@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -71,16 +72,16 @@ def test_when_all_are_ejected_the_one_back_soonest_goes_first() -> None:
 
 
 def test_a_slow_target_left_alone_is_tried_again_later() -> None:
-    h = Health(CFG)  # latency_decay 5 s: estimates fade with a 20 s time constant
+    h = Health(CFG)  # latency_decay 5 s: an estimate nobody refreshes fades with that time constant
     for key, lat in (("a", 0.3), ("b", 0.05)):
         h.started(key, 0.0)
         h.finished(key, 0.0, False, lat)
-    assert order([A, B], "latency", h, 1.0, random.Random(0).random)[0] == 1
-    for t in range(1, 41):  # b keeps serving (and being measured); a gets nothing
+    for t in range(1, 11):  # b keeps serving (and being measured); a gets nothing
         h.started("b", float(t))
         h.finished("b", float(t), False, 0.05)
-    assert order([A, B], "latency", h, 30.0, random.Random(0).random)[0] == 1  # 0.3 * e^-1.5 = 0.067 > 0.05
-    assert order([A, B], "latency", h, 40.0, random.Random(0).random)[0] == 0  # 0.3 * e^-2 = 0.041 < 0.05
+        now = t + 0.01
+        first = order([A, B], "latency", h, now, random.Random(0).random)[0]
+        assert first == (1 if 0.3 * math.exp(-now / 5) > 0.05 else 0), t  # a back after 5 * ln(6) = 9 s
 
 
 def test_an_unmeasured_target_is_an_even_draw_against_a_measured_one() -> None:

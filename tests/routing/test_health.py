@@ -106,7 +106,7 @@ def test_peak_ewma_jumps_up_decays_down_and_fades_to_the_prior() -> None:
     assert h.get("t").latency == pytest.approx(0.5 * 0.36788 + 0.1 * 0.63212, rel=1e-4)
     assert h.latency("t", 1.0, prior=1.0) == pytest.approx(h.get("t").latency)  # fresh: as measured
     fresh = h.get("t").latency
-    assert h.latency("t", 5.0, prior=1.0) == pytest.approx(fresh * math.exp(-1))  # 4 x decay later
+    assert h.latency("t", 2.0, prior=1.0) == pytest.approx(fresh * math.exp(-1))  # one decay later
     assert h.latency("t", 100.0, prior=1.0) < 1e-5  # stale: it will be tried (and measured) again
 
 

@@ -83,14 +83,16 @@ class Health:
     def latency(self, key: str, now: float, prior: float) -> float:
         """The target's latency estimate; ``prior`` when it was never measured.
 
-        An estimate nobody refreshes fades towards zero (time constant 4 x ``latency_decay``), so a
+        An estimate nobody refreshes fades towards zero (time constant ``latency_decay``), so a
         target that lost to a faster one is tried again once in a while and measured afresh:
-        after about ``4 * latency_decay * ln(slow / fast)`` seconds without traffic.
+        after about ``latency_decay * ln(slow / fast)`` seconds without traffic. That also undoes
+        a peak: one slow answer from the fast target does not hand the slow one all the traffic
+        for longer than that.
         """
         th = self.get(key)
         if th.latency is None:
             return prior
-        return th.latency * math.exp(-max(0.0, now - th.latency_at) / (4 * self.config.latency_decay))
+        return th.latency * math.exp(-max(0.0, now - th.latency_at) / self.config.latency_decay)
 
     def prior(self, keys: list[str], now: float) -> float:
         """The neutral guess for an unmeasured target: the mean of its route's measured estimates
