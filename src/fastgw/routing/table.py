@@ -50,7 +50,7 @@ def _route(name: str, rc: RouteConfig, config: Config, providers: dict[str, Prov
         key = tc.api_key if tc.credential is None else config.credentials[tc.credential].api_key
         if key:
             fields = {f.name: getattr(provider, f.name) for f in dataclasses.fields(Provider)}
-            provider = TargetProvider(**{**fields, "auth_line": provider.format.auth_line(key)}, api_key=key)
+            provider = TargetProvider(**{**fields, "auth_line": provider.format.auth_line(key), "api_key": key})
         tkey = f"{tc.provider}/{tc.model or ''}"
         while tkey in seen:  # the same provider and model twice (two keys): still two targets
             tkey += "'"
