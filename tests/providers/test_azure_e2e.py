@@ -187,3 +187,17 @@ def test_gateway_keys_get_their_granted_azure_key_and_are_never_forwarded(
         assert up.mock.request_count == before  # refused by the gateway: nothing sent without a credential
     finally:
         assert g.stop() == 0, g.log()
+
+
+def test_configured_key_replacement_on_the_pure_header_parser(up: MockUpstreamThread, tmp_path: Path) -> None:
+    """The same forwarded-header surgery with the pure-Python twin of the header parser."""
+    g = GatewayProcess(_config(up), tmp_path, pure=True)
+    try:
+        r = azure_client(g, "azure-keyed", "client-key-that-must-not-leave").chat.completions.create(
+            model="gpt4o-prod", messages=HI)
+        assert r.choices[0].message.content == TEXT
+        sent = last(up)
+        assert [v for n, v in sent.headers if n == "api-key"] == [MOCK_AZURE_API_KEY]
+        assert all("client-key-that-must-not-leave" not in v for _, v in sent.headers)
+    finally:
+        assert g.stop() == 0, g.log()

@@ -367,3 +367,16 @@ def test_gateway_keys_use_the_gateways_aws_credentials(up: MockUpstreamThread, t
             assert not any("fgw-" in v for _, v in sent.headers)
     finally:
         assert g.stop() == 0, g.log()
+
+
+def test_passthrough_resigned_on_the_pure_header_parser(up: MockUpstreamThread, tmp_path: Any) -> None:
+    g = GatewayProcess(gateway_config(up.url, providers={"bedrock": {"base_url": up.url}}), tmp_path, env=AWS_ENV,
+                       pure=True)
+    try:
+        status, _, body = _post(g, f"/bedrock/model/{MODEL}/converse", CONVERSE)
+        assert status == 200, body
+        sent = last(up)
+        assert_signed_by_gateway(sent)
+        assert sent.header("x-amz-security-token") is None and sent.header("x-amz-date") != "20200101T000000Z"
+    finally:
+        assert g.stop() == 0, g.log()
