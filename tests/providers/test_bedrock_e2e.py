@@ -380,3 +380,32 @@ def test_passthrough_resigned_on_the_pure_header_parser(up: MockUpstreamThread, 
         assert sent.header("x-amz-security-token") is None and sent.header("x-amz-date") != "20200101T000000Z"
     finally:
         assert g.stop() == 0, g.log()
+
+
+def test_route_falls_back_from_bedrock_to_azure(up: MockUpstreamThread, tmp_path: Any) -> None:
+    """A route whose Bedrock target fails (503, Bedrock's error shape) falls back across formats to an
+    Azure deployment; the client sees one OpenAI answer and which target served."""
+    from fastgw.testing.mock_bedrock_azure import MOCK_AZURE_API_KEY
+
+    with MockUpstreamThread(status=503) as failing:
+        cfg = gateway_config(up.url, providers={
+            "bedrock": {"base_url": failing.url},
+            "azure": {"base_url": up.url, "format": "azure"}},
+            routes={"smart": {"strategy": "ordered", "targets": [
+                {"provider": "bedrock", "model": MODEL},
+                {"provider": "azure", "model": "gpt4o-prod", "api_key": MOCK_AZURE_API_KEY}]}})
+        g = GatewayProcess(cfg, tmp_path, env=AWS_ENV)
+        try:
+            c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+            raw = c.chat.completions.with_raw_response.create(model="smart", messages=[{"role": "user", "content": "hi"}])
+            assert raw.headers["helicone-fallback-index"] == "1"
+            assert raw.parse().choices[0].message.content == _pieces(4)
+            tried = failing.mock.requests[-1]
+            assert tried.path == SENT_PATH + "/converse"
+            assert_signed_by_gateway(tried)  # the mock checked the signature before answering 503
+            served = last(up)
+            assert served.path.startswith("/openai/deployments/gpt4o-prod/chat/completions?api-version=")
+            assert served.header("api-key") == MOCK_AZURE_API_KEY
+            c.close()
+        finally:
+            assert g.stop() == 0, g.log()
