@@ -20,6 +20,10 @@ B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse
    closed-loop latency at 1 and 16 connections (loadgen.py), and CPU per request of the worker at
    saturation (wrk), with the exporter's CPU per record alongside. Requests carry 1 KB of bodies.
    Then the exporter's RSS.
+C. Exporter CPU per record (--only exporter-cpu): the rings are filled first, then this process,
+   pinned to core 1, drains them with the exporter's own flush_once into chDB, counting CPU time of
+   all its threads; then sink.write alone on rows enriched beforehand. CPU time, not a paced rate:
+   on a shared machine it is the steadier figure, and 1e6 / µs is the most one core can export.
 
 Medians over repetitions. Every process started here is stopped here, by PID.
 """
@@ -53,8 +57,9 @@ MOCK_HEADERS = ["x-mock-chunks: 1", "x-mock-chunk-bytes: 420"]  # a ~1 KB answer
 WRK_LUA = HERE / "wrk_chat_1k.lua"
 
 PROFILES = {
-    "full": dict(rates=(50_000, 65_000, 80_000), window_s=10.0, reps=5, lat_s=2.5, lat_warm=0.3, wrk_s=5),
-    "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1),
+    "full": dict(rates=(50_000, 65_000, 80_000), window_s=10.0, reps=5, lat_s=2.5, lat_warm=0.3, wrk_s=5,
+                 cpu_records=100_000),
+    "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1, cpu_records=20_000),
 }
 TARGETS = ("off", "on", "down")
 
@@ -176,6 +181,74 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
     return out
 
 
+# ------------------------------------------------------------------------------ C. exporter CPU
+
+
+def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """The exporter's own code (``Exporter.flush_once``) draining rings that already hold every record.
+
+    Runs in this process, pinned to core 1 before chDB starts its threads, and counts CPU time
+    (all threads: chDB's insert and merge threads too) rather than wall time, so other load on a
+    shared machine moves it less than part A's rates. Then the sink alone: the same kind of rows,
+    already enriched, through ``sink.write`` in the exporter's chunk size, which bounds what any
+    change to decoding and enrichment can win.
+    """
+    from fastgw import config as config_mod
+    from fastgw.requestlog.exporter import WRITE_CHUNK, Exporter
+    from fastgw.requestlog.paths import LogPaths
+    from fastgw.requestlog.record import decode_record
+
+    n = p["cpu_records"]
+    os.sched_setaffinity(0, {1})
+    cfg_path = tmp / "exporter.yaml"
+    ring_bytes = 2 ** (int(n * 2600 / 2).bit_length())  # room for half the records in each ring
+    cfg_path.write_text(f"logging: {{sink: 'chdb://{tmp / 'chdb'}', run_dir: '{tmp / 'run'}', "
+                        f"spill_dir: '{tmp / 'spill'}', ring_size: {ring_bytes}}}\n")
+    cfg = config_mod.load(str(cfg_path))
+    paths = LogPaths.for_config(cfg)
+    bufs = [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), ring_bytes) for w in range(2)]
+    exporter = Exporter(cfg, paths, 2)
+    gen = Renumbered(make_records(2000, body_bytes=1024))
+    try:
+        for _ in range(2000):  # warm up: the sink opens, the schema exists, the first part is written
+            bufs[gen.n % 2].push(gen.next())
+        exporter._attach_drains()
+        while exporter.stats.exported < gen.n:
+            exporter.flush_once()
+        for _ in range(n):
+            bufs[gen.n % 2].push(gen.next())
+        spilled = sum(b.spilled for b in bufs)
+        done = exporter.stats.exported + n
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        while exporter.stats.exported < done:
+            exporter.flush_once()
+        cpu1, t1 = time.process_time(), time.perf_counter()
+        time.sleep(3.0)  # background merges of the parts just written
+        cpu2 = time.process_time()
+        # The sink alone, on rows enriched beforehand (fresh ids: nothing is deduplicated away).
+        rows = [exporter.enricher.row(decode_record(gen.next())) for _ in range(n)]
+        assert exporter.sink is not None
+        cpu3 = time.process_time()
+        for i in range(0, n, WRITE_CHUNK):
+            exporter.sink.write(rows[i:i + WRITE_CHUNK], f"bench-c-{i}")
+        cpu4 = time.process_time()
+        time.sleep(3.0)
+        cpu5 = time.process_time()
+    finally:
+        exporter.stopping = True
+        exporter.close()
+        for b in bufs:
+            b.close()
+        os.sched_setaffinity(0, {0, 1})
+    out = {"records": n, "spilled": spilled, "drain_per_s": n / (t1 - t0),
+           "drain_cpu_us": (cpu1 - cpu0) / n * 1e6, "drain_merge_cpu_us": (cpu2 - cpu0) / n * 1e6,
+           "sink_cpu_us": (cpu4 - cpu3) / n * 1e6, "sink_merge_cpu_us": (cpu5 - cpu3) / n * 1e6}
+    log(f"C {n} records: {out['drain_per_s']:.0f}/s, exporter {out['drain_cpu_us']:.1f} µs/record "
+        f"({out['drain_merge_cpu_us']:.1f} with 3 s of merges); sink.write alone {out['sink_cpu_us']:.1f} "
+        f"({out['sink_merge_cpu_us']:.1f}) µs/record; spilled {spilled}")
+    return out
+
+
 # ------------------------------------------------------------------------------ B. the gateway
 
 
@@ -283,8 +356,20 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     return {"runs": runs, "direct": direct, "exporter_rss_mib": rss}
 
 
-def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, Any] | None = None) -> str:
     lines = ["# Request logging benchmarks", ""]
+    if c is not None:
+        lines += ["## C. Exporter CPU per record (rings already full, exporter on core 1)", "",
+                  f"{c['records']} records of ~2.4 KB drained by ``Exporter.flush_once`` in-process; CPU time "
+                  "of every thread (chDB's included); spilled before the drain: " + str(c["spilled"]) + ".", "",
+                  "| figure | µs/record | as records/s on one core |", "|---|---:|---:|",
+                  f"| exporter: decode, enrich, columns, insert | {c['drain_cpu_us']:.1f} | {1e6 / c['drain_cpu_us']:.0f} |",
+                  f"| the same + 3 s of background merges | {c['drain_merge_cpu_us']:.1f} | "
+                  f"{1e6 / c['drain_merge_cpu_us']:.0f} |",
+                  f"| sink.write alone (columns + chDB insert) | {c['sink_cpu_us']:.1f} | {1e6 / c['sink_cpu_us']:.0f} |",
+                  f"| sink.write alone + 3 s of merges | {c['sink_merge_cpu_us']:.1f} | "
+                  f"{1e6 / c['sink_merge_cpu_us']:.0f} |", "",
+                  f"Drain rate (wall clock, shared machine): {c['drain_per_s']:.0f} records/s.", ""]
     if a is not None:
         lines += ["## A. Rings to chDB", "",
                   f"Records average {a['record_bytes']:.0f} bytes on the ring (1 KB of bodies plus headers and metadata).",
@@ -336,7 +421,8 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("rings", "gateway"))
+    ap.add_argument("--only", choices=("rings", "gateway", "exporter-cpu"))
+    ap.add_argument("--cpu-records", type=int, help="C: records drained (default 100000, 20000 with --quick)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--exporter-cpus", default="1",
                     help="A: the cores the exporter may use (default 1, the layout the issue asks for; "
@@ -346,20 +432,25 @@ def main() -> int:
     p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus)
     if args.rates:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
+    if args.cpu_records:
+        p["cpu_records"] = args.cpu_records
     procs = rb.Procs()
-    a = b = None
+    a = b = c = None
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-log-") as d:
         tmp = Path(d)
         try:
             if args.only in (None, "rings"):
                 (tmp / "a").mkdir()
                 a = rings_to_chdb(p, tmp / "a", procs)
+            if args.only in (None, "exporter-cpu"):
+                (tmp / "c").mkdir()
+                c = exporter_cpu(p, tmp / "c")
             if args.only in (None, "gateway"):
                 (tmp / "b").mkdir()
                 b = gateway_runs(p, tmp / "b", procs)
         finally:
             procs.stop_all()
-    text = summarize(a, b)
+    text = summarize(a, b, c)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

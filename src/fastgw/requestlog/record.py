@@ -42,6 +42,9 @@ _CREDENTIAL_LINE = re.compile(
 )
 # A cheap test for whether the regex is needed at all: every credential name ends in one of these.
 _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
+# Unpacked, so the test is a chain of C substring searches rather than a generator (~1 µs less a
+# request); a hint added to the tuple without a name here fails at import, not silently.
+_H0, _H1, _H2, _H3, _H4 = _CREDENTIAL_HINTS
 
 
 def redacted_block(ctx: RequestContext) -> str:
@@ -49,7 +52,7 @@ def redacted_block(ctx: RequestContext) -> str:
     h = ctx.headers
     block = h.forward
     # Substring checks cost a few hundred ns; the regex, microseconds. Most requests carry none.
-    if any(hint in block for hint in _CREDENTIAL_HINTS):
+    if _H0 in block or _H1 in block or _H2 in block or _H3 in block or _H4 in block:
         block = _CREDENTIAL_LINE.sub(rb"\1: [redacted]", block)
     if h.authorization is not None:
         block += b"authorization: [redacted]\r\n"
