@@ -44,7 +44,8 @@ def send(gw: GatewayProcess, path: str, headers: dict[str, str], body: bytes = b
         with urllib.request.urlopen(req, timeout=10) as r:
             return int(r.status)
     except urllib.error.HTTPError as e:
-        return int(e.code)  # the mock's 404 for a prefix it doesn't serve: the request is recorded all the same
+        with e:  # the mock's 404 for a prefix it doesn't serve: the request is recorded all the same
+            return int(e.code)
 
 
 @pytest.mark.parametrize("name", OPENAI_COMPATIBLE)

@@ -309,7 +309,8 @@ def test_raw_bad_json_stays_with_the_default_provider(gw: GatewayProcess) -> Non
     # Not parseable, so not a unified request: the default provider answers it (the mock's 400).
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)
-    assert info.value.code == 400 and "error" in json.loads(info.value.read())
+    with info.value as answer:
+        assert answer.code == 400 and "error" in json.loads(answer.read())
 
 
 def test_stream_chunks_arrive_as_the_provider_sends_them(client: openai.OpenAI, up: MockUpstreamThread) -> None:
