@@ -41,7 +41,8 @@ class Env:
             with urllib.request.urlopen(self.url + path + query, timeout=30) as resp:
                 status, body = resp.status, resp.read()
         except HTTPError as exc:
-            status, body = exc.code, exc.read()
+            with exc:  # an unclosed error response is a ResourceWarning, an error under pytest here
+                status, body = exc.code, exc.read()
         data = orjson.loads(body)
         assert status == expect, (status, data)
         if operation is not None:
@@ -359,7 +360,8 @@ def fetch(url: str) -> tuple[int, str, bytes]:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return resp.status, resp.headers["Content-Type"], resp.read()
     except HTTPError as exc:
-        return exc.code, exc.headers["Content-Type"], exc.read()
+        with exc:
+            return exc.code, exc.headers["Content-Type"], exc.read()
 
 
 def test_dashboard_files_and_traversal(env: Env) -> None:

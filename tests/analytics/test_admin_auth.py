@@ -37,10 +37,11 @@ def status_of(url: str, auth: str | None) -> int:
         with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status
     except HTTPError as exc:
-        if exc.code == 401:
-            body = orjson.loads(exc.read())
-            assert body["error"]["code"] == "invalid_api_key" and exc.headers["WWW-Authenticate"]
-        return exc.code
+        with exc:
+            if exc.code == 401:
+                body = orjson.loads(exc.read())
+                assert body["error"]["code"] == "invalid_api_key" and exc.headers["WWW-Authenticate"]
+            return exc.code
 
 
 def test_policy() -> None:

@@ -46,6 +46,7 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> Any:
         except urllib.error.HTTPError as exc:
             if exc.code != 503 or time.monotonic() > deadline:
                 raise
+            exc.close()
             value = None
         if value or time.monotonic() > deadline:
             return value

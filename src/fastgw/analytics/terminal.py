@@ -46,10 +46,11 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return orjson.loads(resp.read())
         except HTTPError as exc:
-            try:
-                message = orjson.loads(exc.read())["error"]["message"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):  # not our JSON: a proxy's page
-                message = exc.reason
+            with exc:
+                try:
+                    message = orjson.loads(exc.read())["error"]["message"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):  # not our JSON: a proxy's page
+                    message = exc.reason
             raise AdminUnavailable(f"{url}: {exc.code} {message}") from None
         except (URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
