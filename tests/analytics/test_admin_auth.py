@@ -64,20 +64,22 @@ def test_server_refuses_to_start_beyond_loopback_without_a_key(tmp_path: Path) -
 
 
 @pytest.fixture
-def open_to_all() -> Iterator[AdminServer]:
-    server = AdminServer(AdminConfig(host="0.0.0.0", port=0, key=KEY), "none://")
+def open_to_all(tmp_path: Path) -> Iterator[AdminServer]:
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "app.js").write_text("")
+    server = AdminServer(AdminConfig(host="0.0.0.0", port=0, key=KEY), "none://", dashboard_dir=tmp_path)
     server.start()
     yield server
     server.stop()
 
 
-def test_key_required_on_every_path(open_to_all: AdminServer) -> None:
+def test_key_required_on_the_api_and_metrics(open_to_all: AdminServer) -> None:
     # Bound to 0.0.0.0: reached through loopback, and through this machine's own address when it
     # has one (a container without a network has only loopback; the policy is the same).
     hosts = ["127.0.0.1"] + ([addr] if (addr := local_address()) else [])
     for host in hosts:
         base = f"http://{host}:{open_to_all.port}"
-        for path in ("/api/v1/health", "/api/v1/summary", "/metrics", "/", "/static/x.js", "/nope"):
+        for path in ("/api/v1/health", "/api/v1/summary", "/metrics", "/nope", "/api/v1/requests?since=1h"):
             assert status_of(base + path, None) == 401, path
             assert status_of(base + path, "Bearer wrong") == 401, path
             assert status_of(base + path, f"Bearer {KEY}x") == 401, path
@@ -85,6 +87,9 @@ def test_key_required_on_every_path(open_to_all: AdminServer) -> None:
         assert status_of(base + "/api/v1/health", f"Bearer {KEY}") == 200
         # Authorised, the sink decides: this one logs nowhere, so the query API has nothing to read.
         assert status_of(base + "/api/v1/summary", f"Bearer {KEY}") == 503
+        # The page and its files hold no data and load without the key (the page then asks for it).
+        assert status_of(base + "/", None) == 200 and status_of(base + "/static/app.js", None) == 200
+        assert status_of(base + "/static/missing.js", None) == 404
 
 
 def test_loopback_server_without_key_is_open() -> None:

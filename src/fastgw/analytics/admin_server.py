@@ -6,8 +6,10 @@ page: the stdlib's threading HTTP server is plenty for a handful of people and a
 keeps the workers' event loops free of anything analytic.
 
 Access: bound to loopback it is open unless ``admin.key`` is set; bound anywhere else it refuses
-to start without a key, and then every path (the page, its files, ``/metrics``) needs
-``Authorization: Bearer <admin.key>``, compared in constant time.
+to start without a key. With a key, the API and ``/metrics`` need ``Authorization: Bearer
+<admin.key>``, compared in constant time. The dashboard's page and files are served to anyone:
+they are the package's own static code, hold no data, and a browser cannot attach a bearer key
+to a page navigation; the page asks for the key when the API answers 401.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def _make_handler(server: AdminServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
-            if not server.authorized(self.headers.get("Authorization")):
+            public = parts.path == "/" or parts.path.startswith("/static/")
+            if not public and not server.authorized(self.headers.get("Authorization")):
                 err = Unauthorized("the admin API needs Authorization: Bearer <admin.key>")
                 self._send(401, "application/json", err.body(), {"WWW-Authenticate": 'Bearer realm="fastgw-admin"'})
                 return
