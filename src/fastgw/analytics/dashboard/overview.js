@@ -22,7 +22,7 @@ function kpis(s) {
     kpi("Saved by the cache", fmtUSD(s.cache_saved_usd), "by answers replayed", "saved"),
     kpi("Rate-limited", fmtCount(s.rate_limited), `${fmtCount(s.budget_refused)} over budget`, "ratelimited"),
     kpi("Latency p50", fmtMs(s.latency_ms.p50), `p95 ${fmtMsShort(s.latency_ms.p95)} · p99 ${fmtMsShort(s.latency_ms.p99)}`, "latency"),
-    kpi("First byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMsShort(s.ttfb_ms.p95)} · p99 ${fmtMsShort(s.ttfb_ms.p99)}`, "ttfb"),
+    kpi("First byte p50", fmtMs(s.ttfb_ms.p50), `p95 ${fmtMsShort(s.ttfb_ms.p95)}`, "ttfb"),
   );
 }
 
@@ -30,31 +30,41 @@ function card(title, name, ...body) {
   return el("section", { class: "card", dataset: { card: name } }, el("h2", {}, title), ...body);
 }
 
-function charts(grid, ts) {
-  const times = ts.points.map((p) => Date.parse(p.t) / 1000);
+// The chart cards exist before their data, at their final size, so the page does not jump.
+const CHARTS = [
+  ["Cost over time", "cost"], ["Requests and errors", "traffic"], ["Latency percentiles", "latency"],
+  ["Cache hits and savings", "cache"], ["Tokens", "tokens"], ["Rate-limit refusals", "ratelimited"],
+];
+
+function chartSpecs(ts) {
   const col = (f) => ts.points.map(f);
   const lat = (k) => col((p) => p.latency_ms[k]);
-  const add = (title, name, spec) => {
-    const c = card(title, name);
-    grid.append(c);
-    timeChart(c, { times, ...spec });
+  return {
+    cost: { yFormat: fmtUSD, series: [{ label: "cost", values: col((p) => p.cost_usd), color: COLORS.blue, kind: "bar" }] },
+    traffic: { yFormat: fmtCompact, counts: true, series: [
+      { label: "requests", values: col((p) => p.requests), color: COLORS.blue, kind: "bar", format: fmtCount },
+      { label: "errors", values: col((p) => p.errors), color: COLORS.red, format: fmtCount }] },
+    latency: { yFormat: fmtMs, series: [
+      { label: "p50", values: lat("p50"), color: COLORS.green },
+      { label: "p95", values: lat("p95"), color: COLORS.amber },
+      { label: "p99", values: lat("p99"), color: COLORS.red }] },
+    cache: { yFormat: fmtCompact, y2Format: fmtUSD, counts: true, series: [
+      { label: "hits", values: col((p) => p.cache_hits), color: COLORS.green, kind: "bar", format: fmtCount },
+      { label: "saved", values: col((p) => p.cache_saved_usd), color: COLORS.violet, scale: "y2", format: fmtUSD }] },
+    tokens: { yFormat: fmtCompact, counts: true,
+      series: [{ label: "tokens", values: col((p) => p.tokens), color: COLORS.violet, fill: true, format: fmtCount }] },
+    ratelimited: { yFormat: fmtCompact, counts: true, series: [
+      { label: "refused", values: col((p) => p.rate_limited), color: COLORS.amber, kind: "bar", format: fmtCount }] },
   };
-  add("Cost over time", "cost", { yFormat: fmtUSD,
-    series: [{ label: "cost", values: col((p) => p.cost_usd), color: COLORS.blue, kind: "bar" }] });
-  add("Requests and errors", "traffic", { yFormat: fmtCompact, counts: true, series: [
-    { label: "requests", values: col((p) => p.requests), color: COLORS.blue, kind: "bar", format: fmtCount },
-    { label: "errors", values: col((p) => p.errors), color: COLORS.red, format: fmtCount }] });
-  add("Latency percentiles", "latency", { yFormat: fmtMs, series: [
-    { label: "p50", values: lat("p50"), color: COLORS.green },
-    { label: "p95", values: lat("p95"), color: COLORS.amber },
-    { label: "p99", values: lat("p99"), color: COLORS.red }] });
-  add("Cache hits and savings", "cache", { yFormat: fmtCompact, y2Format: fmtUSD, counts: true, series: [
-    { label: "hits", values: col((p) => p.cache_hits), color: COLORS.green, kind: "bar", format: fmtCount },
-    { label: "saved", values: col((p) => p.cache_saved_usd), color: COLORS.violet, scale: "y2", format: fmtUSD }] });
-  add("Tokens", "tokens", { yFormat: fmtCompact, counts: true,
-    series: [{ label: "tokens", values: col((p) => p.tokens), color: COLORS.violet, fill: true, format: fmtCount }] });
-  add("Rate-limit refusals", "ratelimited", { yFormat: fmtCompact, counts: true, series: [
-    { label: "refused", values: col((p) => p.rate_limited), color: COLORS.amber, kind: "bar", format: fmtCount }] });
+}
+
+function drawCharts(cards, ts) {
+  const times = ts.points.map((p) => Date.parse(p.t) / 1000);
+  const specs = chartSpecs(ts);
+  for (const [name, card] of Object.entries(cards)) {
+    card.classList.remove("pending");
+    timeChart(card, { times, ...specs[name] });
+  }
 }
 
 // A ranked table; the bar behind each row is its share of the measure the table is sorted by.
@@ -75,6 +85,8 @@ function topTable(groups, orderBy, onPick, emptyText) {
       el("td", { class: "num" }, fmtMs(g.latency_ms.p50))))));
 }
 
+// Every call starts at once, and each part of the page is drawn as soon as its answer is in,
+// so the header numbers and charts do not wait for the slower top lists.
 export async function render(root, ctx) {
   const orderBy = ctx.params.get("order") === "requests" ? "requests" : "cost";
   const r = { since: ctx.range.since, until: ctx.range.until };
@@ -82,13 +94,13 @@ export async function render(root, ctx) {
   // The property whose values to list: the one picked (fetched with the rest), else the top
   // property name, known only once the names are in.
   const picked = ctx.params.get("prop");
-  const [summary, ts, models, users, props, pickedValues] = await Promise.all([
-    get("/summary", r), get("/timeseries", r), top("model"), top("user"), top("property"),
-    picked ? top("property", { name: picked }) : null,
-  ]);
-  const propName = picked || props.groups[0]?.key;
-  const propValues = pickedValues || (propName ? await top("property", { name: propName }) : null);
-  if (ctx.stale()) return;
+  const calls = {
+    summary: get("/summary", r), ts: get("/timeseries", r), models: top("model"), users: top("user"),
+    props: top("property"), picked: picked ? top("property", { name: picked }) : null,
+  };
+  // Failures surface through the chains below (and the shell's notice); these stop the copies
+  // that nobody awaits from being reported a second time as unhandled.
+  for (const p of Object.values(calls)) p?.catch(() => {});
 
   disposeCharts();
   const toFilter = (name, value) => {
@@ -100,19 +112,39 @@ export async function render(root, ctx) {
   const order = el("div", { class: "seg", role: "group" },
     ["cost", "requests"].map((o) => el("button", { type: "button", class: o === orderBy ? "active" : null,
       dataset: { order: o }, onclick: () => withParam("order", o) }, o === "cost" ? "by cost" : "by count")));
-  const grid = el("div", { class: "grid charts" });
-  const propPicker = props.groups.length > 1 ? el("select", { class: "inline", onchange: (e) => withParam("prop", e.target.value) },
-    props.groups.map((g) => el("option", { value: g.key, selected: g.key === propName }, g.key))) : el("code", {}, propName || "");
+  const kpiBox = el("section", { class: "kpis pending" });
+  const chartCards = Object.fromEntries(CHARTS.map(([title, name]) => [name, card(title, name)]));
+  for (const c of Object.values(chartCards)) c.classList.add("pending", "chart-card");
+  const tops = { models: card("Models", "models"), users: card("Users", "users"), properties: card("Properties", "properties") };
+  for (const c of Object.values(tops)) c.classList.add("pending");
+  const valuesSlot = el("div");
   root.replaceChildren(
-    kpis(summary),
-    grid,
+    kpiBox,
+    el("div", { class: "grid charts" }, Object.values(chartCards)),
     el("div", { class: "section-head" }, el("h2", {}, "Top"), order),
-    el("div", { class: "grid tops" },
-      card("Models", "models", topTable(models.groups, orderBy, (v) => toFilter("model", v))),
-      card("Users", "users", topTable(users.groups, orderBy, (v) => v && toFilter("user", v))),
-      card("Properties", "properties", topTable(props.groups, orderBy, (v) => withParam("prop", v), "No request had a Helicone-Property-* header.")),
-      propValues ? card("", "property-values", el("h2", {}, "Values of ", propPicker),
-        topTable(propValues.groups, orderBy, (v) => toFilter("property", `${propName}=${v}`))) : null),
+    el("div", { class: "grid tops" }, tops.models, tops.users, tops.properties, valuesSlot),
   );
-  charts(grid, ts);
+
+  const fill = (c, content) => { c.classList.remove("pending"); c.append(content); };
+  const live = (f) => (value) => { if (!ctx.stale()) f(value); };
+  const valuesCard = async (props) => {
+    const propName = picked || props.groups[0]?.key;
+    const values = (await calls.picked) || (propName ? await top("property", { name: propName }) : null);
+    if (!values || ctx.stale()) return;
+    const picker = props.groups.length > 1 ? el("select", { class: "inline", onchange: (e) => withParam("prop", e.target.value) },
+      props.groups.map((g) => el("option", { value: g.key, selected: g.key === propName }, g.key))) : el("code", {}, propName);
+    valuesSlot.replaceWith(card("", "property-values", el("h2", {}, "Values of ", picker),
+      topTable(values.groups, orderBy, (v) => toFilter("property", `${propName}=${v}`))));
+  };
+  await Promise.all([
+    calls.summary.then(live((s) => { kpiBox.replaceWith(kpis(s)); performance.mark("fastgw:numbers"); })),
+    calls.ts.then(live((ts) => { drawCharts(chartCards, ts); performance.mark("fastgw:charts"); })),
+    calls.models.then(live((m) => fill(tops.models, topTable(m.groups, orderBy, (v) => toFilter("model", v))))),
+    calls.users.then(live((u) => fill(tops.users, topTable(u.groups, orderBy, (v) => v && toFilter("user", v))))),
+    calls.props.then(async (props) => {
+      if (ctx.stale()) return;
+      fill(tops.properties, topTable(props.groups, orderBy, (v) => withParam("prop", v), "No request had a Helicone-Property-* header."));
+      await valuesCard(props);
+    }),
+  ]);
 }
