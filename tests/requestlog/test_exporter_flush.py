@@ -1,0 +1,97 @@
+"""The exporter's flush with the cyclic garbage collector paused: rows unchanged, collector restored."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fastgw import config as config_mod
+from fastgw.requestlog.buffer import RecordBuffer
+from fastgw.requestlog.exporter import Exporter
+from fastgw.requestlog.paths import LogPaths
+from fastgw.requestlog.record import encode_record
+
+RING = 1 << 20
+
+
+class GcProbe:
+    """An observer: sees each committed batch, notes whether the collector was running then."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.gc_enabled: list[bool] = []
+
+    def observe(self, rows: list[dict[str, Any]]) -> None:
+        self.gc_enabled.append(gc.isenabled())
+        self.rows.extend(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def setup(tmp_path: Path, sink: str) -> tuple[Exporter, RecordBuffer, GcProbe]:
+    cfg_file = tmp_path / "fastgw.yaml"
+    cfg_file.write_text(f"logging: {{sink: '{sink}', run_dir: '{tmp_path / 'run'}', "
+                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: {RING}}}\n")
+    cfg = config_mod.load(str(cfg_file))
+    paths = LogPaths.for_config(cfg)
+    buf = RecordBuffer(paths.ring_file(0), paths.spill_dir(0), RING)
+    exporter = Exporter(cfg, paths, 1)
+    probe = GcProbe()
+    exporter.observers = [*exporter.observers, probe]
+    return exporter, buf, probe
+
+
+def push(buf: RecordBuffer, n: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for i, rid in enumerate(ids):
+        meta = {"kind": "request", "request_id": rid, "created_at_ms": 1790000000000 + i, "provider": "openai",
+                "format": "openai", "path": "/v1/chat/completions", "status": 200,
+                "response_content_type": "application/json", "request_headers": "x-ok: 1\r\n"}
+        body = orjson.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": i}})
+        buf.push(encode_record(meta, b'{"model":"gpt-4o-mini","messages":[]}', body))
+    return ids
+
+
+def test_rows_are_written_whole_while_the_collector_is_paused_and_it_runs_again_after(tmp_path: Path) -> None:
+    exporter, buf, probe = setup(tmp_path, f"jsonl://{tmp_path / 'out'}")
+    try:
+        ids = push(buf, 300)
+        exporter._attach_drains()
+        assert gc.isenabled()
+        assert exporter.flush_once() == 300
+        assert gc.isenabled()
+        assert probe.gc_enabled and not any(probe.gc_enabled)  # paused for the whole batch
+        assert [r["request_id"] for r in probe.rows] == ids
+        assert [r["completion_tokens"] for r in probe.rows] == list(range(300))
+        written = [orjson.loads(line) for f in sorted((tmp_path / "out").iterdir())
+                   for line in f.read_bytes().splitlines()]
+        assert [w["request_id"] for w in written] == ids
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_a_failing_sink_leaves_the_collector_running(tmp_path: Path) -> None:
+    full = tmp_path / "full-disk"
+    full.mkdir()
+    (full / "requests.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC: a SinkError
+    exporter, buf, probe = setup(tmp_path, f"jsonl://{full}")
+    try:
+        push(buf, 5)
+        exporter._attach_drains()
+        assert exporter.flush_once() == 0 and exporter.stats.sink_failures == 1
+        assert gc.isenabled() and probe.rows == []
+        gc.disable()  # a caller that had paused it itself keeps it paused
+        try:
+            exporter.flush_once()
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        exporter.close()
+        buf.close()
