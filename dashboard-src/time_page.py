@@ -48,11 +48,10 @@ def time_view(driver: webdriver.Chrome, url: str) -> tuple[float, float | None, 
     driver.get(url)
     WebDriverWait(driver, 120).until(lambda d: d.execute_script("return document.body.dataset.ready"))
     assert driver.execute_script("return document.body.dataset.ready") != "error", url
-    ready = driver.execute_script(
-        "return performance.now() - performance.getEntriesByType('navigation')[0].startTime")
+    ready = driver.execute_script("return performance.getEntriesByName('fastgw:ready')[0].startTime")
     # The overview marks when its header numbers and charts were drawn (they do not wait for the rest).
-    first = driver.execute_script("const m = performance.getEntriesByType('mark').filter((e) => e.name.startsWith('fastgw:'));"
-                                  "return m.length === 2 ? Math.max(...m.map((e) => e.startTime)) : null")
+    first = driver.execute_script("const m = ['fastgw:numbers', 'fastgw:charts'].map((n) => performance.getEntriesByName(n)[0]);"
+                                  "return m.every(Boolean) ? Math.max(...m.map((e) => e.startTime)) : null")
     return ready, first, driver.execute_script("return window.fastgwTimings")
 
 

@@ -119,6 +119,7 @@ async function render() {
     await VIEWS[view].render(root, ctx);
     if (mine !== generation) return;
     notice("");
+    performance.mark("fastgw:ready");
     document.body.dataset.ready = view;
   } catch (err) {
     if (mine !== generation) return;
