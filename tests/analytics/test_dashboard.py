@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -178,6 +179,7 @@ def open_view(browser: webdriver.Chrome, board: Dashboard, hash_: str, ready: st
 
 
 def wait_ready(browser: webdriver.Chrome, ready: str) -> None:
+    """Until the view ``ready`` is drawn (``error``: until the page gave up and said why)."""
     try:
         WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.body.dataset.ready") in (ready, "error"))
     except TimeoutException:
@@ -424,3 +426,47 @@ def test_vendored_chart_library_is_the_locked_npm_build() -> None:
                          ("LICENSE", "uPlot.LICENSE")]:
         assert (vendor / copy).read_bytes() == (installed / source).read_bytes(), copy
     assert f"(v{locked})" in (vendor / "uPlot.iife.min.js").read_text()[:200]
+
+
+def test_the_page_asks_for_the_admin_key(start_gateway, mock: MockUpstreamThread, browser: webdriver.Chrome,  # type: ignore[no-untyped-def]
+                                         tmp_path: Path) -> None:
+    """With ``admin.key`` set the page loads, the API answers 401, and the page asks for the key
+    (once per tab: it is kept in sessionStorage); a wrong key is asked for again."""
+    admin_port, key = free_port(), "dash-key-" + uuid.uuid4().hex
+    gw = start_gateway(gateway_config(mock.url, logging={"sink": f"chdb://{tmp_path / 'chdb'}", "batch_max_age": "200ms"},
+                                      admin={"port": admin_port, "key": key}))
+    wait_for_port(admin_port, proc=gw.proc)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    url = f"http://127.0.0.1:{admin_port}"
+
+    def logged() -> int:
+        request = urllib.request.Request(url + "/api/v1/summary?since=1h", headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(orjson.loads(resp.read())["requests"])
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return 0  # 503 until the first batch creates the tables
+    deadline = time.monotonic() + 20
+    while logged() < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert logged() == 1
+
+    browser.get(url + "/#/overview?since=1h")
+    wait_ready(browser, "error")
+    form = browser.find_element(By.CSS_SELECTOR, "#notice form.keyform")
+    form.find_element(By.TAG_NAME, "input").send_keys("not-the-key")
+    form.find_element(By.TAG_NAME, "button").click()
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.body.dataset.ready") == "error")
+    form = browser.find_element(By.CSS_SELECTOR, "#notice form.keyform")  # asked again
+    form.find_element(By.TAG_NAME, "input").send_keys(key)
+    form.find_element(By.TAG_NAME, "button").click()
+    wait_ready(browser, "overview")
+    assert text(browser, "[data-kpi=requests] .kpi-value") == "1"
+    assert not browser.find_element(By.ID, "notice").is_displayed()
+    browser.refresh()  # the key stays for the tab
+    wait_ready(browser, "overview")
+    refused = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert refused and all("status of 401" in e["message"] for e in refused), refused  # the two refusals only
+    browser.get("about:blank")
