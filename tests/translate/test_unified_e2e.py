@@ -38,6 +38,8 @@ def gw(up: MockUpstreamThread, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "openai": {"base_url": up.url}, "anthropic": {"base_url": up.url, "format": "anthropic"},
         "gemini": {"base_url": up.url}, "groq": {"base_url": up.url},
         "lenient": {"base_url": up.url, "format": "anthropic", "drop_params": True},
+        "keyed": {"base_url": up.url, "format": "anthropic", "api_key": "sk-ant-configured"},
+        "keyedgem": {"base_url": up.url, "format": "gemini", "api_key": "gem-configured"},
     })
     g = GatewayProcess(cfg, tmp_path_factory.mktemp("unified"))
     yield g
@@ -178,6 +180,19 @@ def test_unsupported_parameter_is_a_400_naming_it(client: openai.OpenAI, up: Moc
     # The gateway keeps serving.
     assert client.chat.completions.create(model="anthropic/claude-sonnet-4-5",
                                           messages=[{"role": "user", "content": "x"}]).choices
+
+
+def test_configured_provider_key_replaces_the_clients(client: openai.OpenAI, up: MockUpstreamThread) -> None:
+    """A provider configured with ``api_key`` sends that key, in its own scheme, on translated calls;
+    the client's key never reaches it."""
+    client.chat.completions.create(model="keyed/claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+    sent = last(up)
+    assert sent.path == "/v1/messages"
+    assert sent.header("x-api-key") == "sk-ant-configured" and sent.header("authorization") is None
+    client.chat.completions.create(model="keyedgem/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}])
+    sent = last(up)
+    assert sent.header("x-goog-api-key") == "gem-configured" and sent.header("authorization") is None
+    assert "sk-client-key" not in sent.path
 
 
 def test_drop_params_leaves_it_out(client: openai.OpenAI, up: MockUpstreamThread) -> None:

@@ -32,9 +32,8 @@ def credential_for(ctx: RequestContext, provider: Provider) -> str | None:
         granted = principal.credentials.get(provider.name)
         if granted is not None:
             return granted
-    configured: str | None = getattr(provider, "api_key", None)
-    if configured:
-        return configured
+    if provider.api_key:
+        return provider.api_key
     own = client_credential(ctx)
     if own is None and principal is not None:
         raise Forbidden(

@@ -52,13 +52,16 @@ class Provider:
     auth_line: bytes | None
     chat_path: str = "/v1/chat/completions"  # the unified API's endpoint for OpenAI-format providers
     drop_params: bool = False  # unified API: drop what the provider can't honour instead of a 400
+    # The configured key itself: translated attempts build their own header line from it
+    # (providers/credentials.py); ``auth_line`` is the same key, prepared for pass-through.
+    api_key: str | None = None
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
         fmt, base_url = FORMATS[pc.format].bind(pc)
         origin, base_path = parse_base_url(base_url)
         return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None,
-                   pc.chat_path, pc.drop_params)
+                   pc.chat_path, pc.drop_params, pc.api_key or None)
 
 
 def build_table(config: Config) -> dict[str, Provider]:

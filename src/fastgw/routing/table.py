@@ -13,14 +13,6 @@ from fastgw.routing.retry import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
-class TargetProvider(Provider):
-    """A provider with a route target's own key: ``auth_line`` carries it for pass-through, and
-    ``api_key`` for ``credential_for`` (providers/credentials.py), which translated attempts use."""
-
-    api_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Target:
     key: str  # "<provider>/<model or ''>", unique within the route: its health and log name
     provider: Provider  # with the target's own key injected, if it has one
@@ -49,8 +41,8 @@ def _route(name: str, rc: RouteConfig, config: Config, providers: dict[str, Prov
         provider = providers[tc.provider]
         key = tc.api_key if tc.credential is None else config.credentials[tc.credential].api_key
         if key:
-            fields = {f.name: getattr(provider, f.name) for f in dataclasses.fields(Provider)}
-            provider = TargetProvider(**{**fields, "auth_line": provider.format.auth_line(key), "api_key": key})
+            # The target's own key replaces the provider's, for pass-through and translated attempts.
+            provider = dataclasses.replace(provider, auth_line=provider.format.auth_line(key), api_key=key)
         tkey = f"{tc.provider}/{tc.model or ''}"
         while tkey in seen:  # the same provider and model twice (two keys): still two targets
             tkey += "'"
