@@ -236,6 +236,7 @@ class Router:
     async def _attempt(self, ctx: RequestContext, step: Step, index: int) -> tuple[Response | None, UpstreamError | None]:
         ctx.provider, ctx.upstream_path, ctx.body, ctx.model_override = (
             step.provider, step.upstream_path, step.body, step.model)
+        ctx.upstream_head = None  # each attempt's format writes its own (Translate, prepare_passthrough)
         original = ctx.headers
         if step.headers is not None:
             ctx.headers = step.headers
