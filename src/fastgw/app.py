@@ -73,9 +73,9 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
                         cache_store if isinstance(cache_store, RedisCache) else None, config.logging.prices_file)
     handler = CachePlan(handler, config.cache)
     handler = Route(handler, config, build_table(config))
-    handler = Auth(handler, config)
     if logger is not None:
-        handler = LogAPI(handler, logger)
+        handler = LogAPI(handler, logger)  # the gateway's own logging endpoints (need a key like the rest)
+    handler = Auth(handler, config)
     handler = Health(handler)
     return handler
 

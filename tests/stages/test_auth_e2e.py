@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -152,6 +154,40 @@ def test_auth_required_refuses_requests_without_a_valid_key(start_gateway: Calla
     key = create_key(gw.config_path, "--name", "ok", "--credential", "team-openai")
     assert chat(client(gw, key)).choices
     assert "without auth.required" not in gw.log()
+
+
+MANUAL_LOG = {"providerRequest": {"url": "https://api.openai.com/v1/chat/completions",
+                                   "json": {"model": "gpt-4o", "messages": CHAT}},
+              "providerResponse": {"status": 200, "json": {"choices": []}},
+              "timing": {"startTime": {"seconds": 1700000000, "milliseconds": 0},
+                         "endTime": {"seconds": 1700000001, "milliseconds": 5}}}
+
+
+def _post_raw(gw: GatewayProcess, path: str, body: Any, key: str | None) -> int:
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(gw.url + path, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+def test_auth_required_covers_the_logging_endpoints(start_gateway: Callable[..., GatewayProcess],
+                                                    mock: MockUpstreamThread, tmp_path: Path) -> None:
+    """With auth.required, reporting a call or rating one needs a valid key as well; a key limited to
+    other models or out of budget may still log (it calls nothing and spends nothing)."""
+    gw = start_gateway(base(mock, tmp_path, auth={"required": True}))
+    rid = str(uuid.uuid4())
+    assert _post_raw(gw, "/custom/v1/log", MANUAL_LOG, None) == 401
+    assert _post_raw(gw, f"/v1/request/{rid}/feedback", {"rating": True}, None) == 401
+    assert _post_raw(gw, f"/v1/request/{rid}/score", {"scores": {"ok": 1}}, "fgw-" + "z" * 43) == 401
+    key = create_key(gw.config_path, "--name", "logger", "--model", "claude-*", "--budget-total", "0")
+    assert _post_raw(gw, "/custom/v1/log", MANUAL_LOG, key) == 200
+    assert _post_raw(gw, f"/v1/request/{rid}/feedback", {"rating": True}, key) == 200
+    assert _post_raw(gw, f"/v1/request/{rid}/score", {"scores": {"ok": 1}}, key) == 200
+    assert _post_raw(gw, "/v1/chat/completions", {"model": "gpt-4o", "messages": CHAT}, key) == 403
 
 
 def test_warning_when_listening_beyond_loopback_without_auth(start_gateway: Callable[..., GatewayProcess],

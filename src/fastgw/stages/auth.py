@@ -12,6 +12,10 @@ There are three cases:
    policies, ``providers.credentials.credential_for`` its provider credentials), and when a budget
    applies, the answer's real cost is charged to every budget counter once it is known.
 
+The stage sits outside the gateway's own logging endpoints (stages/log_api.py), so with
+``auth.required`` reporting a call or its feedback needs a valid key too; the key's model list and
+budgets don't apply there, as nothing is called and nothing is spent.
+
 ``ctx.principal`` is set as soon as the key is known, so the log rows of the key's refused
 requests (403, 429) carry its key id too.
 
@@ -33,6 +37,7 @@ from fastgw.keys.principal import KeyBook
 from fastgw.keys.store import StoreError
 from fastgw.keys.token import bearer_key, plain_key
 from fastgw.redis_client import Background
+from fastgw.stages.log_api import is_log_endpoint
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.metering import CostMeter, requested_model
 
@@ -66,6 +71,8 @@ class Auth:
                                    "(or Helicone-Auth: Bearer fgw-...)")
             return await self.next(ctx)
         principal = ctx.principal = await self.book.principal(key)
+        if (principal.models is not None or principal.metered) and is_log_endpoint(ctx.method, ctx.target):
+            return await self.next(ctx)  # logging a call: the key must be valid, nothing more
         if principal.models is not None:
             model = requested_model(ctx.body)
             if not model and ctx.method not in _NO_MODEL_OK:

@@ -31,6 +31,13 @@ _PROVIDER_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic",
                    "generativelanguage.googleapis.com": "gemini"}
 
 
+def is_log_endpoint(method: bytes, target: bytes) -> bool:
+    """A call to the gateway's own logging endpoints: it names no model and costs nothing, so a
+    gateway key's model list and budgets don't apply to it (stages/auth.py), only the key itself."""
+    return method == b"POST" and (target == b"/custom/v1/log" or
+                                  target.startswith(b"/v1/request/") and _FEEDBACK.match(target) is not None)
+
+
 def _ok(payload: dict[str, Any]) -> Response:
     return Response(200, _JSON, body=orjson.dumps(payload))
 
@@ -136,5 +143,6 @@ class LogAPI:
             "omit_request": (h.omit_request or "").lower() == "true",
             "omit_response": (h.omit_response or "").lower() == "true",
             "worker": self.logger.worker,
+            **({"key_id": ctx.principal.key_id} if ctx.principal is not None else {}),
         })
         return _ok({"id": ctx.request_id})
