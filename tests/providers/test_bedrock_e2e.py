@@ -304,6 +304,8 @@ def test_request_log_has_usage_and_no_credentials(up: MockUpstreamThread, tmp_pa
     for r in rows:
         assert r["usage_source"] == "provider" and r["completion_tokens"] == 4 and r["prompt_tokens"] > 0, r
         assert r["model_served"] == MODEL
+        # Claude on Bedrock at Anthropic's list price (claude-3-5-sonnet: $3 in, $15 out per million)
+        assert r["cost_nanousd"] == r["prompt_tokens"] * 3000 + r["completion_tokens"] * 15000, r
     dump = json.dumps(rows)
     assert MOCK_AWS_CREDENTIALS.secret_access_key not in dump and "session-token-secret" not in dump
     assert "client-token" not in dump  # the client's own x-amz-security-token is redacted too

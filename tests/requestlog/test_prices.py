@@ -137,6 +137,25 @@ def test_provider_aliases_and_fallback_for_unlisted_provider(table: PriceTable) 
     assert table.cost("groq", "claude-sonnet-4-5", u) == (None, "unknown_model")
 
 
+@pytest.mark.parametrize("model,section,entry", [
+    ("anthropic.claude-3-5-sonnet-20240620-v1:0", "anthropic", "claude-3-5-sonnet"),
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic", "claude-sonnet-4-5"),
+    ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic", "claude-haiku-4-5"),
+    ("us.amazon.nova-pro-v1:0", "bedrock", "amazon.nova-pro"),
+    ("amazon.nova-micro-v1:0", "bedrock", "amazon.nova-micro"),
+    ("eu.meta.llama3-1-70b-instruct-v1:0", "bedrock", "meta.llama3-1-70b-instruct"),
+])
+def test_bedrock_model_ids(table: PriceTable, model: str, section: str, entry: str) -> None:
+    """Bedrock ids lose their cross-region prefix and revision; Claude is priced from Anthropic's table."""
+    got = table.resolve("bedrock", model)
+    assert got is not None and got.input == price(section, entry, "input") and got.output == price(section, entry, "output")
+
+
+@pytest.mark.parametrize("model", ["anthropic.claude-opus-4-8-v1:0", "cohere.command-r-v1:0", "claude-sonnet-4-5x"])
+def test_unlisted_bedrock_models_are_unknown(table: PriceTable, model: str) -> None:
+    assert table.resolve("bedrock", model) is None
+
+
 # --------------------------------------------------------------------- unknown models
 
 

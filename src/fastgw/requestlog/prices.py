@@ -46,6 +46,8 @@ _SECTION_KEYS = frozenset({"source", "models"})
 _WORD = r"(?:latest|preview|exp|experimental|beta|v\d+)"
 _VERSION_SUFFIX = re.compile(rf"(?:\d{{3,8}}|{_WORD})(?:[-@](?:\d{{2,8}}|{_WORD}))*")
 _RESOLVE_CACHE_MAX = 4096
+_BEDROCK_GEO = re.compile(r"^(?:us|eu|apac|global|jp|au|ca|us-gov)\.")  # cross-region inference profiles
+_BEDROCK_REVISION = re.compile(r":\d+$")
 _SCALE = 10**9
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -252,12 +254,27 @@ class PriceTable:
             return self._cache[key]
         name = _norm_model(model)
         sections = self._sections(provider)
-        found = next((p for s in sections if (p := s.exact(name)) is not None), None)
-        if found is None:
-            found = self._prefix(sections, name)
+        if len(sections) == 1 and sections[0] is self._providers.get("bedrock"):
+            found = self._bedrock(sections[0], name)
+        else:
+            found = self._find(sections, name)
         if len(self._cache) >= _RESOLVE_CACHE_MAX:
             self._cache.clear()
         self._cache[key] = found
+        return found
+
+    def _find(self, sections: list[_Section], name: str) -> Price | None:
+        found = next((p for s in sections if (p := s.exact(name)) is not None), None)
+        return found if found is not None else self._prefix(sections, name)
+
+    def _bedrock(self, section: _Section, name: str) -> Price | None:
+        """A Bedrock model id, without its cross-region prefix and revision; Claude falls back to
+        Anthropic's own entries (see the bedrock section's source in prices.yaml)."""
+        base = _BEDROCK_REVISION.sub("", _BEDROCK_GEO.sub("", name))
+        found = self._find([section], base)
+        vendor, _, rest = base.partition(".")
+        if found is None and vendor == "anthropic" and "anthropic" in self._providers:
+            found = self._find([self._providers["anthropic"]], rest)
         return found
 
     @staticmethod
