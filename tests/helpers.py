@@ -42,6 +42,9 @@ class GatewayProcess:
                  args: list[str] | None = None) -> None:
         self.port = free_port()
         cfg = {**config, "server": {"port": self.port, **config.get("server", {})}}
+        # Each gateway's admin server on a port of its own: tests run many gateways side by side.
+        self.admin_port = free_port()
+        cfg["admin"] = {"port": self.admin_port, **config.get("admin", {})}
         # Each gateway logs into its own folders (rings, spill, sink); a jsonl sink unless the test
         # asks for another: chDB holds its folder for one process, and starts slower.
         self.log_dir = tmp / f"log-{self.port}"

@@ -34,15 +34,16 @@ import orjson
 from fastgw import config as config_mod
 from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
+from fastgw.cache import MemoryCache, RedisCache, make_cache
 from fastgw.config import Config
 from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
 from fastgw.providers.table import build_table
-from fastgw.requestlog.logger import RequestLogger
-from fastgw.requestlog.record import is_event_stream
-from fastgw.cache import MemoryCache, RedisCache, make_cache
 from fastgw.ratelimit import LUA_SCRIPT, MemoryLimiter, RedisLimiter
 from fastgw.redis_client import RedisClients
+from fastgw.requestlog.logger import RequestLogger
+from fastgw.requestlog.record import is_event_stream
+from fastgw.stages.auth import Auth
 from fastgw.stages.base import Handler, Response
 from fastgw.stages.cache import Cache, CachePlan
 from fastgw.stages.dispatch import Dispatch
@@ -51,7 +52,6 @@ from fastgw.stages.log_api import LogAPI
 from fastgw.stages.ratelimit import RateLimit
 from fastgw.stages.route import Route
 from fastgw.stages.router import Router
-from fastgw.stages.auth import Auth
 from fastgw.stages.stream_usage import StreamUsage
 from fastgw.stages.translate import Translate
 from fastgw.upstream.pool import ConnectionPool
@@ -61,7 +61,9 @@ log = logging.getLogger("fastgw.app")
 
 def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger | None,
                    cache_store: MemoryCache | RedisCache | None = None,
-                   limiter: MemoryLimiter | RedisLimiter | None = None) -> Handler:
+                   limiter: MemoryLimiter | RedisLimiter | None = None, auth: list[Auth] | None = None) -> Handler:
+    """The stages, innermost first. ``auth``, when given, receives the Auth stage (its key store and
+    pending budget charges are closed with the gateway)."""
     handler: Handler = Dispatch(pool)
     handler = Translate(handler)  # the unified API in the provider's own format, per attempt (providers/)
     handler = Router(handler, config, build_table(config))  # retries, fallbacks, balancing (routing/)
@@ -76,6 +78,8 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
     if logger is not None:
         handler = LogAPI(handler, logger)  # the gateway's own logging endpoints (need a key like the rest)
     handler = Auth(handler, config)
+    if auth is not None:
+        auth.append(handler)
     handler = Health(handler)
     return handler
 
@@ -92,6 +96,7 @@ class Gateway:
         self.limiter: MemoryLimiter | RedisLimiter | None = None
         # Set by the worker before start() when logging is on; None: nothing is logged.
         self.logger: RequestLogger | None = None
+        self._auth: list[Auth] = []
 
     async def start(self) -> None:
         """Needs the running loop: the pool's connections and timers live on it."""
@@ -105,7 +110,8 @@ class Gateway:
             self.limiter = MemoryLimiter()
         else:
             self.limiter = RedisLimiter(self.redis.get(r.backend, r.redis_timeout), r.redis_timeout)
-        self.handler = build_pipeline(self.config, self.pool, self.logger, self.cache_store, self.limiter)
+        self.handler = build_pipeline(self.config, self.pool, self.logger, self.cache_store, self.limiter,
+                                      self._auth)
         await self._load_scripts()
 
     async def _load_scripts(self) -> None:
@@ -123,6 +129,8 @@ class Gateway:
         return await self.handler(ctx)  # type: ignore[misc]
 
     async def close(self) -> None:
+        for auth in self._auth:
+            await auth.close()
         if self.pool is not None:
             self.pool.close()
         await self.redis.aclose()

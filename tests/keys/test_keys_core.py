@@ -123,3 +123,28 @@ def test_store_put_get_all(backend: str) -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+def test_auth_close_lands_pending_charges_then_closes_the_store(tmp_path: Path) -> None:
+    """At shutdown the charges still on their way are written before the key store closes."""
+    from fastgw.config import Config
+    from fastgw.keys.principal import KeyBook
+    from fastgw.stages.auth import Auth
+
+    async def run() -> tuple[list[int], bool]:
+        store = open_store(f"sqlite://{tmp_path}/keys.db")
+        auth = Auth(lambda ctx: None, Config(), KeyBook(Config(), store))  # type: ignore[arg-type,return-value]
+        cap = caps_for("key_x", "x", Budget(total=5.0), None, None, time.time())[0]
+        for _ in range(20):
+            auth._charge([cap], 1000)
+        await auth.close()
+        closed = store._writer is None  # type: ignore[attr-defined]
+        again = open_store(f"sqlite://{tmp_path}/keys.db")
+        try:
+            return await again.read([cap.cell]), closed
+        finally:
+            await again.close()
+
+    spent, closed = asyncio.run(run())
+    assert closed
+    assert spent == [20 * 1000]

@@ -37,8 +37,8 @@ from fastgw.keys.principal import KeyBook
 from fastgw.keys.store import StoreError
 from fastgw.keys.token import bearer_key, plain_key
 from fastgw.redis_client import Background
-from fastgw.stages.log_api import is_log_endpoint
 from fastgw.stages.base import Handler, Response
+from fastgw.stages.log_api import is_log_endpoint
 from fastgw.stages.metering import CostMeter, requested_model
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ class Auth:
 
     def __repr__(self) -> str:
         return f"Auth(required={self.required}, {self.book!r}, charge_failures={self.charge_failures})"
+
+    async def close(self) -> None:
+        """At shutdown: the charges still on their way land, then the key store closes."""
+        await self.background.drain(2.0)
+        await self.book.close()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         h = ctx.headers
