@@ -409,3 +409,19 @@ def test_key_store_down_is_503_for_keyed_requests_only(start_gateway: Callable[.
         assert chat(client(gw, "sk-no-gateway-key")).choices  # requests without a key don't need the store
     finally:
         redis_server.start()
+
+
+def test_a_stream_the_client_leaves_is_charged_what_its_row_says(gw: GatewayProcess) -> None:
+    """The client leaves before the usage chunk: the tokens produced so far are counted, and the
+    budget is charged exactly the cost the log row carries (not nothing)."""
+    key = create_key(gw.config_path, "--name", "leaver", "--budget-total", "100", "--credential", "team-openai")
+    c = client(gw, key, **{"x-mock-chunks": "40", "x-mock-chunk-delay-ms": "30"})
+    stream = chat(c, stream=True)
+    got = [next(stream) for _ in range(5)]
+    assert all(ch.choices and ch.choices[0].delta for ch in got[1:])
+    stream.close()  # leaves mid-stream: the usage chunk never comes
+    spent = settle(gw.config_path, "leaver")
+    key_id = listed(gw.config_path)["leaver"]["key_id"]
+    row = next(r for r in _rows(gw, want=1) if r.get("key_id") == key_id)
+    assert row["usage_source"] == "counted" and row["error_type"] == "client_disconnected", row
+    assert 0 < spent == row["cost_nanousd"], (spent, row)

@@ -140,19 +140,28 @@ class Enricher:
         return row
 
     def _count(self, request: dict[str, Any], fmt: str, path: str, body: bytes, model: str) -> Usage:
-        """Count tokens ourselves: exact for OpenAI's encodings, o200k as the estimate for others."""
-        from fastgw.requestlog.tokenizer import encoding_for_model, get_encoding
+        usage = count_usage(request, fmt, path, body, model)
+        if usage.source == "counted":
+            self.counted += 1
+        return usage
 
-        enc = get_encoding(encoding_for_model(model))
-        texts: list[str] = []
-        messages = request.get("messages")
-        _texts(request.get("messages") or request.get("input") or request.get("prompt") or [], texts)
-        _texts(request.get("system") or [], texts)
-        prompt = sum(enc.count(t) for t in texts)
-        if isinstance(messages, list):
-            prompt += _TOKENS_PER_MESSAGE * len(messages) + _REPLY_PRIMING
-        completion = enc.count(stream_content(fmt, path, body)) if body else 0
-        if not prompt and not completion:
-            return Usage(source="none")
-        self.counted += 1
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted", model=None)
+
+def count_usage(request: dict[str, Any], fmt: str, path: str, body: bytes, model: str) -> Usage:
+    """Count tokens ourselves: exact for OpenAI's encodings, o200k as the estimate for others.
+
+    Also used by the worker's cost meter for a stream the client left before its usage arrived, so
+    a budget is charged what the log row says."""
+    from fastgw.requestlog.tokenizer import encoding_for_model, get_encoding
+
+    enc = get_encoding(encoding_for_model(model))
+    texts: list[str] = []
+    messages = request.get("messages")
+    _texts(request.get("messages") or request.get("input") or request.get("prompt") or [], texts)
+    _texts(request.get("system") or [], texts)
+    prompt = sum(enc.count(t) for t in texts)
+    if isinstance(messages, list):
+        prompt += _TOKENS_PER_MESSAGE * len(messages) + _REPLY_PRIMING
+    completion = enc.count(stream_content(fmt, path, body)) if body else 0
+    if not prompt and not completion:
+        return Usage(source="none")
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, source="counted", model=None)

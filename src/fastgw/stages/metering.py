@@ -4,16 +4,18 @@ before the exporter would (u=cents rate limits, gateway key budgets).
 The price comes from the usage in the answer (or the usage chunk the gateway hid from the client),
 priced with the exporter's table, so both agree to the nano-dollar. A streamed answer is watched
 through a ``TappedStream`` keeping its last megabyte, where the usage is; a stream cut short is
-priced too, since the provider bills what it produced.
+priced too, since the provider bills what it produced: from its usage if it came, else from its
+tokens, counted off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastgw.requestlog.enrich import model_of, pricing_provider, request_json
+from fastgw.requestlog.enrich import count_usage, model_of, pricing_provider, request_json
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Response, TappedStream
 
@@ -42,8 +44,9 @@ class CostMeter:
         elif response.stream is not None:
             response.stream = _CostTap(self, ctx, response, on_cost)  # type: ignore[assignment]
 
-    def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes) -> int:
-        """0 for an error answer, one without usage, or a model the table does not price."""
+    def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes, count: bool = False) -> int:
+        """0 for an error answer, one without usage (unless ``count``: then its tokens are counted, as
+        the exporter counts them for the log row), or a model the table does not price."""
         from fastgw.requestlog.prices import PriceTable
         from fastgw.requestlog.usage import extract_usage
 
@@ -55,6 +58,9 @@ class CostMeter:
         stream = is_event_stream(response.headers)
         data = body + b"\n\n" + ctx.hidden_usage if ctx.hidden_usage else body
         usage = extract_usage(provider.format.name, ctx.upstream_path.decode("latin-1"), data, stream)
+        if usage is None and count:
+            usage = count_usage(request_json(ctx.body), provider.format.name, ctx.upstream_path.decode("latin-1"),
+                                body, requested_model(ctx.body))
         if usage is None:
             return 0
         model = usage.model or requested_model(ctx.body)
@@ -81,7 +87,13 @@ class _CostTap(TappedStream):
     def ended(self) -> None:
         self._on_cost(self._meter.cost_nanousd(self._ctx, self._response, b"".join(self._chunks)))
 
-    abandoned = ended
+    def abandoned(self) -> None:
+        """The client left before the usage came: the tokens produced so far are counted (the provider
+        bills them), off the event loop, as the exporter counts them for the row."""
+        body = b"".join(self._chunks)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(None, self._meter.cost_nanousd, self._ctx, self._response, body, True)
+        work.add_done_callback(lambda f: f.cancelled() or f.exception() or self._on_cost(f.result()))
 
 
 def requested_model(body: bytes) -> str:
