@@ -98,6 +98,23 @@ def test_gemini_configured_key_injected(gw: GatewayProcess, up: MockUpstreamThre
     assert up.mock.requests[-1].header("x-goog-api-key") == "AIza-configured"
 
 
+@pytest.mark.parametrize("pure", [False, True])
+def test_gemini_configured_key_replaces_the_clients_header_and_query_key(
+        up: MockUpstreamThread, tmp_path: Any, pure: bool) -> None:
+    """Google sees one key, the gateway's: the client's x-goog-api-key and ?key= are removed."""
+    g = GatewayProcess(gateway_config(up.url, providers={
+        "gemini": {"base_url": up.url, "format": "gemini", "api_key": "AIza-configured"}}), tmp_path, pure=pure)
+    try:
+        path = "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?key=AIza-client&alt=sse"
+        assert send(g, path, {"x-goog-api-key": "AIza-client-header"},
+                    b'{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}') == 200
+        sent = up.mock.requests[-1]
+        assert [v for k, v in sent.headers if k == "x-goog-api-key"] == ["AIza-configured"]
+        assert sent.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    finally:
+        assert g.stop() == 0, g.log()
+
+
 def test_config_declared_openai_compatible_server(gw: GatewayProcess, up: MockUpstreamThread) -> None:
     send(gw, "/myvllm/v1/chat/completions", {"authorization": "Bearer local"})
     sent = up.mock.requests[-1]

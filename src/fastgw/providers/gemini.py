@@ -2,7 +2,9 @@
 
 Requests go to ``/v1beta/models/{model}:generateContent``, streams to
 ``:streamGenerateContent?alt=sse`` (one ``GenerateContentResponse`` per SSE event). The key goes in
-``x-goog-api-key`` (AI Studio also takes ``?key=``, which pass-through leaves in the query).
+``x-goog-api-key`` (AI Studio also takes ``?key=``). Pass-through leaves the client's key where it
+is, unless the gateway supplies one (a configured ``api_key`` or a gateway key's grant): then the
+client's ``x-goog-api-key`` and ``?key=`` are removed, so Google sees exactly one key, the gateway's.
 
 Choices where the APIs differ:
 - System and developer messages become ``systemInstruction``; assistant turns are role ``model``.
@@ -20,13 +22,22 @@ Choices where the APIs differ:
 from __future__ import annotations
 
 import os
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fastgw.providers import chat_shapes as S
 from fastgw.providers.base import Adapter, Call, UnsupportedParameter
+from fastgw.providers.credentials import credential_line
 from fastgw.providers.sse_events import SSEParser
+
+if TYPE_CHECKING:
+    from fastgw.context import RequestContext
+    from fastgw.providers.table import Provider
+
+_GOOG_KEY_LINE = re.compile(rb"(?im)^x-goog-api-key:[^\r\n]*\r?\n")
+_KEY_PARAM = re.compile(rb"(?<=[?&])key=[^&]*(?:&|$)")
 
 SUPPORTED = frozenset({
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
@@ -48,6 +59,20 @@ class GeminiAdapter(Adapter):
     auth_header = b"x-goog-api-key"
     auth_prefix = b""
     translates = True
+    prepares_passthrough = True
+
+    def prepare_passthrough(self, ctx: RequestContext, provider: Provider) -> None:
+        if provider.auth_line is None and ctx.principal is None:
+            return  # the client's own key, in the header or the query, goes as it came
+        auth = credential_line(ctx, provider)
+        forward = ctx.headers.forward
+        if auth:  # the gateway's key replaces whatever key the client put in the request
+            forward = _GOOG_KEY_LINE.sub(b"", forward)
+            raw, sep, query = ctx.upstream_path.partition(b"?")
+            if sep and b"key=" in query:
+                query = _KEY_PARAM.sub(b"", b"?" + query)[1:].rstrip(b"&")
+                ctx.upstream_path = raw + b"?" + query if query else raw
+        ctx.upstream_head = forward + auth
 
     def chat_request(self, chat: dict[str, Any], call: Call) -> None:
         S.check_params(chat, SUPPORTED, call)
