@@ -45,3 +45,23 @@ def test_the_fast_redaction_check_covers_every_credential_name() -> None:
 
     for name in CREDENTIAL_HEADERS:
         assert any((name + ":").encode().endswith(hint) for hint in _CREDENTIAL_HINTS), name
+
+
+def test_a_key_in_the_query_is_redacted_from_path_and_target_url() -> None:
+    """Gemini takes its key as ?key=: the logged path and target URL keep the query, not the key."""
+    import time
+
+    from fastgw.config import ProviderConfig
+    from fastgw.providers.table import Provider
+    from fastgw.requestlog.record import build_record
+
+    target = b"/gemini/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
+    ctx = context_from_raw(b"POST", target, [(b"host", b"h")], b"{}", time.perf_counter_ns())
+    ctx.provider = Provider.from_config("gemini", ProviderConfig(base_url="https://g.test", format="gemini"))
+    ctx.upstream_path = b"/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
+    meta, _, _ = build_record(ctx, status=200, error=None, response_body=b"", response_truncated=False,
+                              response_content_type="", t_first_byte=0, client_left=False, body_limit=100,
+                              omit_request=False, omit_response=False, worker=0)
+    assert "GOOG-SECRET" not in str(meta)
+    assert meta["path"] == "/gemini/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse"
+    assert meta["target_url"].endswith("/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse")

@@ -47,6 +47,16 @@ _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:"
 _H0, _H1, _H2, _H3, _H4 = _CREDENTIAL_HINTS
 
 
+_QUERY_KEY = re.compile(rb"([?&](?:key|api[-_]key)=)[^&#]*", re.IGNORECASE)
+
+
+def _redact_query(target: bytes) -> str:
+    """A path with a key in its query (Gemini's ``?key=``) is logged with the key redacted."""
+    if b"key=" in target or b"KEY=" in target or b"Key=" in target:
+        target = _QUERY_KEY.sub(rb"\1[redacted]", target)
+    return target.decode("latin-1")
+
+
 def redacted_block(ctx: RequestContext) -> str:
     """The request's headers for the log, as ``name: value`` lines, credentials replaced."""
     h = ctx.headers
@@ -190,11 +200,11 @@ def build_record(
         "upstream_us": ctx.upstream_ns // 1000,
         "gateway_us": ((t_first_byte or now) - ctx.t_start - ctx.upstream_ns) // 1000,
         "method": ctx.method.decode("latin-1"),
-        "path": ctx.target.decode("latin-1"),
+        "path": _redact_query(ctx.target),
         "provider": provider.name if provider is not None else "",
         # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
         "format": ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else "",
-        "target_url": (str(provider.origin) + ctx.upstream_path.decode("latin-1")) if provider is not None else "",
+        "target_url": (str(provider.origin) + _redact_query(ctx.upstream_path)) if provider is not None else "",
         "status": status,
         "error_type": error[0] if error else "",
         "error_message": error[1] if error else "",
