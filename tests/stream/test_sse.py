@@ -20,7 +20,7 @@ STREAM = b"".join(EVENTS) + USAGE + DONE
 def run(chunks: list[bytes]) -> tuple[bytes, bytes]:
     f = UsageChunkFilter()
     out = b"".join(f.feed(c) for c in chunks) + f.finish()
-    return out, f.hidden
+    return out, f.usage_event
 
 
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))

@@ -172,20 +172,11 @@ def to_messages(messages: Any, call: Call) -> tuple[str, list[dict[str, Any]]]:
             blocks = to_blocks(m.get("content"), i, call)
         elif role == "assistant":
             blocks = to_blocks(m.get("content"), i, call)
-            for tc in m.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                try:
-                    args = orjson.loads(fn.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    raise UnsupportedParameter(f"messages[{i}].tool_calls", call.provider,
-                                               "arguments must be JSON") from None
-                blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"), "input": args})
+            blocks += [{"type": "tool_use", "id": id_, "name": name, "input": args}
+                       for id_, name, args in S.tool_calls(m, i, call)]
         else:
             raise UnsupportedParameter(f"messages[{i}].role", call.provider, f"unknown role {role!r}")
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+        S.add_turn(out, role, "content", blocks)
     return "\n\n".join(s for s in system if s), out
 
 

@@ -233,20 +233,12 @@ def to_messages(messages: Any, call: Call) -> tuple[list[str], list[dict[str, An
             role = "user"
         elif role in ("user", "assistant"):
             blocks = to_blocks(m.get("content"), i, call)
-            for tc in (m.get("tool_calls") or ()) if role == "assistant" else ():
-                fn = tc.get("function") or {}
-                try:
-                    args = orjson.loads(fn.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    raise UnsupportedParameter(f"messages[{i}].tool_calls", call.provider,
-                                               "arguments must be JSON") from None
-                blocks.append({"toolUse": {"toolUseId": tc.get("id"), "name": fn.get("name"), "input": args}})
+            if role == "assistant":
+                blocks += [{"toolUse": {"toolUseId": id_, "name": name, "input": args}}
+                           for id_, name, args in S.tool_calls(m, i, call)]
         else:
             raise UnsupportedParameter(f"messages[{i}].role", call.provider, f"unknown role {role!r}")
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+        S.add_turn(out, role, "content", blocks)
     return system, out
 
 

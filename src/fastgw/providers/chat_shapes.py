@@ -84,3 +84,26 @@ def check_params(chat: dict[str, Any], supported: frozenset[str], call: Call) ->
     for key, value in chat.items():
         if value is not None and key not in supported and key not in HARMLESS:
             raise UnsupportedParameter(key, call.provider)
+
+
+def tool_calls(message: dict[str, Any], i: int, call: Call) -> list[tuple[Any, Any, Any]]:
+    """An assistant message's tool calls as (id, function name, parsed arguments); a 400 naming the
+    message when arguments are not JSON (every native format wants them as an object)."""
+    out = []
+    for tc in message.get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        try:
+            args = orjson.loads(fn.get("arguments") or "{}")
+        except orjson.JSONDecodeError:
+            raise UnsupportedParameter(f"messages[{i}].tool_calls", call.provider, "arguments must be JSON") from None
+        out.append((tc.get("id"), fn.get("name"), args))
+    return out
+
+
+def add_turn(turns: list[dict[str, Any]], role: str, field: str, items: list[dict[str, Any]]) -> None:
+    """Append a turn, merged into the previous one when it has the same role (the native APIs want
+    user and assistant turns to alternate)."""
+    if turns and turns[-1]["role"] == role:
+        turns[-1][field].extend(items)
+    else:
+        turns.append({"role": role, field: items})

@@ -213,22 +213,13 @@ def to_contents(messages: Any, call: Call) -> tuple[str, list[dict[str, Any]]]:
             parts = to_parts(m.get("content"), i, call)
         elif role == "assistant":
             parts = to_parts(m.get("content"), i, call)
-            for tc in m.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                names[tc.get("id", "")] = fn.get("name", "")
-                try:
-                    args = orjson.loads(fn.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    raise UnsupportedParameter(f"messages[{i}].tool_calls", call.provider,
-                                               "arguments must be JSON") from None
-                parts.append({"functionCall": {"name": fn.get("name"), "args": args}})
+            for id_, name, args in S.tool_calls(m, i, call):
+                names[id_ or ""] = name or ""
+                parts.append({"functionCall": {"name": name, "args": args}})
             role = "model"
         else:
             raise UnsupportedParameter(f"messages[{i}].role", call.provider, f"unknown role {role!r}")
-        if out and out[-1]["role"] == role:
-            out[-1]["parts"].extend(parts)
-        else:
-            out.append({"role": role, "parts": parts})
+        S.add_turn(out, role, "parts", parts)
     return "\n\n".join(s for s in system if s), out
 
 

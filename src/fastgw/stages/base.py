@@ -48,6 +48,54 @@ class Response:
             self.stream.close()
 
 
+class Rewriter(Protocol):
+    """Rewrites a stream's bytes: ``feed`` returns what is ready to go out (maybe nothing), ``finish``
+    the rest at the end; ``usage_event`` is the usage it held back from the client, for the log."""
+
+    usage_event: bytes
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class RewrittenStream:
+    """An upstream body rewritten on its way to the client (translated to OpenAI chunks, or with an
+    injected usage chunk taken out), each piece sent as soon as the rewriter has it; closes like the
+    stream it wraps. What was held back is left in ``ctx.hidden_usage``, ended or closed."""
+
+    __slots__ = ("_ctx", "_done", "_rewriter", "_stream")
+
+    def __init__(self, stream: BodyStream, rewriter: Rewriter, ctx: RequestContext) -> None:
+        self._stream = stream
+        self._rewriter = rewriter
+        self._ctx = ctx
+        self._done = False
+
+    def __aiter__(self) -> RewrittenStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._done:
+            try:
+                chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
+            except StopAsyncIteration:
+                self._done = True
+                out = self._rewriter.finish()
+                self._ctx.hidden_usage = self._rewriter.usage_event
+                if out:
+                    return out
+                break
+            out = self._rewriter.feed(chunk)
+            if out:  # never an empty chunk: in chunked framing that would end the body
+                return out
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        self._ctx.hidden_usage = self._rewriter.usage_event
+        self._stream.close()  # type: ignore[attr-defined]
+
+
 class TappedStream:
     """A body stream passed through unchanged while a stage watches it (records it, meters it).
 

@@ -12,7 +12,7 @@ import orjson
 
 from fastgw.context import RequestContext
 from fastgw.requestlog.record import is_event_stream
-from fastgw.stages.base import Handler, Response
+from fastgw.stages.base import Handler, Response, RewrittenStream
 from fastgw.stream.sse import UsageChunkFilter
 
 
@@ -38,9 +38,9 @@ class StreamUsage:
             if response.body is not None:
                 response.body = usage_filter.feed(response.body) + usage_filter.finish()
                 response.content_length = len(response.body)
-                ctx.hidden_usage = usage_filter.hidden
+                ctx.hidden_usage = usage_filter.usage_event
             elif response.stream is not None:
-                response.stream = FilteredStream(response.stream, usage_filter, ctx)  # type: ignore[assignment]
+                response.stream = RewrittenStream(response.stream, usage_filter, ctx)  # type: ignore[assignment]
                 response.content_length = None  # the length changes: re-framed as chunked
         return response
 
@@ -58,38 +58,3 @@ class StreamUsage:
         data["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         ctx.body = orjson.dumps(data)
         ctx.usage_injected = True
-
-
-class FilteredStream:
-    """The upstream body with the injected usage chunk taken out; closes like the stream it wraps."""
-
-    __slots__ = ("_stream", "_filter", "_ctx", "_done")
-
-    def __init__(self, stream: object, usage_filter: UsageChunkFilter, ctx: RequestContext) -> None:
-        self._stream = stream
-        self._filter = usage_filter
-        self._ctx = ctx
-        self._done = False
-
-    def __aiter__(self) -> FilteredStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._done:
-            try:
-                chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
-            except StopAsyncIteration:
-                self._done = True
-                self._ctx.hidden_usage = self._filter.hidden
-                rest = self._filter.finish()
-                if rest:
-                    return rest
-                break
-            out = self._filter.feed(chunk)
-            if out:  # never an empty chunk: in chunked framing that would end the body
-                return out
-        raise StopAsyncIteration
-
-    def close(self) -> None:
-        self._ctx.hidden_usage = self._filter.hidden
-        self._stream.close()  # type: ignore[attr-defined]

@@ -29,11 +29,11 @@ from typing import Any
 
 from fastgw.context import RequestContext
 from fastgw.errors import UpstreamProtocolError
-from fastgw.providers.base import Adapter, Call, StreamTranslator
+from fastgw.providers.base import Adapter, Call
 from fastgw.providers.credentials import credential_for
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Provider
-from fastgw.stages.base import BodyStream, Handler, Response
+from fastgw.stages.base import Handler, Response, RewrittenStream
 
 # Upstream headers that describe the native body, which the translated body replaces.
 _BODY_HEADERS = re.compile(rb"(?im)^(?:content-type|content-encoding|content-length|transfer-encoding):[^\n]*\n")
@@ -116,7 +116,7 @@ async def translate_response(fmt: Adapter, call: Call, response: Response, ctx: 
         body = translator.feed(response.body or b"") + translator.finish()
         ctx.hidden_usage = translator.usage_event
         return Response(status, sse, body=body)
-    return Response(status, sse, stream=TranslatedStream(response.stream, translator, ctx))
+    return Response(status, sse, stream=RewrittenStream(response.stream, translator, ctx))
 
 
 async def read_all(response: Response, limit: int | None) -> bytes:
@@ -134,40 +134,3 @@ async def read_all(response: Response, limit: int | None) -> bytes:
     finally:
         response.close()
     return b"".join(parts)
-
-
-class TranslatedStream:
-    """The native event stream in, OpenAI chunks out, each as soon as its native event is complete."""
-
-    __slots__ = ("_ctx", "_done", "_stream", "_translator")
-
-    def __init__(self, stream: BodyStream, translator: StreamTranslator, ctx: RequestContext) -> None:
-        self._stream = stream
-        self._translator = translator
-        self._ctx = ctx
-        self._done = False
-
-    def __aiter__(self) -> TranslatedStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._done:
-            try:
-                chunk = await self._stream.__anext__()  # type: ignore[attr-defined]
-            except StopAsyncIteration:
-                self._done = True
-                out = self._translator.finish()
-                self._ctx.hidden_usage = self._translator.usage_event
-                if out:
-                    return out
-                break
-            out = self._translator.feed(chunk)
-            if out:  # never an empty chunk: in chunked framing that would end the body
-                return out
-        raise StopAsyncIteration
-
-    def close(self) -> None:
-        self._ctx.hidden_usage = self._translator.usage_event
-        self._stream.close()
-
-

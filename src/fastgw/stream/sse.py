@@ -22,11 +22,11 @@ def _is_usage_chunk(event: bytes) -> bool:
 
 
 class UsageChunkFilter:
-    __slots__ = ("_pending", "hidden")
+    __slots__ = ("_pending", "usage_event")
 
     def __init__(self) -> None:
         self._pending = b""
-        self.hidden = b""  # the usage event(s) kept from the client, for the log
+        self.usage_event = b""  # the usage event(s) kept from the client, for the log
 
     def feed(self, chunk: bytes) -> bytes:
         """The part of ``chunk`` (with any held-back start) that the client should get now."""
@@ -42,7 +42,7 @@ class UsageChunkFilter:
         out = []
         for event in re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)", complete):
             if event and _is_usage_chunk(event):
-                self.hidden += event
+                self.usage_event += event
             else:
                 out.append(event)
         return b"".join(out)
