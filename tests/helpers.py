@@ -108,6 +108,22 @@ def gateway_config(mock_url: str, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def exporter_pid(gw: GatewayProcess) -> int:
+    """The exporter is the supervisor's first child (it is started before the workers)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kids = sorted(children(gw.proc.pid))
+        if len(kids) >= 2:
+            return kids[0]
+        time.sleep(0.05)
+    raise AssertionError("no exporter process")
+
+
 # --- raw HTTP ------------------------------------------------------------------------------------
 
 

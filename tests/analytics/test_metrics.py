@@ -34,7 +34,7 @@ from fastgw.config import MetricsConfig
 from fastgw.requestlog.exporter import Exporter
 from fastgw.requestlog.paths import LogPaths
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, free_port, gateway_config, wait_for_port
+from tests.helpers import GatewayProcess, exporter_pid, free_port, gateway_config, wait_for_port
 
 MSGS = [{"role": "user", "content": "hello there"}]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -57,21 +57,6 @@ def total(smp: Samples, name: str, **labels: str) -> float:
     """The sum over every series of ``name`` whose labels include ``labels``."""
     return sum(v for (n, ls), v in smp.items() if n == name and set(labels.items()) <= set(ls))
 
-
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def exporter_pid(gw: GatewayProcess) -> int:
-    """The supervisor starts the exporter before the workers: its first child."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        kids = sorted(children(gw.proc.pid))
-        if len(kids) >= 2:
-            return kids[0]
-        time.sleep(0.05)
-    raise AssertionError("no exporter process")
 
 
 def drain_with_test_exporter(gw: GatewayProcess, expected: int) -> Exporter:

@@ -19,7 +19,9 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, chat_request, connect, gateway_config, read_responses
+from tests.helpers import (
+    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, read_responses,
+)
 
 MSGS = [{"role": "user", "content": "hello there"}]
 
@@ -35,21 +37,6 @@ def query(data: Path, sql: str) -> list[tuple[Any, ...]]:
     finally:
         client.close()
 
-
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def exporter_pid(gw: GatewayProcess) -> int:
-    """The exporter is the supervisor's first child (it is started before the workers)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        kids = sorted(children(gw.proc.pid))
-        if len(kids) >= 2:
-            return kids[0]
-        time.sleep(0.05)
-    raise AssertionError("no exporter process")
 
 
 def send_mixed(gw: GatewayProcess, n: int) -> dict[str, int]:
