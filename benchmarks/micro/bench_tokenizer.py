@@ -35,6 +35,8 @@ except ImportError:  # not installed: run from the checkout
     from fastgw.requestlog import tokenizer
 
 SHARED = ROOT.parent / "shared" / "tokenizers"
+# tiktoken checks the file against its published hash, so the package's own copy serves as well.
+VOCABS = SHARED if SHARED.is_dir() else ROOT / "src" / "fastgw" / "data" / "tokenizers"
 URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 CACHE = 4096  # the cache size the "cache" rows use
 
@@ -108,7 +110,7 @@ def offline_tiktoken():
     cache = tempfile.mkdtemp(prefix="tiktoken-cache-")
     for name in tokenizer.ENCODINGS:
         key = hashlib.sha1(URL.format(name).encode()).hexdigest()
-        shutil.copy(SHARED / f"{name}.tiktoken", Path(cache) / key)
+        shutil.copy(VOCABS / f"{name}.tiktoken", Path(cache) / key)
     os.environ["TIKTOKEN_CACHE_DIR"] = cache
     import tiktoken
 
