@@ -306,6 +306,8 @@ def _budget_holds(gws: list[GatewayProcess], config: Path, cost: int) -> None:
     # per request in flight when the budget ran out (50 threads: 49 others)
     assert 11 <= ok <= 11 + 49, statuses
     assert spent - round(budget_usd * 1e9) <= 50 * cost
+    print(f"\nbudget of 10.5 answers under 50 concurrent requests on {len(gws)} gateway(s): {ok} of 200 "
+          f"answered, spend {spent / cost:.1f} answers' worth ({spent} nano-USD)")
     # and once spent, everyone is refused
     assert _hammer(gws, key, 20) == [429] * 20
     assert settle(config, "hammered") == spent
