@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,10 +35,27 @@ def _connect(path: str) -> sqlite3.Connection:
     os.makedirs(parent, exist_ok=True)
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _use_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the process
     conn.executescript(_SCHEMA)
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, within_s: float = 5.0) -> None:
+    """Switch the file to WAL (it stays so): SQLite answers a journal-mode switch that meets another
+    process's lock with "database is locked" at once, without its busy handler, so processes opening
+    a new file together (workers at start) retry for a bounded time; once one has switched it, the
+    others find WAL already on."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 class SqliteKeyStore:
