@@ -101,7 +101,7 @@ def test_summary_matches_sql(env: Env, filters: dict[str, Any], where: str) -> N
     got = env.get("/api/v1/summary", {"since": since(env), "until": env.now.isoformat(), **filters}, "getSummary")
     (n, errors, cost, unpriced, prompt, completion, hits, lookups, saved, limited, budget, lat, ttfb,
      reasoning) = env.sql(f"""
-        SELECT count(), sum(status >= 400), sum(coalesce(cost_nanousd, 0)), sum(isNull(cost_nanousd)),
+        SELECT count(), sum(status >= 400), sum(coalesce(cost_nanousd, 0)), sum(isNull(cost_nanousd) AND status < 400),
                sum(prompt_tokens), sum(completion_tokens), sum(cache_status = 'hit'),
                sum(cache_status != ''), sum(cache_saved_nanousd),
                sum(error_type = 'rate_limit_exceeded'), sum(error_type = 'budget_exceeded'),

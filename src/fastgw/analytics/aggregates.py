@@ -34,7 +34,7 @@ _MEASURES = """
 
 _SUMMARY = """
 SELECT {measures},
-    countIf(cost_nanousd IS NULL) AS unpriced,
+    countIf(cost_nanousd IS NULL AND status < 400) AS unpriced,  -- an error with no usage was not billed
     sum(prompt_tokens), sum(completion_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
     sum(reasoning_tokens),
     countIf(cache_status IN ('hit', 'miss')) AS cache_lookups,
