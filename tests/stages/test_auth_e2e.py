@@ -427,3 +427,18 @@ def test_a_stream_the_client_leaves_is_charged_what_its_row_says(gw: GatewayProc
     row = next(r for r in _rows(gw, want=1) if r.get("key_id") == key_id)
     assert row["usage_source"] == "counted" and row["error_type"] == "client_disconnected", row
     assert 0 < spent == row["cost_nanousd"], (spent, row)
+
+
+def test_a_stream_without_usage_is_charged_its_counted_tokens(start_gateway: Callable[..., GatewayProcess],
+                                                              mock: MockUpstreamThread, tmp_path: Path) -> None:
+    """With the usage injection off, an OpenAI stream carries no usage: its tokens are counted and
+    charged (the same cost as its log row), so streaming is never a way around a budget."""
+    gw = start_gateway(base(mock, tmp_path, logging={"inject_stream_usage": False}))
+    key = create_key(gw.config_path, "--name", "streamer", "--budget-total", "100", "--credential", "team-openai")
+    chunks = list(chat(client(gw, key), stream=True))
+    assert chunks and all(ch.usage is None for ch in chunks)
+    spent = settle(gw.config_path, "streamer")
+    key_id = listed(gw.config_path)["streamer"]["key_id"]
+    row = next(r for r in _rows(gw, want=1) if r.get("key_id") == key_id)
+    assert row["usage_source"] == "counted", row
+    assert 0 < spent == row["cost_nanousd"], (spent, row)

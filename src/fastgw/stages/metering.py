@@ -5,7 +5,7 @@ The price comes from the usage in the answer (or the usage chunk the gateway hid
 priced with the exporter's table, so both agree to the nano-dollar. A streamed answer is watched
 through a ``TappedStream`` keeping its last megabyte, where the usage is; a stream cut short is
 priced too, since the provider bills what it produced: from its usage if it came, else from its
-tokens, counted off the event loop.
+tokens, counted off the event loop (as for any answer without usage).
 """
 
 from __future__ import annotations
@@ -40,13 +40,24 @@ class CostMeter:
         if ctx.cache_status == "hit":
             return
         if response.body is not None:
-            on_cost(self.cost_nanousd(ctx, response, response.body))
+            self.settle(ctx, response, response.body, on_cost)
         elif response.stream is not None:
             response.stream = _CostTap(self, ctx, response, on_cost)  # type: ignore[assignment]
 
-    def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes, count: bool = False) -> int:
-        """0 for an error answer, one without usage (unless ``count``: then its tokens are counted, as
-        the exporter counts them for the log row), or a model the table does not price."""
+    def settle(self, ctx: RequestContext, response: Response, body: bytes, on_cost: OnCost) -> None:
+        """Price from the answer's usage now; an answer without usage (a stream that never got its
+        usage chunk, a server that sends none) has its tokens counted off the event loop, as the
+        exporter counts them for the log row, so no answer is free."""
+        nano = self.cost_nanousd(ctx, response, body)
+        if nano is not None:
+            on_cost(nano)
+            return
+        work = asyncio.get_running_loop().run_in_executor(None, self.cost_nanousd, ctx, response, body, True)
+        work.add_done_callback(lambda f: f.cancelled() or f.exception() or on_cost(f.result() or 0))
+
+    def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes, count: bool = False) -> int | None:
+        """0 for an error answer or a model the table does not price; None for a 2xx answer without
+        usage, unless ``count``: then its tokens are counted, as the exporter counts them."""
         from fastgw.requestlog.prices import PriceTable
         from fastgw.requestlog.usage import extract_usage
 
@@ -62,7 +73,7 @@ class CostMeter:
             usage = count_usage(request_json(ctx.body), provider.format.name, ctx.upstream_path.decode("latin-1"),
                                 body, requested_model(ctx.body))
         if usage is None:
-            return 0
+            return 0 if count else None
         model = usage.model or requested_model(ctx.body)
         nano, _reason = self._prices.cost(pricing_provider(provider.name, provider.format.name), model or None, usage)
         return nano or 0
@@ -85,15 +96,11 @@ class _CostTap(TappedStream):
             self._size -= len(self._chunks.popleft())
 
     def ended(self) -> None:
-        self._on_cost(self._meter.cost_nanousd(self._ctx, self._response, b"".join(self._chunks)))
+        """Whole or cut short (the client left before the usage came): the provider bills what it
+        produced either way."""
+        self._meter.settle(self._ctx, self._response, b"".join(self._chunks), self._on_cost)
 
-    def abandoned(self) -> None:
-        """The client left before the usage came: the tokens produced so far are counted (the provider
-        bills them), off the event loop, as the exporter counts them for the row."""
-        body = b"".join(self._chunks)
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(None, self._meter.cost_nanousd, self._ctx, self._response, body, True)
-        work.add_done_callback(lambda f: f.cancelled() or f.exception() or self._on_cost(f.result()))
+    abandoned = ended
 
 
 def requested_model(body: bytes) -> str:
