@@ -27,7 +27,7 @@ def seed_rows(now: datetime, n: int = 600, seed: int = 7) -> list[dict[str, Any]
             error_type = rnd.choice(["rate_limit_exceeded", "budget_exceeded", ""])
         elif status >= 400:
             error_type = "upstream_error"
-        cache = rnd.choice(["", "", "hit", "miss"])
+        cache = rnd.choice(["", "", "hit", "miss", "bypass"])
         stream = rnd.random() < 0.3
         props = {}
         if rnd.random() < 0.6:

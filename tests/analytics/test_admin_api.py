@@ -94,6 +94,7 @@ def since(env: Env, hours: float = 7) -> str:
     ({"property": ["org=acme"]}, "properties['org'] = 'acme'"),
     ({"status": ["4xx"], "user": ["alice"]}, "status BETWEEN 400 AND 499 AND user_id = 'alice'"),
     ({"status": ["error"], "cache": ["hit", "none"]}, "status >= 400 AND cache_status IN ('hit', '')"),
+    ({"cache": ["bypass"]}, "cache_status = 'bypass'"),
     ({"key": ["k1"], "provider": ["openai"], "session": ["s-1"]},
      "key_id = 'k1' AND provider = 'openai' AND session_id = 's-1'"),
 ])
@@ -103,7 +104,7 @@ def test_summary_matches_sql(env: Env, filters: dict[str, Any], where: str) -> N
      reasoning) = env.sql(f"""
         SELECT count(), sum(status >= 400), sum(coalesce(cost_nanousd, 0)), sum(isNull(cost_nanousd) AND status < 400),
                sum(prompt_tokens), sum(completion_tokens), sum(cache_status = 'hit'),
-               sum(cache_status != ''), sum(cache_saved_nanousd),
+               sum(cache_status IN ('hit', 'miss')), sum(cache_saved_nanousd),  -- a bypass looked nothing up
                sum(error_type = 'rate_limit_exceeded'), sum(error_type = 'budget_exceeded'),
                quantiles(0.5, 0.95, 0.99)(total_us), quantiles(0.5, 0.95, 0.99)(ttfb_us),
                sum(reasoning_tokens)
@@ -290,6 +291,23 @@ def test_session_tree(env: Env) -> None:
     env.get("/api/v1/sessions/nope", operation="getSession", expect=404)
 
 
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Asia/Tokyo"])
+def test_session_times_do_not_depend_on_the_servers_time_zone(env: Env, zone: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """chDB's datetimes are UTC without a zone: read as local time they shifted by the offset."""
+    import time as _time
+
+    monkeypatch.setenv("TZ", zone)
+    _time.tzset()
+    try:
+        got = env.get("/api/v1/sessions/tree-1", operation="getSession")
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
+    assert got["duration_ms"] == pytest.approx(5000 + 250)
+    assert got["ended_at"] > got["started_at"]
+
+
 # --- hostile input ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path, params, param", [
@@ -320,6 +338,12 @@ def test_session_tree(env: Env) -> None:
     ("/api/v1/requests", {"limit": "1e9"}, "limit"),
     ("/api/v1/requests", {"order": "desc, (SELECT 1)"}, "order"),
     ("/api/v1/requests", {"model": "a\x00b"}, "model"),
+    ("/api/v1/requests", {"limit": "\u00b2"}, "limit"),  # a superscript two: str.isdigit() says yes
+    ("/api/v1/breakdown/model", {"limit": "\u0663"}, "limit"),  # an Arabic-Indic three
+    ("/api/v1/summary", {"since": "0001-01-01T00:00:00+01:00"}, "since"),
+    ("/api/v1/summary", {"until": "9999-12-31T23:59:59-05:00"}, "until"),
+    ("/api/v1/requests", {"cursor": "WzAsNV0"}, "cursor"),  # [0,5]: valid base64 JSON, the id not a string
+    ("/api/v1/summary", [("user", str(i)) for i in range(300)], "query"),  # more fields than parsed
 ])
 def test_hostile_parameters_get_a_400_naming_them(env: Env, path: str, params: Any, param: str) -> None:
     got = env.get(path, params, expect=400)

@@ -309,3 +309,16 @@ def test_a_real_fallback_has_one_child_span_per_attempt(start_gateway, receiver)
     # the backoff between the two attempts on a
     assert kids[1].span.start_time_unix_nano >= kids[0].span.end_time_unix_nano + 5_000_000
     assert [k.span.status.code for k in kids] == [Status.StatusCode.STATUS_CODE_ERROR] * 2 + [Status.StatusCode.STATUS_CODE_UNSET]
+
+
+def test_an_int_beyond_64_bits_keeps_its_attribute() -> None:
+    """OTLP ints are signed 64-bit; a client's huge seed becomes a float instead of being dropped."""
+    from opentelemetry.exporter.otlp.proto.common._internal import _encode_attributes
+
+    from fastgw.analytics.otel import _request_attributes
+
+    row = {"provider": "openai", "status": 200, "model_requested": "gpt-4o"}
+    attrs = _request_attributes(row, {"seed": 18446744073709551615, "max_tokens": 5}, "chat")
+    encoded = {kv.key: kv.value for kv in _encode_attributes(attrs)}
+    assert encoded["gen_ai.request.seed"].double_value == float(18446744073709551615)
+    assert encoded["gen_ai.request.max_tokens"].int_value == 5

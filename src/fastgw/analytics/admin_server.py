@@ -29,7 +29,7 @@ import orjson
 
 from fastgw.analytics import aggregates, request_log
 from fastgw.analytics.access import key_required
-from fastgw.analytics.filters import Params
+from fastgw.analytics.filters import ParamError, Params
 from fastgw.analytics.store import LogStore
 from fastgw.errors import GatewayError, NotFound, Unauthorized, error_body
 
@@ -103,9 +103,12 @@ class AdminServer:
         for pattern, handler in self.routes:
             m = pattern.match(path)
             if m is not None:
-                raw = parse_qs(query, keep_blank_values=True, max_num_fields=200)
                 args = [unquote(g) for g in m.groups()]
                 try:
+                    try:
+                        raw = parse_qs(query, keep_blank_values=True, max_num_fields=200)
+                    except ValueError:
+                        raise ParamError("query", "too many parameters (at most 200)") from None
                     return 200, orjson.dumps(handler(Params(raw), args))
                 except GatewayError as exc:
                     return exc.status, exc.body()

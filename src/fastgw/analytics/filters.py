@@ -99,7 +99,7 @@ class Params:
         text = self.one(name, max_len=12)
         if text is None:
             return default
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:  # not "²"
             raise ParamError(name, f"must be an integer from {low} to {high}")
         return int(text)
 
@@ -139,7 +139,10 @@ def parse_time(text: str, param: str, now: datetime) -> datetime:
             raise ParamError(param, "expected an ISO-8601 time (2026-01-31T12:00:00Z) or a duration (1h)") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 with an offset that leaves datetime's range
+            raise ParamError(param, "must be between 2000 and 2100") from None
     if not EARLIEST <= moment <= LATEST:
         raise ParamError(param, "must be between 2000 and 2100")
     return moment
@@ -191,8 +194,8 @@ def where(p: Params, tr: TimeRange) -> Where:
     _statuses(p, parts, params)
     caches = p.many("cache", max_items=5, max_len=8)
     if caches:
-        if any(c not in ("hit", "miss", "none") for c in caches):
-            raise ParamError("cache", "must be hit, miss or none")
+        if any(c not in ("hit", "miss", "bypass", "none") for c in caches):
+            raise ParamError("cache", "must be hit, miss, bypass or none")
         params["f_cache"] = ["" if c == "none" else c for c in caches]
         parts.append("cache_status IN {f_cache:Array(String)}")
     return Where(" AND ".join(parts), params)

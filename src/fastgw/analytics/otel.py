@@ -248,7 +248,8 @@ def _request_attributes(row: dict[str, Any], request: dict[str, Any], operation:
     for key, name in _REQUEST_PARAMS:
         value = request.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in attrs:
-            attrs[name] = value
+            # OTLP ints are signed 64-bit: a bigger one (a client's seed) would lose the attribute
+            attrs[name] = value if not isinstance(value, int) or -(1 << 63) <= value < (1 << 63) else float(value)
     return attrs
 
 

@@ -56,7 +56,7 @@ def decode_cursor(text: str) -> tuple[datetime, UUID]:
         if type(ms) is not int or not 0 <= ms < 4102444800000:
             raise ValueError
         return datetime.fromtimestamp(ms / 1000, UTC), UUID(rid)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+    except (ValueError, TypeError, AttributeError, binascii.Error, orjson.JSONDecodeError):
         raise ParamError("cursor", "not a cursor this API returned") from None
 
 
@@ -177,12 +177,17 @@ def session(store: LogStore, p: Params, session_id: str) -> dict[str, Any]:
         node["requests"].append(_summary(row))
         name = row[19] or name
     _totals(root)
-    ends = [r[1].timestamp() + r[8] / 1e6 for r in rows]
-    started, ended = rows[0][1], datetime.fromtimestamp(max(ends), UTC)
+    # chDB hands back naive datetimes that are UTC: read them as UTC whatever the server's zone.
+    ends = [_utc(r[1]).timestamp() + r[8] / 1e6 for r in rows]
+    started, ended = _utc(rows[0][1]), datetime.fromtimestamp(max(ends), UTC)
     return {"session_id": session_id, "name": name, "requests": len(rows), "cost_usd": root["cost_usd"],
             "started_at": iso(started), "ended_at": iso(ended),
-            "duration_ms": round((ended - started.replace(tzinfo=started.tzinfo or UTC)).total_seconds() * 1000, 3),
+            "duration_ms": round((ended - started).total_seconds() * 1000, 3),
             "truncated": truncated, "tree": root}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _node(path: str, name: str) -> dict[str, Any]:
