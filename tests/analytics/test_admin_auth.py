@@ -100,3 +100,30 @@ def test_loopback_server_without_key_is_open() -> None:
         assert status_of(f"http://127.0.0.1:{server.port}/api/v1/health", "Bearer anything") == 200
     finally:
         server.stop()
+
+
+def test_without_a_key_only_loopback_host_names_are_answered(tmp_path: Path) -> None:
+    """DNS rebinding: a page on attacker.example rebound to 127.0.0.1 sends its own name as Host;
+    a keyless admin server answers only requests addressed to loopback."""
+    import http.client
+
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    server = AdminServer(AdminConfig(host="127.0.0.1", port=0), "none://", dashboard_dir=tmp_path)
+    server.start()
+    try:
+        def status(host: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            try:
+                conn.request("GET", "/api/v1/health", headers={"Host": host})
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status
+            finally:
+                conn.close()
+
+        for host in (f"127.0.0.1:{server.port}", f"localhost:{server.port}", "[::1]"):
+            assert status(host) != 403, host
+        for host in (f"attacker.example:{server.port}", "127.0.0.1.nip.io", "localhost.attacker.example"):
+            assert status(host) == 403, host
+    finally:
+        server.stop()

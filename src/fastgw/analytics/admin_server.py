@@ -28,10 +28,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from fastgw.analytics import aggregates, request_log
-from fastgw.analytics.access import key_required
+from fastgw.analytics.access import host_allowed, key_required
 from fastgw.analytics.filters import ParamError, Params
 from fastgw.analytics.store import LogStore
-from fastgw.errors import GatewayError, NotFound, Unauthorized, error_body
+from fastgw.errors import Forbidden, GatewayError, NotFound, Unauthorized, error_body
 
 if TYPE_CHECKING:
     from fastgw.config import AdminConfig
@@ -133,6 +133,11 @@ def _make_handler(server: AdminServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
+            if not server.require_key and not host_allowed(self.headers.get("Host")):
+                err = Forbidden("the admin server without admin.key answers only requests addressed to "
+                                "127.0.0.1 or localhost")
+                self._send(403, "application/json", err.body())
+                return
             public = parts.path == "/" or parts.path.startswith("/static/")
             if not public and not server.authorized(self.headers.get("Authorization")):
                 err = Unauthorized("the admin API needs Authorization: Bearer <admin.key>")
