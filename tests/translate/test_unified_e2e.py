@@ -195,6 +195,26 @@ def test_configured_provider_key_replaces_the_clients(client: openai.OpenAI, up:
     assert "sk-client-key" not in sent.path
 
 
+@pytest.mark.parametrize("model", ["anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
+@pytest.mark.parametrize("extra", [
+    {"messages": [{"role": "user", "content": ["a bare string part"]}]},
+    {"messages": [{"role": "user", "content": {"text": "an object, not a list"}}]},
+    {"messages": [{"role": "user", "content": "hi"}], "stop": 5},
+    {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": "x"}},
+])
+def test_a_body_of_the_wrong_shape_is_a_400_and_the_gateway_serves_on(
+        gw: GatewayProcess, client: openai.OpenAI, model: str, extra: dict[str, Any]) -> None:
+    req = urllib.request.Request(gw.url + "/v1/chat/completions", data=json.dumps({"model": model, **extra}).encode(),
+                                 headers={"content-type": "application/json", "authorization": "Bearer sk-x"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(req, timeout=10)
+    with info.value as err:
+        assert err.code == 400
+        body = json.loads(err.read())
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "invalid_request_body", body
+    assert client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]).choices
+
+
 def test_drop_params_leaves_it_out(client: openai.OpenAI, up: MockUpstreamThread) -> None:
     client.chat.completions.create(model="lenient/claude-sonnet-4-5", logprobs=True, presence_penalty=0.5,
                                    messages=[{"role": "user", "content": "x"}])

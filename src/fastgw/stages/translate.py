@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from fastgw.context import RequestContext
-from fastgw.errors import UpstreamProtocolError
+from fastgw.errors import BadRequest, UpstreamProtocolError
 from fastgw.providers.base import Adapter, Call
 from fastgw.providers.credentials import credential_for
 from fastgw.providers.formats import FORMATS
@@ -67,9 +67,9 @@ class Translate:
         if not fmt.translates:
             if ctx.usage_injected:  # stages/stream_usage.py asked for usage on the client's behalf
                 chat = {**chat, "stream_options": {**(stream_options or {}), "include_usage": True}}
-            fmt.chat_request(chat, call)
+            _build_request(fmt, chat, call)
             return await self._send(ctx, call, None)
-        fmt.chat_request(chat, call)
+        _build_request(fmt, chat, call)
         head = call.headers + fmt.upstream_auth(call, ctx.method, credential_for(ctx, provider))
         head += b"accept: text/event-stream\r\n" if call.stream else b"accept: application/json\r\n"
         response = await self._send(ctx, call, head)
@@ -93,6 +93,16 @@ class Translate:
         finally:
             ctx.body, ctx.upstream_head = body, None  # the log keeps the client's body
             ctx.upstream_path = call.path or path
+
+
+def _build_request(fmt: Adapter, chat: dict[str, Any], call: Call) -> None:
+    """The provider's request from the OpenAI body. A body of the wrong shape (a content part that
+    is a bare string, ``stop: 5``) is the client's mistake: a 400, as OpenAI answers, not a 500."""
+    try:
+        fmt.chat_request(chat, call)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+        raise BadRequest(f"the request body does not have the shape of an OpenAI chat request "
+                         f"({type(exc).__name__}: {str(exc)[:200]})", code="invalid_request_body") from None
 
 
 async def translate_response(fmt: Adapter, call: Call, response: Response, ctx: RequestContext) -> Response:
