@@ -15,8 +15,7 @@ A, B, C = Candidate("a", 1.0, 3.0), Candidate("b", 3.0, 1.0), Candidate("c", 1.0
 
 
 def eject(h: Health, key: str, now: float) -> None:
-    h.started(key, now)
-    h.finished(key, now, True, None)
+    h.finished(key, now, True, None, h.started(key, now))
 
 
 def test_ordered_keeps_config_order() -> None:

@@ -15,8 +15,7 @@ CFG = HealthConfig(consecutive_failures=3, error_rate=0.5, window=10.0, min_requ
 
 
 def outcome(h: Health, now: float, failed: bool, latency: float | None = 0.1, key: str = "t") -> None:
-    h.started(key, now)
-    h.finished(key, now, failed, latency)
+    h.finished(key, now, failed, latency, h.started(key, now))
 
 
 def test_a_run_of_failures_ejects_for_the_cooldown() -> None:
@@ -58,10 +57,10 @@ def test_half_open_allows_one_probe_success_closes() -> None:
     h = Health(CFG)
     for i in range(3):
         outcome(h, 0.0, True)
-    h.started("t", 6.0)
+    probe = h.started("t", 6.0)
     assert h.get("t").state == State.HALF_OPEN
     assert not h.available("t", 6.5)  # the probe is out: nobody else
-    h.finished("t", 7.0, False, 0.1)
+    h.finished("t", 7.0, False, 0.1, probe)
     assert h.get("t").state == State.CLOSED and h.get("t").ejections == 0 and h.available("t", 7.0)
 
 
@@ -80,9 +79,9 @@ def test_a_probe_that_never_reports_is_given_up_after_a_cooldown() -> None:
     h = Health(CFG)
     for i in range(3):
         outcome(h, 0.0, True)
-    h.started("t", 6.0)
+    probe = h.started("t", 6.0)
     assert not h.available("t", 10.9) and h.available("t", 11.0)
-    h.abandoned("t")
+    h.abandoned("t", probe)
     assert h.available("t", 6.1) and h.get("t").in_flight == 0
 
 
@@ -123,6 +122,24 @@ def test_a_request_sent_to_an_ejected_target_anyway_is_its_probe() -> None:
     h = Health(CFG)
     for i in range(3):
         outcome(h, 0.0, True)
-    h.started("t", 1.0)  # every target of the route was ejected: this one was least bad
-    h.finished("t", 1.1, False, 0.1)
+    probe = h.started("t", 1.0)  # every target of the route was ejected: this one was least bad
+    h.finished("t", 1.1, False, 0.1, probe)
     assert h.get("t").state == State.CLOSED and h.available("t", 1.2)
+
+
+def test_only_the_probe_resolves_half_open() -> None:
+    """A request sent before the ejection that ends while the target is half-open says nothing about
+    it now: its failure neither re-ejects the target, nor its success closes it, nor its cancellation
+    lets a second probe out; the probe's own answer decides."""
+    h = Health(CFG)
+    old_fail, old_ok, old_cancel = (h.started("t", 0.0) for _ in range(3))
+    for _ in range(3):
+        outcome(h, 0.5, True)  # ejected until 5.5
+    probe = h.started("t", 6.0)
+    h.finished("t", 6.2, True, None, old_fail)
+    h.finished("t", 6.3, False, 0.1, old_ok)
+    h.abandoned("t", old_cancel)
+    th = h.get("t")
+    assert th.state == State.HALF_OPEN and th.ejections == 1 and not h.available("t", 6.4)
+    h.finished("t", 6.5, False, 0.1, probe)
+    assert h.get("t").state == State.CLOSED and h.available("t", 6.6)

@@ -5,8 +5,10 @@ A target is ejected after ``consecutive_failures`` failures in a row, or when th
 last ``window`` seconds reach ``error_rate`` of at least ``min_requests`` answers. It stays out for
 a cool-down that doubles with each ejection in a row (up to ``max_cooldown``). When the cool-down
 ends it is half-open: exactly one request (the probe) may go to it; success closes it and forgets
-the ejections, failure ejects it again for longer. A probe whose outcome never comes back (its
-request was cancelled) is given up after a cool-down, so a target can never stay half-open forever.
+the ejections, failure ejects it again for longer. Only the probe's own outcome counts there (by
+the ticket ``started`` handed it): a request sent before the ejection that ends meanwhile says
+nothing about the target now. A probe whose outcome never comes back (its request was cancelled) is
+given up after a cool-down, so a target can never stay half-open forever.
 
 Failures are 5xx answers and connection errors or timeouts. A 429, ``retry-after``, or
 ``x-ratelimit-remaining-requests`` / ``-tokens`` at (almost) nothing is not a failure but
@@ -47,6 +49,8 @@ class TargetHealth:
     ejections: int = 0  # in a row; sets the next cool-down
     ejected_until: float = 0.0
     probe_started: float | None = None  # a half-open probe in flight since then
+    probe: int = 0  # the ticket of that probe: only its own outcome resolves the half-open state
+    tickets: int = 0
     pressure_until: float = 0.0
     latency: float | None = None  # peak-EWMA seconds; None: never measured
     latency_at: float = 0.0
@@ -102,8 +106,9 @@ class Health:
 
     # --- changing -----------------------------------------------------------------------------
 
-    def started(self, key: str, now: float) -> None:
-        """A request goes to ``key``: a half-open target's probe starts.
+    def started(self, key: str, now: float) -> int:
+        """A request goes to ``key``: a half-open target's probe starts. Returns the request's ticket
+        for ``finished``/``abandoned`` (0: not a probe).
 
         An ejected target only gets a request before its cool-down ends when every target of its
         route is ejected (balance.py): that request is its probe too, so a success brings it back.
@@ -114,15 +119,22 @@ class Health:
             th.state = State.HALF_OPEN
         if th.state == State.HALF_OPEN:
             th.probe_started = now
+            th.tickets += 1
+            th.probe = th.tickets
+            return th.probe
+        return 0
 
-    def finished(self, key: str, now: float, failed: bool, latency: float | None) -> None:
-        """The outcome of a request that ``started``; ``latency`` is None for connection failures."""
+    def finished(self, key: str, now: float, failed: bool, latency: float | None, ticket: int = 0) -> None:
+        """The outcome of a request that ``started`` (with its ticket); ``latency`` is None for
+        connection failures."""
         c, th = self.config, self.get(key)
         th.in_flight = max(0, th.in_flight - 1)
         if latency is not None:
             self._observe_latency(th, now, latency)
         if th.state == State.HALF_OPEN:
-            th.probe_started = None
+            if ticket != th.probe or not ticket:
+                return  # sent before the ejection: says nothing about the target now
+            th.probe_started, th.probe = None, 0
             if failed:
                 self._eject(th, now)
             else:
@@ -142,11 +154,12 @@ class Health:
         ):
             self._eject(th, now)
 
-    def abandoned(self, key: str) -> None:
-        """A request that ``started`` was cancelled: no outcome, and a probe may go again."""
+    def abandoned(self, key: str, ticket: int = 0) -> None:
+        """A request that ``started`` was cancelled: no outcome; if it was the probe, another may go."""
         th = self.get(key)
         th.in_flight = max(0, th.in_flight - 1)
-        th.probe_started = None
+        if ticket and ticket == th.probe:
+            th.probe_started, th.probe = None, 0
 
     def rate_limit_hint(self, key: str, now: float, retry_after: float | None, remaining: int | None) -> None:
         """The provider said it is about to refuse (or did, with a 429): lower the target for a while."""
@@ -161,7 +174,7 @@ class Health:
         th.ejections += 1
         th.state = State.EJECTED
         th.ejected_until = now + min(c.cooldown * 2 ** (th.ejections - 1), c.max_cooldown)
-        th.probe_started = None
+        th.probe_started, th.probe = None, 0
         th.consecutive = 0
         th.events.clear()
         th.failures_in_window = 0

@@ -241,8 +241,7 @@ class Router:
         if step.headers is not None:
             ctx.headers = step.headers
         key, now = step.health_key, self.clock()
-        if key is not None:
-            self.health.started(key, now)
+        ticket = self.health.started(key, now) if key is not None else 0
         t0 = time.perf_counter_ns()
         response: Response | None = None
         error: UpstreamError | None = None
@@ -252,7 +251,7 @@ class Router:
             error = exc
         except BaseException:
             if key is not None:
-                self.health.abandoned(key)
+                self.health.abandoned(key, ticket)
             raise
         finally:
             ctx.headers = original  # the entry's headers were for that upstream only, not the log
@@ -265,7 +264,7 @@ class Router:
         if key is not None:
             later = self.clock()
             self.health.finished(key, later, error is not None or status >= 500,
-                                 None if error is not None else dur / 1e9)
+                                 None if error is not None else dur / 1e9, ticket)
             if response is not None:
                 self._note_pressure(key, later, response)
         return response, error
