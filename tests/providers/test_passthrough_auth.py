@@ -119,3 +119,15 @@ def test_config_declared_openai_compatible_server(gw: GatewayProcess, up: MockUp
     send(gw, "/myvllm/v1/chat/completions", {"authorization": "Bearer local"})
     sent = up.mock.requests[-1]
     assert sent.path == "/vllm/v1/chat/completions" and sent.header("authorization") == "Bearer local"
+
+
+def test_a_gateway_key_where_googles_key_goes_is_refused_not_forwarded(
+        gw: GatewayProcess, up: MockUpstreamThread) -> None:
+    """Without a principal (auth off), an fgw- key in x-goog-api-key or ?key= would reach Google."""
+    body = b'{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}'
+    before = len(up.mock.requests)
+    fake = "fgw-" + "k" * 43
+    assert send(gw, "/gemini/v1beta/models/gemini-2.5-flash:generateContent", {"x-goog-api-key": fake}, body) == 401
+    assert send(gw, f"/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={fake}", {}, body) == 401
+    assert send(gw, "/openai/v1/chat/completions", {"authorization": fake}) == 401  # bare, no scheme: still ours
+    assert len(up.mock.requests) == before

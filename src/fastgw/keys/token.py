@@ -44,7 +44,8 @@ def hint(key: str) -> str:
 def bearer_key(value: bytes | str | None) -> str | None:
     """The gateway key in an ``Authorization`` / ``Helicone-Auth`` value, or None if there is none.
 
-    Only ``Bearer fgw-...`` counts; anything else is a provider credential and passes as before.
+    ``Bearer fgw-...``, or a bare ``fgw-...`` (a client that forgot the scheme: still the gateway's
+    key, never to be forwarded); anything else is a provider credential and passes as before.
     """
     if value is None:
         return None
@@ -52,6 +53,9 @@ def bearer_key(value: bytes | str | None) -> str | None:
         if PREFIX_BYTES not in value[:16]:  # the common no-key case: one bounded substring test
             return None
         value = value.decode("latin-1")
+    value = value.strip()
+    if value.startswith(PREFIX) and " " not in value:
+        return value
     scheme, _, token = value.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(PREFIX):

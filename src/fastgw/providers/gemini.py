@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgw.errors import Unauthorized
+from fastgw.keys.token import PREFIX_BYTES
 from fastgw.providers import chat_shapes as S
 from fastgw.providers.base import Adapter, Call, UnsupportedParameter
 from fastgw.providers.credentials import credential_line
@@ -38,6 +40,9 @@ if TYPE_CHECKING:
 
 _GOOG_KEY_LINE = re.compile(rb"(?im)^x-goog-api-key:[^\r\n]*\r?\n")
 _KEY_PARAM = re.compile(rb"(?<=[?&])key=[^&]*(?:&|$)")
+# A gateway key where Google's key goes: refused rather than sent to Google.
+_GATEWAY_KEY_LINE = re.compile(rb"(?im)^x-goog-api-key:[ \t]*" + re.escape(PREFIX_BYTES))
+_GATEWAY_KEY_IN_QUERY = re.compile(rb"[?&]key=" + re.escape(PREFIX_BYTES))
 
 SUPPORTED = frozenset({
     "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
@@ -63,6 +68,10 @@ class GeminiAdapter(Adapter):
 
     def prepare_passthrough(self, ctx: RequestContext, provider: Provider) -> None:
         if provider.auth_line is None and ctx.principal is None:
+            if _GATEWAY_KEY_IN_QUERY.search(ctx.upstream_path) or (
+                    PREFIX_BYTES in ctx.headers.forward and _GATEWAY_KEY_LINE.search(ctx.headers.forward)):
+                raise Unauthorized("a gateway key goes in Authorization: Bearer fgw-... or Helicone-Auth, "
+                                   "not in x-goog-api-key or ?key= (those are sent to Google as they are)")
             return  # the client's own key, in the header or the query, goes as it came
         auth = credential_line(ctx, provider)
         forward = ctx.headers.forward
