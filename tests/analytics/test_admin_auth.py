@@ -85,6 +85,7 @@ def test_key_required_on_the_api_and_metrics(open_to_all: AdminServer) -> None:
             assert status_of(base + path, f"Bearer {KEY}x") == 401, path
             assert status_of(base + path, KEY) == 401, path  # the scheme is part of it
         assert status_of(base + "/api/v1/health", f"Bearer {KEY}") == 200
+        assert status_of(base + "/api/v1/health", f"bearer  {KEY}") == 200  # the scheme is case-insensitive
         # Authorised, the sink decides: this one logs nowhere, so the query API has nothing to read.
         assert status_of(base + "/api/v1/summary", f"Bearer {KEY}") == 503
         # The page and its files hold no data and load without the key (the page then asks for it).

@@ -96,8 +96,9 @@ class AdminServer:
     def authorized(self, header: str | None) -> bool:
         if not self.require_key:
             return True
-        expected = f"Bearer {self.config.key}".encode()
-        return hmac.compare_digest((header or "").encode("utf-8", "replace"), expected)
+        scheme, _, token = (header or "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode("utf-8", "replace"), self.config.key.encode("utf-8", "replace"))
 
     def api(self, path: str, query: str) -> tuple[int, bytes]:
         for pattern, handler in self.routes:
