@@ -59,9 +59,11 @@ class GatewayProcess:
             full_env["FASTGW_PURE"] = "1"
         self.stderr_path = tmp / f"fastgw-{self.port}.log"
         self._stderr = open(self.stderr_path, "wb")
+        # Run from the test's folder: defaults relative to the working directory (the key store's
+        # ./fastgw-keys.db, ./fastgw-data) land there, never in the checkout.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastgw", "serve", "--config", str(self.config_path), *(args or [])],
-            env=full_env, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            env=full_env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=tmp,
         )
         try:
             wait_for_port(self.port, proc=self.proc)

@@ -293,6 +293,17 @@ def test_user_file_overrides_and_extends(tmp_path: Path) -> None:
     assert t.cost("local", "gpt-4o", Usage(prompt_tokens=1)) == (None, "unknown_model")
 
 
+def test_a_user_section_rewrites_its_own_model_ids(tmp_path: Path) -> None:
+    """strip and vendors are data: a hosting provider of one's own maps its ids like Bedrock's."""
+    t = PriceTable.load(write(tmp_path / "prices.yaml", (
+        "providers: {myhost: {strip: ['^region-[a-z]+/', '@\\d+$'], vendors: {oa: openai},"
+        " models: {house-model: {input: 7}}}}\n")))
+    u = Usage(prompt_tokens=1_000_000)
+    assert t.cost("myhost", "region-eu/house-model@3", u) == (7 * NANO_PER_USD, None)
+    assert t.cost("myhost", "region-eu/oa.gpt-4o-2024-08-06@1", u) == t.cost("openai", "gpt-4o", u)
+    assert t.cost("myhost", "region-eu/zz.gpt-4o@1", u) == (None, "unknown_model")  # no such vendor
+
+
 def test_sub_nano_prices_round_half_even_once(tmp_path: Path) -> None:
     t = PriceTable.load(write(tmp_path / "prices.yaml", USER))  # local input: 0.5 nano per token
     assert [t.cost("local", "llama-3.3-70b-versatile", Usage(prompt_tokens=n))[0] for n in (1, 2, 3, 5)] == [0, 1, 2, 2]
@@ -336,6 +347,9 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     ("providers: {x: {models: {m: {input: true}}}}", "must be a number"),
     ("providers: {x: {models: {m: {input: 1, tiers: [{input: 2}]}}}}", "above_input_tokens"),
     ("prices: {}", "unknown top-level"),
+    ("providers: {x: {strip: ['(unclosed'], models: {}}}", "providers.x.strip"),
+    ("providers: {x: {strip: 'us.', models: {}}}", "providers.x.strip"),
+    ("providers: {x: {vendors: [anthropic], models: {}}}", "providers.x.vendors"),
 ])
 def test_bad_user_files_name_the_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
     f = write(tmp_path / "bad.yaml", text)

@@ -41,13 +41,11 @@ NANO_PER_TOKEN_AT_1_USD_PER_MTOK = 1000
 _PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
 _ENTRY_KEYS = frozenset(_PRICE_KEYS) | {"tiers", "aliases", "note"}
 _TOP_KEYS = frozenset({"as_of", "provider_aliases", "providers"})
-_SECTION_KEYS = frozenset({"source", "models"})
+_SECTION_KEYS = frozenset({"source", "models", "strip", "vendors"})
 
 _WORD = r"(?:latest|preview|exp|experimental|beta|v\d+)"
 _VERSION_SUFFIX = re.compile(rf"(?:\d{{3,8}}|{_WORD})(?:[-@](?:\d{{2,8}}|{_WORD}))*")
 _RESOLVE_CACHE_MAX = 4096
-_BEDROCK_GEO = re.compile(r"^(?:us|eu|apac|global|jp|au|ca|us-gov)\.")  # cross-region inference profiles
-_BEDROCK_REVISION = re.compile(r":\d+$")
 _SCALE = 10**9
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -130,6 +128,8 @@ def _price(raw: Any, where: str, base: Price | None = None) -> Price:
 class _Section:
     entries: dict[str, Price]
     aliases: dict[str, str]  # alias -> entry name, so an override of the entry carries its aliases
+    strip: list[re.Pattern[str]] = field(default_factory=list)  # removed from a model name first
+    vendors: dict[str, str] = field(default_factory=dict)  # "<vendor>." name prefix -> section to ask
 
     def exact(self, name: str) -> Price | None:
         p = self.entries.get(name)
@@ -165,6 +165,7 @@ def _parse(path: Path, providers: dict[str, _Section], provider_aliases: dict[st
         if not isinstance(section, dict) or set(section) - _SECTION_KEYS:
             raise PriceError(f"{where}: expected a mapping with 'models' (and 'source')")
         sec = providers.setdefault(str(pname).lower(), _Section({}, {}))
+        _model_id_rules(section, sec, where)
         models = section.get("models") or {}
         if not isinstance(models, dict):
             raise PriceError(f"{where}.models: expected a mapping")
@@ -178,6 +179,25 @@ def _parse(path: Path, providers: dict[str, _Section], provider_aliases: dict[st
                 sec.aliases[_norm_model(str(alias))] = key
     as_of = doc.get("as_of")
     return as_of.isoformat() if isinstance(as_of, date) else (str(as_of) if as_of is not None else None)
+
+
+def _model_id_rules(section: dict[str, Any], sec: _Section, where: str) -> None:
+    """A section's ``strip`` (regexes removed from model names before matching) and ``vendors``
+    (``vendor.model`` names not found here are looked up in that vendor's section): how a hosting
+    provider's model ids (Bedrock's ``us.anthropic.claude-...-v1:0``) reach the right price."""
+    strip = section.get("strip")
+    if strip is not None:
+        if not isinstance(strip, list) or not all(isinstance(x, str) for x in strip):
+            raise PriceError(f"{where}.strip: expected a list of regular expressions")
+        try:
+            sec.strip = [re.compile(x) for x in strip]
+        except re.error as e:
+            raise PriceError(f"{where}.strip: {e}") from None
+    vendors = section.get("vendors")
+    if vendors is not None:
+        if not isinstance(vendors, dict):
+            raise PriceError(f"{where}.vendors: expected a mapping of name prefix to section")
+        sec.vendors = {str(k).lower(): str(v).lower() for k, v in vendors.items()}
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
@@ -254,10 +274,7 @@ class PriceTable:
             return self._cache[key]
         name = _norm_model(model)
         sections = self._sections(provider)
-        if len(sections) == 1 and sections[0] is self._providers.get("bedrock"):
-            found = self._bedrock(sections[0], name)
-        else:
-            found = self._find(sections, name)
+        found = self._in_section(sections[0], name) if len(sections) == 1 else self._find(sections, name)
         if len(self._cache) >= _RESOLVE_CACHE_MAX:
             self._cache.clear()
         self._cache[key] = found
@@ -267,14 +284,16 @@ class PriceTable:
         found = next((p for s in sections if (p := s.exact(name)) is not None), None)
         return found if found is not None else self._prefix(sections, name)
 
-    def _bedrock(self, section: _Section, name: str) -> Price | None:
-        """A Bedrock model id, without its cross-region prefix and revision; Claude falls back to
-        Anthropic's own entries (see the bedrock section's source in prices.yaml)."""
-        base = _BEDROCK_REVISION.sub("", _BEDROCK_GEO.sub("", name))
-        found = self._find([section], base)
-        vendor, _, rest = base.partition(".")
-        if found is None and vendor == "anthropic" and "anthropic" in self._providers:
-            found = self._find([self._providers["anthropic"]], rest)
+    def _in_section(self, section: _Section, name: str) -> Price | None:
+        """The provider's own section, after its ``strip`` rules; then its ``vendors``' sections."""
+        for pattern in section.strip:
+            name = pattern.sub("", name)
+        found = self._find([section], name)
+        if found is None and section.vendors:
+            vendor, dot, rest = name.partition(".")
+            other = self._providers.get(section.vendors.get(vendor, "")) if dot else None
+            if other is not None and other is not section:
+                found = self._find([other], rest)
         return found
 
     @staticmethod
