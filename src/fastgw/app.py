@@ -40,7 +40,8 @@ from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
 from fastgw.providers.table import build_table
 from fastgw.ratelimit import LUA_SCRIPT, MemoryLimiter, RedisLimiter
-from fastgw.redis_client import RedisClients
+from fastgw.keys.principal import KeyBook
+from fastgw.redis_client import Background, RedisClients
 from fastgw.requestlog.logger import RequestLogger
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.auth import Auth
@@ -61,9 +62,11 @@ log = logging.getLogger("fastgw.app")
 
 def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger | None,
                    cache_store: MemoryCache | RedisCache | None = None,
-                   limiter: MemoryLimiter | RedisLimiter | None = None, auth: list[Auth] | None = None) -> Handler:
-    """The stages, innermost first. ``auth``, when given, receives the Auth stage (its key store and
-    pending budget charges are closed with the gateway)."""
+                   limiter: MemoryLimiter | RedisLimiter | None = None, keys: KeyBook | None = None,
+                   charges: Background | None = None) -> Handler:
+    """The stages, innermost first. ``keys`` and ``charges`` (the key store and the budget charges
+    still being written) belong to the Gateway, which closes them; a pipeline built without them
+    makes its own."""
     handler: Handler = Dispatch(pool)
     handler = Translate(handler)  # the unified API in the provider's own format, per attempt (providers/)
     handler = Router(handler, config, build_table(config))  # retries, fallbacks, balancing (routing/)
@@ -77,9 +80,7 @@ def build_pipeline(config: Config, pool: ConnectionPool, logger: RequestLogger |
     handler = Route(handler, config, build_table(config))
     if logger is not None:
         handler = LogAPI(handler, logger)  # the gateway's own logging endpoints (need a key like the rest)
-    handler = Auth(handler, config)
-    if auth is not None:
-        auth.append(handler)
+    handler = Auth(handler, config, keys, charges)
     handler = Health(handler)
     return handler
 
@@ -96,7 +97,8 @@ class Gateway:
         self.limiter: MemoryLimiter | RedisLimiter | None = None
         # Set by the worker before start() when logging is on; None: nothing is logged.
         self.logger: RequestLogger | None = None
-        self._auth: list[Auth] = []
+        self.keys = KeyBook(config)  # opens its store on the first keyed request
+        self.charges = Background()  # budget charges on their way to the key store
 
     async def start(self) -> None:
         """Needs the running loop: the pool's connections and timers live on it."""
@@ -111,7 +113,7 @@ class Gateway:
         else:
             self.limiter = RedisLimiter(self.redis.get(r.backend, r.redis_timeout), r.redis_timeout)
         self.handler = build_pipeline(self.config, self.pool, self.logger, self.cache_store, self.limiter,
-                                      self._auth)
+                                      self.keys, self.charges)
         await self._load_scripts()
 
     async def _load_scripts(self) -> None:
@@ -129,8 +131,8 @@ class Gateway:
         return await self.handler(ctx)  # type: ignore[misc]
 
     async def close(self) -> None:
-        for auth in self._auth:
-            await auth.close()
+        await self.charges.drain(2.0)  # the charges still on their way land, then the store closes
+        await self.keys.close()
         if self.pool is not None:
             self.pool.close()
         await self.redis.aclose()

@@ -126,19 +126,19 @@ def test_store_put_get_all(backend: str) -> None:
     asyncio.run(go())
 
 
-def test_auth_close_lands_pending_charges_then_closes_the_store(tmp_path: Path) -> None:
-    """At shutdown the charges still on their way are written before the key store closes."""
-    from fastgw.config import Config
-    from fastgw.keys.principal import KeyBook
-    from fastgw.stages.auth import Auth
+def test_gateway_close_lands_pending_charges_then_closes_the_key_store(tmp_path: Path) -> None:
+    """At shutdown the budget charges still on their way are written before the key store closes."""
+    from fastgw.app import Gateway
+    from fastgw.config import from_dict
 
     async def run() -> tuple[list[int], bool]:
-        store = open_store(f"sqlite://{tmp_path}/keys.db")
-        auth = Auth(lambda ctx: None, Config(), KeyBook(Config(), store))  # type: ignore[arg-type,return-value]
+        gw = Gateway(from_dict({"keys": {"backend": f"sqlite://{tmp_path}/keys.db"}}))
+        await gw.start()
         cap = caps_for("key_x", "x", Budget(total=5.0), None, None, time.time())[0]
+        store = gw.keys.store
         for _ in range(20):
-            auth._charge([cap], 1000)
-        await auth.close()
+            gw.charges.spawn(store.charge([(cap.cell, cap.ttl_s)], 1000))
+        await gw.close()
         closed = store._writer is None  # type: ignore[attr-defined]
         again = open_store(f"sqlite://{tmp_path}/keys.db")
         try:

@@ -51,21 +51,17 @@ _NO_MODEL_OK = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
 class Auth:
-    def __init__(self, next: Handler, config: Config, book: KeyBook | None = None) -> None:
+    def __init__(self, next: Handler, config: Config, book: KeyBook | None = None,
+                 charges: Background | None = None) -> None:
         self.next = next
         self.required = config.auth.required
         self.book = book or KeyBook(config)
         self.meter = CostMeter(config.logging.prices_file)
-        self.background = Background()
+        self.background = charges or Background()
         self.charge_failures = 0  # charges the store did not take (that spend is not counted)
 
     def __repr__(self) -> str:
         return f"Auth(required={self.required}, {self.book!r}, charge_failures={self.charge_failures})"
-
-    async def close(self) -> None:
-        """At shutdown: the charges still on their way land, then the key store closes."""
-        await self.background.drain(2.0)
-        await self.book.close()
 
     async def __call__(self, ctx: RequestContext) -> Response:
         h = ctx.headers
