@@ -38,9 +38,9 @@ from fastgw.cache import MemoryCache, RedisCache, make_cache
 from fastgw.config import Config
 from fastgw.context import RequestContext, new_request_id
 from fastgw.errors import BodyTooLarge, GatewayError, InvalidHeader, as_gateway_error
+from fastgw.keys.principal import KeyBook
 from fastgw.providers.table import build_table
 from fastgw.ratelimit import LUA_SCRIPT, MemoryLimiter, RedisLimiter
-from fastgw.keys.principal import KeyBook
 from fastgw.redis_client import Background, RedisClients
 from fastgw.requestlog.logger import RequestLogger
 from fastgw.requestlog.record import is_event_stream
