@@ -163,8 +163,11 @@ def test_same_batch_twice_and_overlapping_batches_count_exactly(open_chdb: Calla
     assert scalar(sink, "SELECT count() FROM fastgw.requests") == 150  # merges converge to the truth
 
 
-def test_mixed_kinds_route_to_their_tables_and_dedup(open_chdb: Callable[..., ClickHouseSink]) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
+def test_mixed_kinds_route_to_their_tables_and_dedup(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
+    assert sink.native_blocks is True  # chDB converts types on Native input
+    sink.native_blocks = native  # False: the path for servers that cannot
     rid = uuid.UUID(int=1)
     batch = [
         request_row(0),
@@ -184,8 +187,11 @@ def test_mixed_kinds_route_to_their_tables_and_dedup(open_chdb: Callable[..., Cl
 
 # --- values --------------------------------------------------------------------------------------
 
-def test_values_round_trip_with_defaults(open_chdb: Callable[..., ClickHouseSink]) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
+def test_values_round_trip_with_defaults(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
+    assert sink.native_blocks is True  # chDB converts types on Native input
+    sink.native_blocks = native  # False: the path for servers that cannot
     ts = dt.datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
     rows = [
         request_row(0, created_at=ts, properties={"env": "prod", "team": "search"}, cost_nanousd=1_234_567_890_123,
@@ -208,8 +214,11 @@ def test_values_round_trip_with_defaults(open_chdb: Callable[..., ClickHouseSink
     assert scalar(sink, "SELECT countIf(inserted_at > now64(3) - INTERVAL 1 MINUTE) FROM fastgw.requests") == 3
 
 
-def test_bad_rows_are_programming_errors_and_store_nothing(open_chdb: Callable[..., ClickHouseSink]) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
+def test_bad_rows_are_programming_errors_and_store_nothing(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
+    assert sink.native_blocks is True  # chDB converts types on Native input
+    sink.native_blocks = native  # False: the path for servers that cannot
     no_id = {"created_at": NOW, "provider": "openai"}
     with pytest.raises(ValueError, match="request_id"):
         sink.write([request_row(0), no_id], "bad")

@@ -2,10 +2,13 @@
 
 One code path for both, through clickhouse-connect, so the embedded default and a real server
 behave alike. ``open`` connects and runs ``schema.migrate`` (create or add columns, set the body
-TTL). ``write`` turns a batch into column lists once (no per-row tuples, no DESCRIBE round trip:
-the types come from ``schema``) and inserts each kind into its table with the batch id as
-``insert_deduplication_token``, so a batch re-sent after a crash, or after a failure halfway
-through its tables, is dropped by the server instead of doubling counts.
+TTL). ``write`` turns each kind's rows into one ClickHouse Native block (``_native.nativeblock``,
+no DESCRIBE round trip: the types come from ``schema``) and inserts it into its table with the
+batch id as ``insert_deduplication_token``, so a batch re-sent after a crash, or after a failure
+halfway through its tables, is dropped by the server instead of doubling counts. A server that
+cannot convert types on Native input (``input_format_native_allow_types_conversion``, which lets
+LowCardinality columns arrive as plain String) gets column lists through clickhouse-connect's own
+encoder instead.
 
 chDB locks its data folder to ONE process (and one folder per process): run a single exporter per
 folder, and point several gateway hosts at an http(s) server instead.
@@ -28,8 +31,13 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 import clickhouse_connect
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
+from clickhouse_connect.driver.exceptions import (
+    DatabaseError,
+    OperationalError,
+    ProgrammingError,
+)
 
+from fastgw._native import nativeblock
 from fastgw.requestlog import schema
 from fastgw.requestlog.sinks.base import (
     KIND_FEEDBACK,
@@ -45,6 +53,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHDB_PATH = "./fastgw-data"
 _TABLES = {KIND_REQUEST: schema.REQUESTS, KIND_FEEDBACK: schema.FEEDBACK, KIND_SCORE: schema.SCORES}
+# Each table's columns parsed once for the Native block encoder.
+_BLOCK_SPECS = {table.name: nativeblock.layout([(c.name, c.type, c.default, c.required) for c in table.insert_columns])
+                for table in _TABLES.values()}
 
 # ClickHouse error codes that describe the server's state, not the query: worth a retry.
 TRANSIENT_CODES = frozenset({
@@ -140,13 +151,13 @@ def build_columns(table: schema.Table, rows: list[dict[str, Any]]) -> list[list[
         if convert is not None:
             values = [convert(v) for v in values]
         out.append(values)
-    if table is schema.SCORES:  # a bool value is stored as 0/1 and flagged, unless told otherwise
-        names = [c.name for c in table.insert_columns]
-        value_i, flag_i = names.index("value"), names.index("is_bool")
-        raw = [r.get("value") for r in rows]
-        out[flag_i] = [isinstance(v, bool) or bool(r.get("is_bool")) for v, r in zip(raw, rows)]
-        out[value_i] = [float(v) for v in out[value_i]]
     return out
+
+
+def score_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A bool score is stored as 0/1 and flagged, unless told otherwise."""
+    return [{**r, "is_bool": isinstance(r.get("value"), bool) or bool(r.get("is_bool")),
+             "value": float(r.get("value") or 0.0)} for r in rows]
 
 
 # --- the sink --------------------------------------------------------------------------------
@@ -164,6 +175,7 @@ class ClickHouseSink:
         self.database = database or self.options.database
         self.client: Any = None
         self.dedup_tokens = False  # set at open: does this server honour insert_deduplication_token?
+        self.native_blocks = False  # set at open: may LowCardinality columns arrive as String?
         self.migration: schema.Plan | None = None
         self._schema_ready = False
         self._lock = threading.Lock()  # chDB handles and HTTP sessions are not for concurrent use
@@ -234,6 +246,9 @@ class ClickHouseSink:
             self.migration = schema.migrate(self.client, self.database, self.options.body_ttl_days,
                                             self.options.dedup_window)
             self.dedup_tokens = self._tokens_supported()
+            self.native_blocks = bool(self.client.query(
+                "SELECT count() FROM system.settings WHERE name = 'input_format_native_allow_types_conversion' "
+                "AND value = '1'").result_rows[0][0])
         except (DatabaseError, OSError) as exc:
             if is_transient(exc):
                 raise SinkError(f"ClickHouse schema setup failed on {self!r}: {exc}") from exc
@@ -275,28 +290,38 @@ class ClickHouseSink:
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
         if not rows:
             return
-        by_kind = split_by_kind(rows)
-        # Build everything before sending anything: a bad row fails the batch with nothing stored.
-        prepared = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows))
-                    for kind, kind_rows in by_kind.items() if kind_rows]
+        by_kind = {kind: score_rows(kind_rows) if kind == KIND_SCORE else kind_rows
+                   for kind, kind_rows in split_by_kind(rows).items() if kind_rows}
         with self._lock:
             if self.client is None or not self._schema_ready:
                 self._ensure_ready()  # never opened, failed to, or the table was dropped
-            for table, columns in prepared:
-                self._insert(table, columns, batch_id)
+            # Encode everything before sending anything: a bad row fails the batch with nothing stored.
+            if self.native_blocks:
+                prepared: list[tuple[schema.Table, Any]] = [
+                    (_TABLES[kind], nativeblock.encode_block(_BLOCK_SPECS[_TABLES[kind].name], kind_rows))
+                    for kind, kind_rows in by_kind.items()]
+            else:
+                prepared = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows))
+                            for kind, kind_rows in by_kind.items()]
+            for table, data in prepared:
+                self._insert(table, data, batch_id)
 
-    def _insert(self, table: schema.Table, columns: list[list[Any]], batch_id: str) -> None:
+    def _insert(self, table: schema.Table, data: Any, batch_id: str) -> None:
+        """``data``: a Native block (bytes), or column lists for clickhouse-connect to encode."""
         cols = table.insert_columns
         settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if self.dedup_tokens:
             # Tokens are remembered per table, so the same batch id serves all three tables.
             settings.update(insert_deduplicate=1, insert_deduplication_token=batch_id)
+        where = f"{schema.quote_ident(self.database)}.{schema.quote_ident(table.name)}"
         try:
-            self.client.insert(
-                f"{schema.quote_ident(self.database)}.{schema.quote_ident(table.name)}",
-                columns, column_names=[c.name for c in cols], column_type_names=[c.type for c in cols],
-                column_oriented=True, settings=settings,
-            )
+            if isinstance(data, bytes):
+                self.client.raw_insert(where, [c.name for c in cols], insert_block=data, fmt="Native",
+                                       settings=settings)
+            else:
+                self.client.insert(where, data, column_names=[c.name for c in cols],
+                                   column_type_names=[c.type for c in cols], column_oriented=True,
+                                   settings=settings)
         except (DatabaseError, OSError) as exc:
             if not is_transient(exc):
                 raise
