@@ -109,14 +109,26 @@ class Renumbered:
         return b"".join((head, f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:]}".encode(), tail))
 
 
+# The rings live where fastgw puts them by default (paths.py): in /dev/shm, memory only. A ring in a
+# file on disk would also pay for the kernel writing its dirty pages back, which fastgw never does.
+RINGS_ROOT: Path | None = None
+
+
+def rings_dir(tmp: Path) -> Path:
+    assert RINGS_ROOT is not None
+    path = RINGS_ROOT / str(tmp).strip("/").replace("/", "_")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
     if p["exporter_cpus"] == "1":
         os.sched_setaffinity(0, {0})
     data = tmp / "chdb"
     cfg = tmp / "exporter.yaml"
-    cfg.write_text(f"logging: {{sink: 'chdb://{data}', run_dir: '{tmp / 'run'}', spill_dir: '{tmp / 'spill'}', "
+    cfg.write_text(f"logging: {{sink: 'chdb://{data}', run_dir: '{rings_dir(tmp)}', spill_dir: '{tmp / 'spill'}', "
                    f"ring_size: 16MiB}}\n")
-    bufs = [RecordBuffer(str(tmp / "run" / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), 16 * 1024 * 1024)
+    bufs = [RecordBuffer(str(rings_dir(tmp) / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), 16 * 1024 * 1024)
             for w in range(2)]
     exporter = procs.start("exporter", rb.pinned(p["exporter_cpus"], [rb.PY, "-c", EXPORTER_MAIN, str(cfg)]),
                            tmp / "exporter.log")
@@ -202,7 +214,7 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     os.sched_setaffinity(0, {1})
     cfg_path = tmp / "exporter.yaml"
     ring_bytes = 2 ** (int(n * 2600 / 2).bit_length())  # room for half the records in each ring
-    cfg_path.write_text(f"logging: {{sink: 'chdb://{tmp / 'chdb'}', run_dir: '{tmp / 'run'}', "
+    cfg_path.write_text(f"logging: {{sink: 'chdb://{tmp / 'chdb'}', run_dir: '{rings_dir(tmp)}', "
                         f"spill_dir: '{tmp / 'spill'}', ring_size: {ring_bytes}}}\n")
     cfg = config_mod.load(str(cfg_path))
     paths = LogPaths.for_config(cfg)
@@ -255,9 +267,9 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
 def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
     logging_cfg = {
         "off": "{enabled: false}",
-        "on": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{tmp / name / 'run'}', spill_dir: '{tmp / name / 'spill'}'}}",
+        "on": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', spill_dir: '{tmp / name / 'spill'}'}}",
         # A ClickHouse server that is not there: connection refused, the exporter backs off.
-        "down": f"{{sink: 'http://127.0.0.1:{rb.free_port()}/', run_dir: '{tmp / name / 'run'}', "
+        "down": f"{{sink: 'http://127.0.0.1:{rb.free_port()}/', run_dir: '{rings_dir(tmp / name)}', "
                 f"spill_dir: '{tmp / name / 'spill'}'}}",
     }[name]
     path = tmp / f"{name}.yaml"
@@ -436,8 +448,11 @@ def main() -> int:
         p["cpu_records"] = args.cpu_records
     procs = rb.Procs()
     a = b = c = None
-    with tempfile.TemporaryDirectory(prefix="fastgw-bench-log-") as d:
-        tmp = Path(d)
+    global RINGS_ROOT
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix="fastgw-bench-log-") as d, \
+            tempfile.TemporaryDirectory(prefix="fastgw-bench-rings-", dir=shm) as rings:
+        tmp, RINGS_ROOT = Path(d), Path(rings)
         try:
             if args.only in (None, "rings"):
                 (tmp / "a").mkdir()
