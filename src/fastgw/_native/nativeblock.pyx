@@ -109,6 +109,16 @@ cdef inline object get_value(object row, object name):
     return row.get(name)
 
 
+cdef inline object cell(object row, object name, object default, bint required, Py_ssize_t i):
+    """The row's value for a column: missing or None takes the default; a required column refuses."""
+    cdef object value = get_value(row, name)
+    if value is None:
+        if required:
+            raise BlockError(f"row {i} has no {name}; the column is required")
+        return default
+    return value
+
+
 cdef int put_text(Buf* b, object name, object value, Py_ssize_t i) except -1:
     cdef const char* s
     cdef Py_ssize_t n
@@ -302,12 +312,7 @@ def encode_block(tuple spec, rows):
             if kind == MAP or kind == ARRAY_TUPLE or nullable:
                 values = []
                 for i in range(n):
-                    value = get_value(rows[i], name)
-                    if value is None:
-                        if required:
-                            raise BlockError(f"row {i} has no {name}; the column is required")
-                        value = default
-                    values.append(value)
+                    values.append(cell(rows[i], name, default, required, i))
                 if kind == MAP:
                     put_map_column(&b, name, values)
                 elif kind == ARRAY_TUPLE:
@@ -323,12 +328,7 @@ def encode_block(tuple spec, rows):
                         put_scalar(&b, name, kind, _pure._ZERO.get(kind, 0) if value is None else value, i)
                 continue
             for i in range(n):
-                value = get_value(rows[i], name)
-                if value is None:
-                    if required:
-                        raise BlockError(f"row {i} has no {name}; the column is required")
-                    value = default
-                put_scalar(&b, name, kind, value, i)
+                put_scalar(&b, name, kind, cell(rows[i], name, default, required, i), i)
         return PyBytes_FromStringAndSize(<char*>b.p, b.len)
     finally:
         PyMem_Free(b.p)
