@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import clickhouse_connect
 import pytest
 
+import fastgw._native
 from fastgw.requestlog import schema
 from fastgw.requestlog.sinks import SinkError, SinkOptions, make_sink
 from fastgw.requestlog.sinks.clickhouse import ClickHouseSink
@@ -166,7 +167,7 @@ def test_same_batch_twice_and_overlapping_batches_count_exactly(open_chdb: Calla
 @pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
 def test_mixed_kinds_route_to_their_tables_and_dedup(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
-    assert sink.native_blocks is True  # chDB converts types on Native input
+    assert sink.native_blocks is fastgw._native.NATIVE  # chDB converts types on Native input
     sink.native_blocks = native  # False: the path for servers that cannot
     rid = uuid.UUID(int=1)
     batch = [
@@ -190,7 +191,7 @@ def test_mixed_kinds_route_to_their_tables_and_dedup(open_chdb: Callable[..., Cl
 @pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
 def test_values_round_trip_with_defaults(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
-    assert sink.native_blocks is True  # chDB converts types on Native input
+    assert sink.native_blocks is fastgw._native.NATIVE  # chDB converts types on Native input
     sink.native_blocks = native  # False: the path for servers that cannot
     ts = dt.datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
     rows = [
@@ -217,7 +218,7 @@ def test_values_round_trip_with_defaults(open_chdb: Callable[..., ClickHouseSink
 @pytest.mark.parametrize("native", [True, False], ids=["native-block", "column-lists"])
 def test_bad_rows_are_programming_errors_and_store_nothing(open_chdb: Callable[..., ClickHouseSink], native: bool) -> None:
     sink = open_chdb()
-    assert sink.native_blocks is True  # chDB converts types on Native input
+    assert sink.native_blocks is fastgw._native.NATIVE  # chDB converts types on Native input
     sink.native_blocks = native  # False: the path for servers that cannot
     no_id = {"created_at": NOW, "provider": "openai"}
     with pytest.raises(ValueError, match="request_id"):
