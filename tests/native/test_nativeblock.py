@@ -135,6 +135,7 @@ def test_half_milliseconds_round_to_even_like_round():
     {"at": math.nan}, {"at": math.inf}, {"at": 1e300}, {"at": True}, {"at": "yesterday"}, {"at": 2 ** 62},
     {"n": 256}, {"n": -1}, {"n": 1.0}, {"n": "1"}, {"i": -129}, {"i": 128}, {"u64": -1}, {"u64": 2 ** 64},
     {"f": "1.0"}, {"f": 10 ** 400}, {"s": 5}, {"s": "\ud800"}, {"s": ["a"]},
+    {"at": "0001-01-01T00:00:00+01:00"}, {"at": dt.datetime.max.replace(tzinfo=dt.timezone(-dt.timedelta(hours=1)))},
 ])
 def test_bad_values_are_refused_by_both(values):
     assert both(SMALL, small(**values)) == ("refused", PURE.BlockError)
@@ -155,6 +156,32 @@ def test_tuple_elements_by_position_or_by_name():
     assert both(REQUESTS, [by_position]) == both(REQUESTS, [by_name])
     assert both(REQUESTS, [partial]) == both(REQUESTS, [zeros])
     assert both(REQUESTS, [dict(by_name, attempts=[("openai", 200)])]) == ("refused", PURE.BlockError)
+
+
+def test_a_null_uuid_is_written_as_null():
+    spec = PURE.layout([("u", "Nullable(UUID)", None, False)])
+    block = both(spec, [{"u": None}, {}])
+    assert isinstance(block, bytes)
+    assert block.endswith(b"\x01\x01" + bytes(32))  # two NULL flags, then two zero UUIDs
+
+
+def test_subclasses_are_read_for_their_stored_value():
+    spec = PURE.layout([("n", "UInt32", 0, False), ("f", "Float64", 0.0, False)])
+
+    class Cents(int):
+        def __int__(self):
+            return 7
+
+        def __float__(self):
+            return 7.0
+
+    class Half(float):
+        def __float__(self):
+            return 2.0
+
+    assert both(spec, [{"n": Cents(3), "f": Cents(3)}]) == both(spec, [{"n": 3, "f": 3.0}])
+    assert both(spec, [{"f": Half(1.0)}]) == both(spec, [{"f": 1.0}])
+    assert both(spec, [{"n": Cents(2 ** 32)}]) == ("refused", PURE.BlockError)
 
 
 def test_rows_may_be_any_mapping():

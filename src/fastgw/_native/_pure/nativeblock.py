@@ -25,7 +25,9 @@ INT_FORMAT = {kind: fmt for kind, fmt in _INTS.values()}
 INT_RANGE = {kind: (-(1 << (struct.calcsize(fmt) * 8 - 1)) if fmt[1].islower() else 0,
                     (1 << (struct.calcsize(fmt) * 8 - (1 if fmt[1].islower() else 0))) - 1)
              for kind, fmt in INT_FORMAT.items()}
-_ZERO = {STRING: "", BOOL: False, F64: 0.0, DT64_MS: 0, **{kind: 0 for kind in INT_FORMAT}}
+# What a NULL is written as in a Nullable column, and a missing tuple element.
+_ZERO = {STRING: "", BOOL: False, F64: 0.0, DT64_MS: 0, UUID_: "00000000-0000-0000-0000-000000000000",
+         **{kind: 0 for kind in INT_FORMAT}}
 _DT64_3 = re.compile(r"DateTime64\(3(, *'[^']*')?\)")
 _TUPLE_ELEMENT = re.compile(r"\s*(\w+) +(.+?)\s*$")
 
@@ -170,8 +172,8 @@ def _value(name: str, kind: int, value: Any, i: int) -> bytes:
     if kind == F64:
         if not isinstance(value, (int, float)):
             raise BlockError(f"column {name!r}, row {i}: expected a number, got {type(value).__name__}")
-        try:
-            return struct.pack("<d", float(value))
+        try:  # the stored value, as the compiled twin reads it, even if a subclass overrides __float__
+            return struct.pack("<d", int.__float__(value) if isinstance(value, int) else float.__float__(value))
         except OverflowError:
             raise BlockError(f"column {name!r}, row {i}: {value} is out of range") from None
     if kind == UUID_:
@@ -195,7 +197,7 @@ def _text(name: str, value: Any, i: int) -> bytes:
 
 def _integer(name: str, value: Any, i: int) -> int:
     if isinstance(value, int):
-        return int(value)
+        return int.__int__(value)  # the stored value, even if a subclass overrides __int__
     raise BlockError(f"column {name!r}, row {i}: expected an integer, got {type(value).__name__}")
 
 
@@ -248,7 +250,7 @@ def epoch_ms(name: str, value: Any, i: int) -> int:
     if isinstance(value, bool):
         raise BlockError(f"column {name!r}, row {i}: expected a time, got bool")
     if isinstance(value, int):
-        return value * 1000
+        return int.__int__(value) * 1000
     if isinstance(value, float):
         try:
             return round(value * 1000)
@@ -260,7 +262,10 @@ def epoch_ms(name: str, value: Any, i: int) -> int:
         except ValueError:
             raise BlockError(f"column {name!r}, row {i}: {value!r} is not an ISO-8601 time") from None
     if isinstance(value, datetime):
-        return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
+        try:
+            return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
+        except (OverflowError, ValueError):  # an offset that takes it past year 1 or 9999
+            raise BlockError(f"column {name!r}, row {i}: {value} is out of range") from None
     raise BlockError(f"column {name!r}, row {i}: expected a time, got {type(value).__name__}")
 
 

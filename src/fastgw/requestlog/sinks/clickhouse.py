@@ -5,10 +5,11 @@ behave alike. ``open`` connects and runs ``schema.migrate`` (create or add colum
 TTL). ``write`` turns each kind's rows into one ClickHouse Native block (``_native.nativeblock``,
 no DESCRIBE round trip: the types come from ``schema``) and inserts it into its table with the
 batch id as ``insert_deduplication_token``, so a batch re-sent after a crash, or after a failure
-halfway through its tables, is dropped by the server instead of doubling counts. A server that
-cannot convert types on Native input (``input_format_native_allow_types_conversion``, which lets
-LowCardinality columns arrive as plain String), or a build without the compiled encoder, goes
-through clickhouse-connect's own encoder with column lists instead.
+halfway through its tables, is dropped by the server instead of doubling counts. A ClickHouse
+server (whose inserts clickhouse-connect compresses), a chDB that cannot convert types on Native
+input (``input_format_native_allow_types_conversion``, which lets LowCardinality columns arrive as
+plain String), or a build without the compiled encoder goes through clickhouse-connect's own
+encoder with column lists instead.
 
 chDB locks its data folder to ONE process (and one folder per process): run a single exporter per
 folder, and point several gateway hosts at an http(s) server instead.
@@ -248,8 +249,9 @@ class ClickHouseSink:
                                             self.options.dedup_window)
             self.dedup_tokens = self._tokens_supported()
             # The pure twin writes a block slower (22 µs a row) than clickhouse-connect (15): it is
-            # used only when compiled (3.6 µs a row).
-            self.native_blocks = _native.NATIVE and bool(self.client.query(
+            # used only when compiled (3.6 µs a row). Only into chDB: to a server, clickhouse-connect's
+            # own insert compresses the body (lz4), which a raw block would cross the network without.
+            self.native_blocks = _native.NATIVE and self.chdb_path is not None and bool(self.client.query(
                 "SELECT count() FROM system.settings WHERE name = 'input_format_native_allow_types_conversion' "
                 "AND value = '1'").result_rows[0][0])
         except (DatabaseError, OSError) as exc:
