@@ -70,7 +70,7 @@ def make_records(count: int, body_bytes: int = 1024, seed: int = 1) -> list[byte
             "session_id": f"s-{rng.randrange(100)}", "session_path": "/a/b", "session_name": "chat",
             "omit_request": False, "omit_response": False, "request_truncated": False, "response_truncated": False,
             "response_content_type": "text/event-stream" if stream else "application/json",
-            "request_headers": "user-agent: OpenAI/Python 1.40.0\ncontent-type: application/json\nauthorization: [redacted]",
+            "request_headers": "user-agent: OpenAI/Python 1.40.0\r\ncontent-type: application/json\r\nauthorization: [redacted]\r\n",
             "worker": 0,
         }
         if hidden:
