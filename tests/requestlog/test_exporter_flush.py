@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,10 @@ class GcProbe:
         pass
 
 
-def setup(tmp_path: Path, sink: str) -> tuple[Exporter, RecordBuffer, GcProbe]:
+def setup(tmp_path: Path, sink: str, extra: str = "") -> tuple[Exporter, RecordBuffer, GcProbe]:
     cfg_file = tmp_path / "fastgw.yaml"
     cfg_file.write_text(f"logging: {{sink: '{sink}', run_dir: '{tmp_path / 'run'}', "
-                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: {RING}}}\n")
+                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: {RING}{extra}}}\n")
     cfg = config_mod.load(str(cfg_file))
     paths = LogPaths.for_config(cfg)
     buf = RecordBuffer(paths.ring_file(0), paths.spill_dir(0), RING)
@@ -92,6 +93,25 @@ def test_a_failing_sink_leaves_the_collector_running(tmp_path: Path) -> None:
             assert not gc.isenabled()
         finally:
             gc.enable()
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_a_batch_is_due_once_a_ring_is_half_full(tmp_path: Path) -> None:
+    """Batches larger than a ring holds would otherwise wait for their age while the ring fills and spills."""
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 1000000, batch_max_age: 60")
+    try:
+        exporter._attach_drains()
+        now = time.monotonic()
+        assert not exporter._batch_due(now)
+        push(buf, 100)
+        assert buf.ring.used * 2 < RING and not exporter._batch_due(now)
+        while buf.ring.used * 2 < RING:
+            push(buf, 50)
+        assert not buf.spilling
+        assert exporter._batch_due(now)
+        assert exporter._batch_due(now - 61)  # and by age, as before
     finally:
         exporter.close()
         buf.close()

@@ -90,14 +90,7 @@ class Exporter:
             self._attach_drains()
             if self.stopping and deadline is None:
                 deadline = time.monotonic() + SHUTDOWN_DEADLINE
-            due = (
-                self.stopping
-                or time.monotonic() - last_flush >= self.lc.batch_max_age
-                or self._full_batch  # the last batch was full: more is waiting (rings or spill files)
-                or self._waiting_records() >= self.lc.batch_max_records
-                or self._a_ring_half_full()  # a batch's worth may not fit in one worker's ring
-            )
-            if not due:
+            if not (self.stopping or self._batch_due(last_flush)):
                 time.sleep(IDLE_SLEEP)
                 continue
             written = self.flush_once()
@@ -271,8 +264,14 @@ class Exporter:
             except (FileNotFoundError, ValueError) as exc:
                 log.debug("ring %s not ready yet: %s", ring, exc)
 
-    def _a_ring_half_full(self) -> bool:
-        return any(d.ring.used * 2 >= d.ring.capacity for d in self.drains.values())
+    def _batch_due(self, last_flush: float) -> bool:
+        return (
+            time.monotonic() - last_flush >= self.lc.batch_max_age
+            or self._full_batch  # the last batch was full: more is waiting (rings or spill files)
+            or self._waiting_records() >= self.lc.batch_max_records
+            # A batch's worth may not fit in one worker's ring: don't wait for it while the ring fills.
+            or any(d.ring.used * 2 >= d.ring.capacity for d in self.drains.values())
+        )
 
     def _waiting_records(self) -> int:
         """Records in the rings not yet exported (spill files aside: they are read when due)."""
