@@ -11,6 +11,7 @@ tokens, counted off the event loop (as for any answer without usage).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from fastgw.requestlog.enrich import count_usage, model_of, pricing_provider, request_json
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Response, TappedStream
+
+log = logging.getLogger("fastgw.metering")
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -53,7 +56,7 @@ class CostMeter:
             on_cost(nano)
             return
         work = asyncio.get_running_loop().run_in_executor(None, self.cost_nanousd, ctx, response, body, True)
-        work.add_done_callback(lambda f: f.cancelled() or f.exception() or on_cost(f.result() or 0))
+        work.add_done_callback(lambda f: _counted(f, ctx.request_id, on_cost))
 
     def cost_nanousd(self, ctx: RequestContext, response: Response, body: bytes, count: bool = False) -> int | None:
         """0 for an error answer or a model the table does not price; None for a 2xx answer without
@@ -106,3 +109,14 @@ class _CostTap(TappedStream):
 def requested_model(body: bytes) -> str:
     """The ``model`` a JSON request body names; "" when it names none (cheap when absent)."""
     return model_of(request_json(body)) if b'"model"' in body else ""
+
+
+def _counted(work: asyncio.Future[int | None], request_id: str, on_cost: OnCost) -> None:
+    """The counted cost, charged; a count that failed is said loudly, as that answer goes uncharged."""
+    if work.cancelled():
+        log.warning("request %s: counting its tokens was cancelled; its cost is not charged", request_id)
+    elif work.exception() is not None:
+        log.error("request %s: counting its tokens failed; its cost is not charged", request_id,
+                  exc_info=work.exception())
+    else:
+        on_cost(work.result() or 0)
