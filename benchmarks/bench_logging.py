@@ -17,8 +17,11 @@ A. Rings -> chDB. The real exporter (``run_exporter``, the code ``fastgw serve``
    the count and the distinct ids must equal what was pushed.
 B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse URL on a closed
    port: the exporter backs off, rings fill and spill to disk), interleaved per repetition:
-   closed-loop latency at 1 and 16 connections (loadgen.py), and CPU per request of the worker at
-   saturation (wrk), with the exporter's CPU per record alongside. Requests carry 1 KB of bodies.
+   closed-loop latency at 1 and 16 connections (loadgen.py), open-loop latency at fixed rates
+   (OPEN_RATES, ``loadgen.py --rate``), and CPU per request of the worker at saturation (wrk),
+   with the exporter's CPU per record alongside. Requests carry 1 KB of bodies. After the
+   saturation runs, each repetition waits until every exporter is idle again (its backlog
+   exported), so no latency run of the next one shares core 1 with a catching-up exporter.
    Then the exporter's RSS.
 C. Exporter CPU per record (--only exporter-cpu): the rings are filled first, then this process,
    pinned to core 1, drains them with the exporter's own flush_once into chDB, counting CPU time of
@@ -62,6 +65,11 @@ PROFILES = {
     "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1, cpu_records=20_000),
 }
 TARGETS = ("off", "on", "down")
+# Open-loop rates (requests/s due, over 32 connections): latency at a load the gateway carries with
+# room to spare, logging on or off, where closed-loop 16 connections saturate the one worker (its
+# latency there is queueing behind the worker's CPU per request, see the wrk figures).
+OPEN_RATES = (2000, 6000)
+OPEN_CONNS = 32
 
 
 def log(msg: str) -> None:
@@ -305,6 +313,19 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}{rb.CHAT_PATH}"
 
 
+def wait_idle(pids: list[int], timeout: float = 90.0) -> None:
+    """Until each process used under 2% of a core for half a second: an exporter done catching up."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            t0 = rb.cpu_ticks([pid])
+            time.sleep(0.5)
+            if rb.cpu_ticks([pid]) - t0 <= 0.01 * rb.CLK_TCK:
+                break
+        else:
+            log(f"B exporter {pid} still busy after {timeout:.0f} s; going on")
+
+
 def write_wrk_lua() -> None:
     body = BODY_1K.replace("\\", "\\\\").replace("'", "\\'")
     WRK_LUA.write_text(
@@ -326,22 +347,24 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     log("B " + ", ".join(f"{g.name}: :{g.port} worker {g.worker} exporter {g.exporter}" for g in gws.values()))
     write_wrk_lua()
     lg_args = ["--body", BODY_1K, *sum((["-H", h] for h in MOCK_HEADERS), [])]
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {k: {t: [] for t in TARGETS} for k in ("c1", "c16", "wrk")}
-    direct: dict[str, list[dict[str, Any]]] = {"c1": [], "c16": []}
+    lat_keys = [("c1", ["-c", "1"]), ("c16", ["-c", "16"])]
+    lat_keys += [(f"r{rate}", ["-c", str(OPEN_CONNS), "--rate", str(rate)]) for rate in OPEN_RATES]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {k: {t: [] for t in TARGETS} for k in [*dict(lat_keys), "wrk"]}
+    direct: dict[str, list[dict[str, Any]]] = {k: [] for k in dict(lat_keys)}
     for g in gws.values():  # warm up
         rb.run_loadgen(g.url(), "-c", "16", "-d", "1", "--warmup", "0.2", *lg_args)
     rss: dict[str, list[float]] = {"on": [], "down": []}
     for rep in range(p["reps"]):
         order = rb.rotate(TARGETS, rep)
-        for key, conns in (("c1", 1), ("c16", 16)):
-            d = rb.run_loadgen(st.url("direct"), "-c", str(conns), "-d", str(p["lat_s"]), "--warmup",
-                               str(p["lat_warm"]), *lg_args)
+        for key, how in lat_keys:
+            d = rb.run_loadgen(st.url("direct"), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
             direct[key].append(d)
             for t in order:
-                r = rb.run_loadgen(gws[t].url(), "-c", str(conns), "-d", str(p["lat_s"]), "--warmup",
-                                   str(p["lat_warm"]), *lg_args)
+                r = rb.run_loadgen(gws[t].url(), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+                if r.get("errors") or r.get("queued_max"):
+                    log(f"B rep{rep} {t} {key}: {r.get('errors')} errors, queued up to {r.get('queued_max')}")
                 runs[key][t].append(r)
-                log(f"B rep{rep} {t:4s} c={conns:<2d} p50 {r['latency_us']['p50']:7.1f} µs p99 "
+                log(f"B rep{rep} {t:4s} {key:5s} p50 {r['latency_us']['p50']:7.1f} µs p99 "
                     f"{r['latency_us']['p99']:7.1f} µs ({r['count']} req)")
         for t in order:
             g = gws[t]
@@ -363,6 +386,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
             runs["wrk"][t].append(w)
             log(f"B rep{rep} {t:4s} wrk {w['rps']:7.0f} req/s worker {w['worker_us_per_req']:.1f} µs/req"
                 + (f" exporter {w['exporter_us_per_record']:.1f} µs/record" if g.exporter else ""))
+        wait_idle([g.exporter for g in gws.values() if g.exporter])
     for g in gws.values():
         procs.stop(g.proc, timeout=180)
     return {"runs": runs, "direct": direct, "exporter_rss_mib": rss}
@@ -405,10 +429,22 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
         lines += ["## B. Gateway: logging off, on, and on with the sink down", "",
                   "Latency in ms (medians over repetitions); added = gateway minus direct in the same repetition order.", "",
                   "| figure | direct | off | on | sink down | on vs off | down vs on |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for key, pct in (("c1", "p50"), ("c1", "p99"), ("c16", "p50"), ("c16", "p99")):
-            off, on, down = q(key, "off", pct), q(key, "on", pct), q(key, "down", pct)
-            lines.append(f"| {pct} @{key[1:]} conn | {d(key, pct):.3f} | {off:.3f} | {on:.3f} | {down:.3f} | "
-                         f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
+        keys = [k for k in direct if runs[k]["on"]]
+        for key in keys:
+            for pct in ("p50", "p99"):
+                off, on, down = q(key, "off", pct), q(key, "on", pct), q(key, "down", pct)
+                label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+                lines.append(f"| {pct} @{label} | {d(key, pct):.3f} | {off:.3f} | {on:.3f} | {down:.3f} | "
+                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
+        lines += ["", "Overhead (gateway minus direct, ms, medians of the paired differences):", "",
+                  "| figure | off | on | sink down | on vs off | down vs on |", "|---|---:|---:|---:|---:|---:|"]
+        for key in keys:
+            for pct in ("p50", "p99"):
+                off, on, down = (med([r["latency_us"][pct] - dr["latency_us"][pct]
+                                      for r, dr in zip(runs[key][t], direct[key])]) / 1000 for t in TARGETS)
+                label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+                lines.append(f"| {pct} @{label} | {off:.3f} | {on:.3f} | {down:.3f} | "
+                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
         w = runs["wrk"]
         lines += ["", "| at saturation (wrk -c64) | off | on | sink down |", "|---|---:|---:|---:|",
                   f"| worker CPU µs/request | {med([x['worker_us_per_req'] for x in w['off']]):.1f} | "
@@ -420,7 +456,9 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
                   f"| exporter RSS MiB (max) | | {max(b['exporter_rss_mib']['on'] or [0]):.0f} | "
                   f"{max(b['exporter_rss_mib']['down'] or [0]):.0f} |", ""]
         lines += ["Per-repetition values:", "", "```"]
-        for key in ("c1", "c16"):
+        for key in keys:
+            lines.append(f"{key} direct p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in direct[key])
+                         + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in direct[key]))
             for t in TARGETS:
                 lines.append(f"{key} {t:4s} p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in runs[key][t])
                              + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in runs[key][t]))

@@ -17,6 +17,13 @@ Modes:
            additionally records the time to the first body byte (TTFB) and the arrival time of
            every SSE event (a blank-line-terminated block), so inter-event gaps can be checked.
 
+  --rate R open loop instead: requests are due at R per second whatever the answers do (paced in
+           the event loop's timer ticks, 1 ms with uvloop, so a tick sends the few that fell due),
+           each sent on an idle one of the ``-c`` connections or queued until one is free.
+           Latency counts from the tick that found a request due, so a wait for a connection (a
+           server falling behind) is in it: no coordinated omission. Use enough connections that
+           the queue stays empty while the server keeps up; ``queued_max`` says if it did not.
+
 Run length: ``-d`` seconds of measurement after ``--warmup`` seconds (not recorded), or ``-n``
 recorded responses. Prints one JSON object on stdout; latencies are in microseconds.
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import math
@@ -60,6 +68,11 @@ class Run:
         self.last_done = 0
         self.active = 0
         self.finished: asyncio.Future | None = None
+        # Open loop (--rate): connections with nothing in flight, and due times not yet sent.
+        self.open_loop = False
+        self.idle: list[Client] = []
+        self.queued: collections.deque[int] = collections.deque()
+        self.queued_max = 0
 
     def running(self, now: int) -> bool:
         if self.want:
@@ -106,7 +119,8 @@ class Client(asyncio.Protocol):
             self.run.errors += 1
             self.run.conn_idle()
 
-    def fire(self) -> None:
+    def fire(self, due: int = 0) -> None:
+        """Send the request; ``due`` (open loop) is when it was due, which latency counts from."""
         self.buf.clear()
         self.body_at = -1
         self.chunked = False
@@ -116,7 +130,7 @@ class Client(asyncio.Protocol):
             self.sse_seen = 0
             self.ev = []
         self.in_flight = True
-        self.t0 = perf()
+        self.t0 = due or perf()
         self.transport.write(self.run.request)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
@@ -211,7 +225,12 @@ class Client(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
             run.conn_idle()
             return
-        if run.running(now):
+        if run.open_loop:
+            if run.queued:
+                self.fire(run.queued.popleft())
+            else:
+                run.idle.append(self)
+        elif run.running(now):
             self.fire()
         else:
             run.conn_idle()
@@ -233,7 +252,33 @@ def build_request(url: str, body: bytes, headers: list[str], method: str) -> tup
     return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def drive(host: str, port: int, run: Run, conns: int, warmup: float, duration: float) -> float:
+async def pace(run: Run, rate: float) -> None:
+    """Open loop: make ``rate`` requests per second due until the run ends, then let the last answers in."""
+    interval = 1e9 / rate
+    due = float(perf())
+    while (now := perf()) < run.stop_at:
+        while due <= now:
+            # Latency counts from this tick: the timer's own lateness (up to a tick) is the
+            # client's, while a wait for a free connection is the server's.
+            if run.idle:
+                run.idle.pop().fire()
+            else:
+                run.queued.append(now)
+                run.queued_max = max(run.queued_max, len(run.queued))
+            due += interval
+        # Timers tick in whole milliseconds (uvloop): a shorter sleep returns at once and the
+        # client would spin, taking the core it shares with the mock.
+        await asyncio.sleep(max(0.001, (due - perf()) / 1e9))
+    unsent = len(run.queued)
+    run.queued.clear()  # due after the end: never sent, reported
+    run.queued_max = max(run.queued_max, unsent)
+    deadline = perf() + 10 * 10**9
+    while run.active > len(run.idle) and perf() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def drive(host: str, port: int, run: Run, conns: int, warmup: float, duration: float,
+                rate: float = 0.0) -> float:
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
     for _ in range(conns):
@@ -246,7 +291,12 @@ async def drive(host: str, port: int, run: Run, conns: int, warmup: float, durat
     run.stop_at = run.measure_from + int(duration * 1e9) if not run.want else 1 << 62
     run.finished = loop.create_future()
     run.active = conns
-    for c in clients:
+    if rate:
+        run.open_loop = True
+        run.idle = list(clients)
+        await pace(run, rate)
+        run.finished.set_result(None)
+    for c in clients if not rate else ():
         c.fire()
     # Reconnect connections that the server closed (counted as errors) until the run ends.
     while True:
@@ -295,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--body", help="request body (default: a small chat completion, streamed with --sse)")
     ap.add_argument("--method", default="POST")
     ap.add_argument("--sse", action="store_true", help="streamed request; record TTFB and SSE event times")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="open loop: requests due per second, spread over -c connections (not with -n)")
     ap.add_argument("--expect-gap-ms", type=float, default=0.0,
                     help="with --sse: report the max deviation of inter-event gaps from this")
     args = ap.parse_args(argv)
@@ -308,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         runner = asyncio.run
     warmup = 0.0 if args.count else args.warmup
-    elapsed = runner(drive(host, port, run, args.connections, warmup, args.duration))
+    if args.rate and args.count:
+        ap.error("--rate runs for -d seconds; -n is for the closed loop")
+    elapsed = runner(drive(host, port, run, args.connections, warmup, args.duration, args.rate))
 
     out: dict = {
         "url": args.url, "connections": args.connections, "sse": args.sse,
@@ -317,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(elapsed, 4), "rps": round(len(run.latency) / elapsed, 1) if elapsed else 0.0,
         "latency_us": percentiles(run.latency),
     }
+    if args.rate:
+        out.update(rate=args.rate, queued_max=run.queued_max)
     if run.ttfb:
         out["ttfb_us"] = percentiles(run.ttfb)
     if args.sse:
