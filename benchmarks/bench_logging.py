@@ -22,7 +22,10 @@ B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse
    with the exporter's CPU per record alongside. Requests carry 1 KB of bodies. After the
    saturation runs, each repetition waits until every exporter is idle again (its backlog
    exported), so no latency run of the next one shares core 1 with a catching-up exporter.
-   Then the exporter's RSS.
+   Then the exporter's RSS. Two controls follow, same latency runs: "off + busy core 1" (logging
+   off, with a nice-10 busy loop on core 1 where the exporter would run: what any work there
+   costs the mock's and the client's latency) and "on, exporter stopped" (the exporter SIGSTOPped,
+   so the worker's side of logging alone: records built and pushed, rings filling, spilling).
 C. Exporter CPU per record (--only exporter-cpu): the rings are filled first, then this process,
    pinned to core 1, drains them with the exporter's own flush_once into chDB, counting CPU time of
    all its threads; then sink.write alone on rows enriched beforehand. CPU time, not a paced rate:
@@ -70,6 +73,7 @@ TARGETS = ("off", "on", "down")
 # latency there is queueing behind the worker's CPU per request, see the wrk figures).
 OPEN_RATES = (2000, 6000)
 OPEN_CONNS = 32
+CONTROLS = ("off + busy core 1", "on, exporter stopped")
 
 
 def log(msg: str) -> None:
@@ -387,9 +391,32 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
             log(f"B rep{rep} {t:4s} wrk {w['rps']:7.0f} req/s worker {w['worker_us_per_req']:.1f} µs/req"
                 + (f" exporter {w['exporter_us_per_record']:.1f} µs/record" if g.exporter else ""))
         wait_idle([g.exporter for g in gws.values() if g.exporter])
+    controls: dict[str, dict[str, list[dict[str, Any]]]] = {k: {t: [] for t in CONTROLS} for k in dict(lat_keys)}
+    for rep in range(p["reps"]):
+        for t in CONTROLS:
+            if t == "off + busy core 1":
+                g = gws["off"]
+                busy = procs.start("busy-core-1", ["nice", "-n", "10", *rb.pinned(rb.CLIENT_CPU, [rb.PY, "-c", "while True: pass"])],
+                                   tmp / "busy.log")
+            else:
+                g, busy = gws["on"], None
+                assert g.exporter is not None
+                os.kill(g.exporter, signal.SIGSTOP)
+            try:
+                for key, how in lat_keys:
+                    r = rb.run_loadgen(g.url(), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+                    controls[key][t].append(r)
+                    log(f"B control rep{rep} {t:22s} {key:5s} p50 {r['latency_us']['p50']:7.1f} µs p99 "
+                        f"{r['latency_us']['p99']:7.1f} µs")
+            finally:
+                if busy is not None:
+                    procs.stop(busy, timeout=10)
+                else:
+                    os.kill(g.exporter, signal.SIGCONT)  # type: ignore[arg-type]
+        wait_idle([g.exporter for g in gws.values() if g.exporter])
     for g in gws.values():
         procs.stop(g.proc, timeout=180)
-    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss}
+    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls}
 
 
 def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, Any] | None = None) -> str:
@@ -455,6 +482,16 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
                   f"{med([x['exporter_us_per_record'] for x in w['down']]):.1f} |",
                   f"| exporter RSS MiB (max) | | {max(b['exporter_rss_mib']['on'] or [0]):.0f} | "
                   f"{max(b['exporter_rss_mib']['down'] or [0]):.0f} |", ""]
+        ctl = b["controls"]
+        lines += ["Controls (same runs; p99 in ms, medians): the busy loop stands in for the exporter on core 1, "
+                  "and the stopped exporter leaves the worker's own logging work alone.", "",
+                  "| figure | off | off + busy core 1 | on | on, exporter stopped |", "|---|---:|---:|---:|---:|"]
+        for key in keys:
+            label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+            cells = [q(key, "off", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[0]]]) / 1000,
+                     q(key, "on", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[1]]]) / 1000]
+            lines.append(f"| p99 @{label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines += [""]
         lines += ["Per-repetition values:", "", "```"]
         for key in keys:
             lines.append(f"{key} direct p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in direct[key])
@@ -462,6 +499,9 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
             for t in TARGETS:
                 lines.append(f"{key} {t:4s} p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in runs[key][t])
                              + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in runs[key][t]))
+            for t in CONTROLS:
+                lines.append(f"{key} {t} p50 " + " ".join(f"{r['latency_us']['p50']:.0f}" for r in ctl[key][t])
+                             + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in ctl[key][t]))
         for t in TARGETS:
             lines.append(f"wrk {t:4s} " + " ".join(f"{x['worker_us_per_req']:.1f}" for x in runs["wrk"][t]))
         lines += ["```", ""]
