@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Closed-loop HTTP/1.1 latency client for the fastgw benchmarks.
+"""HTTP/1.1 latency client for the fastgw benchmarks: a closed loop, or an open one with --rate.
 
-Each of ``-c`` keep-alive connections sends one request, waits for the complete response
-(Content-Length or chunked framing), records the time it took, and sends the next: a
+By default each of ``-c`` keep-alive connections sends one request, waits for the complete
+response (Content-Length or chunked framing), records the time it took, and sends the next: a
 closed loop, so latency is never inflated by a request queue of the client's own making.
 
 It is deliberately small and identical for every target (gateway, nginx, the mock directly):
