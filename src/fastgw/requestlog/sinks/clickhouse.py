@@ -21,15 +21,12 @@ conflict → the original exception (retrying cannot help).
 
 from __future__ import annotations
 
-import calendar
 import logging
 import os
 import re
 import threading
-from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
-from uuid import UUID
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import (
@@ -40,6 +37,7 @@ from clickhouse_connect.driver.exceptions import (
 
 from fastgw import _native
 from fastgw._native import nativeblock
+from fastgw._native._pure.nativeblock import epoch_ms, uuid_int
 from fastgw.requestlog import schema
 from fastgw.requestlog.sinks.base import (
     KIND_FEEDBACK,
@@ -107,28 +105,10 @@ def is_transient(exc: BaseException) -> bool:
 
 # --- column building -------------------------------------------------------------------------
 
-def _ms(value: Any) -> int:
-    """DateTime64(3) ticks. Datetimes (naive ones are UTC), epoch seconds, or ISO-8601 text."""
-    if isinstance(value, datetime):
-        return calendar.timegm(value.utctimetuple()) * 1000 + value.microsecond // 1000
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return round(value * 1000)
-    if isinstance(value, str):
-        return _ms(datetime.fromisoformat(value))
-    raise TypeError(f"expected a datetime, epoch seconds or ISO text, got {type(value).__name__}")
-
-
-def _uuid_int(value: Any) -> int:
-    if isinstance(value, UUID):
-        return value.int
-    if isinstance(value, (bytes, bytearray)) and len(value) == 16:
-        return int.from_bytes(value, "big")
-    return UUID(str(value)).int  # validates: a malformed id is a ValueError, not a stored zero
-
-
 # clickhouse-connect picks the encoding from a column's first value, so mixed inputs (str and
-# UUID, datetime and float) are normalised here to the one form it writes fastest: integers.
-_CONVERT = {"UUID": _uuid_int, "DateTime64(3, 'UTC')": _ms}
+# UUID, datetime and float) are normalised here to the one form it writes fastest: integers. The
+# conversions are the Native block encoder's own, so both paths accept and refuse the same values.
+_CONVERT = {"UUID": uuid_int, "DateTime64(3, 'UTC')": epoch_ms}
 
 
 def build_columns(table: schema.Table, rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -151,7 +131,7 @@ def build_columns(table: schema.Table, rows: list[dict[str, Any]]) -> list[list[
             values = [default if (v := r.get(name)) is None else v for r in rows]
         convert = _CONVERT.get(col.type)
         if convert is not None:
-            values = [convert(v) for v in values]
+            values = [convert(name, v, i) for i, v in enumerate(values)]
         out.append(values)
     return out
 
