@@ -419,6 +419,11 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls}
 
 
+def _label(key: str) -> str:
+    """"c16" -> "16 conn" (closed loop), "r2000" -> "2000 req/s, open loop"."""
+    return f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+
+
 def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, Any] | None = None) -> str:
     lines = ["# Request logging benchmarks", ""]
     if c is not None:
@@ -460,7 +465,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
         for key in keys:
             for pct in ("p50", "p99"):
                 off, on, down = q(key, "off", pct), q(key, "on", pct), q(key, "down", pct)
-                label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+                label = _label(key)
                 lines.append(f"| {pct} @{label} | {d(key, pct):.3f} | {off:.3f} | {on:.3f} | {down:.3f} | "
                              f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
         lines += ["", "Overhead (gateway minus direct, ms, medians of the paired differences):", "",
@@ -469,7 +474,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
             for pct in ("p50", "p99"):
                 off, on, down = (med([r["latency_us"][pct] - dr["latency_us"][pct]
                                       for r, dr in zip(runs[key][t], direct[key])]) / 1000 for t in TARGETS)
-                label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+                label = _label(key)
                 lines.append(f"| {pct} @{label} | {off:.3f} | {on:.3f} | {down:.3f} | "
                              f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
         w = runs["wrk"]
@@ -487,7 +492,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
                   "and the stopped exporter leaves the worker's own logging work alone.", "",
                   "| figure | off | off + busy core 1 | on | on, exporter stopped |", "|---|---:|---:|---:|---:|"]
         for key in keys:
-            label = f"{key[1:]} conn" if key[0] == "c" else f"{key[1:]} req/s, open loop"
+            label = _label(key)
             cells = [q(key, "off", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[0]]]) / 1000,
                      q(key, "on", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[1]]]) / 1000]
             lines.append(f"| p99 @{label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
