@@ -42,7 +42,7 @@ def run(url: str, body: Callable[[redis.asyncio.Redis], Awaitable[None]], **clie
 
 def test_keys_are_prefixed_and_expire_when_full(redis_server: RedisServer) -> None:
     async def body(client: redis.asyncio.Redis) -> None:
-        lim = RedisLimiter(client)
+        lim = RedisLimiter(client, timeout=5)
         for _ in range(3):
             await lim.check("k", TEN)
         assert await client.keys("*") == [b"fastgw:rl:k"]
@@ -54,7 +54,7 @@ def test_keys_are_prefixed_and_expire_when_full(redis_server: RedisServer) -> No
         assert not await client.exists("fastgw:rl:c")
         await lim.spend("c", cents, 1)
         assert 5_000 < await client.pttl("fastgw:rl:c") <= 6_000
-        other = RedisLimiter(client, prefix="other:")
+        other = RedisLimiter(client, timeout=5, prefix="other:")
         assert (await other.check("k", TEN)).remaining == 9
 
     run(redis_server.url, body)
@@ -62,7 +62,7 @@ def test_keys_are_prefixed_and_expire_when_full(redis_server: RedisServer) -> No
 
 def test_a_refused_call_writes_nothing(redis_server: RedisServer) -> None:
     async def body(client: redis.asyncio.Redis) -> None:
-        lim = RedisLimiter(client)
+        lim = RedisLimiter(client, timeout=5)
         await lim.spend("c", parse_policy("1;w=60;u=cents"), 2)
         ds = await lim.check_many([("r", TEN), ("c", parse_policy("1;w=60;u=cents"))])
         assert [d.allowed for d in ds] == [True, False]
@@ -73,7 +73,7 @@ def test_a_refused_call_writes_nothing(redis_server: RedisServer) -> None:
 
 def test_script_is_reloaded_after_script_flush(redis_server: RedisServer) -> None:
     async def body(client: redis.asyncio.Redis) -> None:
-        lim = RedisLimiter(client)
+        lim = RedisLimiter(client, timeout=5)
         assert (await lim.check("k", TEN)).remaining == 9
         await client.script_flush()
         assert (await lim.check("k", TEN)).remaining == 8
@@ -83,7 +83,7 @@ def test_script_is_reloaded_after_script_flush(redis_server: RedisServer) -> Non
 
 def test_works_with_a_client_that_decodes_responses(redis_server: RedisServer) -> None:
     async def body(client: redis.asyncio.Redis) -> None:
-        lim = RedisLimiter(client)
+        lim = RedisLimiter(client, timeout=5)
         assert [(await lim.check("k", parse_policy("1.5;w=60"))).allowed for _ in range(2)] == [True, False]
 
     run(redis_server.url, body, decode_responses=True)
