@@ -7,10 +7,9 @@ import dataclasses
 import logging
 import socket
 import sys
-
-from fastgw import __version__
 from typing import TYPE_CHECKING
 
+from fastgw import __version__
 from fastgw.analytics import terminal
 from fastgw.config import Config, ConfigError, load
 from fastgw.keys import cli as keys_cli
@@ -20,10 +19,11 @@ if TYPE_CHECKING:
 
 
 def version_string() -> str:
-    from fastgw import _native
+    from fastgw import _compiled, _native
 
     kind = "Cython extensions" if _native.NATIVE else "pure-Python twins (extensions not built)"
-    return f"fastgw {__version__} (native: {_native.IMPLEMENTATION}, {kind})"
+    used, total = _compiled.report()
+    return f"fastgw {__version__} (native: {_native.IMPLEMENTATION}, {kind}; compiled modules: {used}/{total})"
 
 
 def main(argv: list[str] | None = None) -> int:
