@@ -208,3 +208,67 @@ ROW = st.fixed_dictionaries({
 @given(st.lists(ROW, max_size=8))
 def test_twins_agree_on_any_rows(rows):
     assert isinstance(both(REQUESTS, rows), bytes)
+
+
+# --- the compiled twin writes tiles of rows into per-column buffers, kept between blocks ---------
+
+
+def tiled(spec, rows, tiles=(1, 2, 3, 32, 10_000)):
+    """The compiled twin's block for each tile size; each must be the pure twin's block."""
+    expected = PURE.encode_block(spec, rows)
+    for tile in tiles:
+        assert CYTHON.encode_block(spec, rows, tile) == expected, tile
+    return expected
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ROW, max_size=8))
+def test_any_tile_size_gives_the_same_block(rows):
+    tiled(REQUESTS, rows)
+
+
+def test_a_batch_spanning_many_tiles_and_blocks_of_every_size_in_turn():
+    rows = [request_row(i, properties={f"p{j}": str(j) for j in range(i % 5)}, attempts=[] if i % 3 else None,
+                        cost_nanousd=None if i % 7 == 0 else i) for i in range(700)]
+    big = tiled(REQUESTS, rows)
+    # The kept buffers start each block empty: a small block after a big one holds only its own rows.
+    assert tiled(REQUESTS, rows[:3]) == PURE.encode_block(REQUESTS, rows[:3])
+    assert tiled(SMALL, small()) == PURE.encode_block(SMALL, small())
+    assert CYTHON.encode_block(REQUESTS, rows) == big
+
+
+def test_a_bad_value_in_a_later_tile_is_refused_as_by_column():
+    rows = [request_row(i) for i in range(100)]
+    rows[90]["status"] = -1  # an early column, late row: a later tile
+    rows[5]["worker"] = "x"  # a late column, early row: met first when going tile by tile
+    for tile in (1, 32, 1000):
+        with pytest.raises(PURE.BlockError) as compiled:
+            CYTHON.encode_block(REQUESTS, rows, tile)
+        with pytest.raises(PURE.BlockError) as pure:
+            PURE.encode_block(REQUESTS, rows, tile)
+        assert "status" in str(compiled.value) and "row 90" in str(compiled.value), compiled.value
+        assert "status" in str(pure.value) and "row 90" in str(pure.value), pure.value
+    rows[90]["status"] = 200
+    rows[5]["worker"] = 3
+    assert isinstance(tiled(REQUESTS, rows), bytes)  # and the kept buffers were given back after refusing
+
+
+def test_a_row_that_encodes_a_block_while_being_read_gets_its_own_buffers():
+    inner_rows = [request_row(i) for i in range(40)]
+    inner: list[bytes] = []
+
+    class Row(dict):
+        def get(self, key, default=None):
+            if key == "worker" and not inner:  # another block, mid-block: the kept buffers are in use
+                inner.append(CYTHON.encode_block(REQUESTS, inner_rows))
+            return super().get(key, default)
+
+    rows = [request_row(i) for i in range(40)]
+    assert CYTHON.encode_block(REQUESTS, [Row(r) for r in rows]) == PURE.encode_block(REQUESTS, rows)
+    assert inner == [PURE.encode_block(REQUESTS, inner_rows)]
+
+
+def test_tile_must_be_positive():
+    for twin in (PURE, CYTHON):
+        with pytest.raises(ValueError):
+            twin.encode_block(SMALL, small(), 0)

@@ -291,7 +291,217 @@ cdef int put_array_tuple_column(Buf* b, object name, tuple elements, list values
     return 0
 
 
-def encode_block(tuple spec, rows):
+# Rows per pass over the columns. Going down one column of a 5,000-row batch touches 5,000 row
+# dicts, more than the CPU caches hold, so each of the ~40 columns read them from memory again:
+# 4.6 µs a row of the request log. Tiles of 32 rows, whose dicts stay cached while all of their
+# columns are written, took it to 2.3 µs (16 to 256 rows: 2.3 to 2.7). The block is still one
+# block: each column's data gathers in its own buffers, joined at the end.
+cdef enum:
+    TILE = 32
+
+
+cdef int column_buffers(tuple column) except -1:
+    """How many buffers a column's data needs while it is written tile by tile."""
+    kind, nullable, elements = column[1], column[2], column[6]
+    if kind == MAP:
+        return 3  # cumulative counts, keys, values
+    if kind == ARRAY_TUPLE:
+        return 1 + len(elements)  # cumulative counts, then one per tuple element
+    return 2 if nullable else 1  # (NULL flags,) values
+
+
+cdef int put_map_row(Buf* bb, uint64_t* total, object name, object value, Py_ssize_t i) except -1:
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* k
+    cdef PyObject* v
+    if not isinstance(value, dict):
+        if not isinstance(value, _Mapping):
+            raise BlockError(f"column {name!r}, row {i}: expected a map, got {type(value).__name__}")
+        value = dict(value)
+    total[0] += len(<dict>value)
+    put_le(&bb[0], total[0], 8)
+    while PyDict_Next(value, &pos, &k, &v):
+        put_text(&bb[1], name, <object>k, i)
+        put_text(&bb[2], name, <object>v, i)
+    return 0
+
+
+cdef int put_array_tuple_row(Buf* bb, uint64_t* total, object name, tuple elements, object value,
+                             Py_ssize_t i) except -1:
+    cdef Py_ssize_t j, width = len(elements)
+    cdef object item, field
+    cdef tuple element
+    if not isinstance(value, (list, tuple)):
+        raise BlockError(f"column {name!r}, row {i}: expected a list, got {type(value).__name__}")
+    for item in value:
+        if not (isinstance(item, _Mapping) or (isinstance(item, (list, tuple)) and len(item) == width)):
+            raise BlockError(f"column {name!r}, row {i}: each element must be a map or a {width}-tuple")
+    total[0] += len(value)
+    put_le(&bb[0], total[0], 8)
+    for item in value:
+        for j in range(width):
+            element = <tuple>elements[j]
+            field = item.get(element[0]) if isinstance(item, _Mapping) else item[j]
+            put_scalar(&bb[1 + j], name, <int>element[1], element[2] if field is None else field, i)
+    return 0
+
+
+# The column buffers are kept from one block to the next (up to KEEP_BYTES of them): fresh ones
+# for every 5,000-row block cost page faults for ~25 MB each time, and the allocator decides when,
+# which made the same call take 2.7 µs a row or 4.2 depending on what ran before it.
+cdef enum:
+    KEEP_BYTES = 64 * 1024 * 1024
+cdef Buf* _arena = NULL
+cdef Py_ssize_t _arena_n = 0
+cdef bint _arena_busy = False
+
+
+cdef Buf* take_arena(Py_ssize_t nbufs) noexcept:
+    """The kept buffers, emptied, or NULL when they are in use (another thread is between calls
+    back into Python in the middle of a block) or cannot grow: then the caller makes its own."""
+    global _arena, _arena_n, _arena_busy
+    cdef Buf* p
+    cdef Py_ssize_t k
+    if _arena_busy:
+        return NULL
+    if _arena_n < nbufs:
+        p = <Buf*>PyMem_Realloc(_arena, nbufs * sizeof(Buf))
+        if p == NULL:
+            return NULL
+        for k in range(_arena_n, nbufs):
+            p[k].p = NULL
+            p[k].len = 0
+            p[k].cap = 0
+        _arena = p
+        _arena_n = nbufs
+    for k in range(_arena_n):
+        _arena[k].len = 0
+    _arena_busy = True
+    return _arena
+
+
+cdef void give_back_arena() noexcept:
+    global _arena_busy
+    cdef Py_ssize_t k, held = 0
+    for k in range(_arena_n):
+        held += _arena[k].cap
+    if held > KEEP_BYTES:
+        for k in range(_arena_n):
+            PyMem_Free(_arena[k].p)
+            _arena[k].p = NULL
+            _arena[k].cap = 0
+    _arena_busy = False
+
+
+def encode_block(tuple spec, rows, Py_ssize_t tile=TILE):
+    """The block, written ``tile`` rows at a time into per-column buffers (see TILE)."""
+    cdef Py_ssize_t n = len(rows), ncols = len(spec)
+    cdef Py_ssize_t c, i, start, stop, nbufs = 0, total_len, at, want
+    cdef int kind, k
+    cdef bint nullable, required, kept = False
+    cdef unsigned char flag
+    cdef object name, default, value, header, elements
+    cdef tuple column
+    cdef Buf* bufs = NULL
+    cdef Buf* bb
+    cdef Buf head
+    cdef Py_ssize_t* first = NULL
+    cdef uint64_t* totals = NULL
+    cdef bytes out
+    cdef char* dst
+    if tile < 1:
+        raise ValueError("tile must be at least 1")
+    head.p = NULL
+    head.len = 0
+    head.cap = 0
+    try:
+        first = <Py_ssize_t*>PyMem_Malloc((ncols + 1) * sizeof(Py_ssize_t))
+        totals = <uint64_t*>PyMem_Malloc((ncols + 1) * sizeof(uint64_t))
+        if first == NULL or totals == NULL:
+            raise MemoryError()
+        for c in range(ncols):
+            first[c] = nbufs
+            totals[c] = 0
+            nbufs += column_buffers(<tuple>spec[c])
+        first[ncols] = nbufs
+        bufs = take_arena(nbufs)
+        kept = bufs != NULL
+        if not kept:
+            bufs = <Buf*>PyMem_Malloc((nbufs + 1) * sizeof(Buf))
+            if bufs == NULL:
+                raise MemoryError()
+            for k in range(nbufs):
+                bufs[k].p = NULL
+                bufs[k].len = 0
+                bufs[k].cap = 0
+        try:
+            for start in range(0, n, tile):
+                stop = min(start + tile, n)
+                for c in range(ncols):
+                    column = <tuple>spec[c]
+                    name, kind, nullable, default, required, header, elements = column
+                    bb = bufs + first[c]
+                    if kind == MAP:
+                        for i in range(start, stop):
+                            put_map_row(bb, &totals[c], name, cell(rows[i], name, default, required, i), i)
+                    elif kind == ARRAY_TUPLE:
+                        for i in range(start, stop):
+                            put_array_tuple_row(bb, &totals[c], name, elements,
+                                                cell(rows[i], name, default, required, i), i)
+                    elif nullable:
+                        for i in range(start, stop):
+                            value = cell(rows[i], name, default, required, i)
+                            flag = 1 if value is None else 0
+                            put(&bb[0], &flag, 1)
+                            put_scalar(&bb[1], name, kind, _pure._ZERO.get(kind, 0) if value is None else value, i)
+                    else:
+                        for i in range(start, stop):
+                            put_scalar(&bb[0], name, kind, cell(rows[i], name, default, required, i), i)
+                if start == 0 and stop < n:
+                    # Size every buffer for the whole block from the first tile, rather than
+                    # doubling each of them a dozen times (every doubling copies what it holds).
+                    for k in range(nbufs):
+                        want = bufs[k].len * n // stop + bufs[k].len // 8 + 64
+                        if want > bufs[k].cap:
+                            buf_grow(&bufs[k], want - bufs[k].len)
+        except BlockError:
+            # Tiles meet a bad value in a different order than a column at a time does; refuse it
+            # with the error the column-at-a-time encoder (and the pure twin's order) gives.
+            return _encode_by_column(spec, rows)
+        put_varint(&head, <unsigned long long>ncols)
+        put_varint(&head, <unsigned long long>n)
+        total_len = head.len
+        for c in range(ncols):
+            total_len += PyBytes_GET_SIZE(<bytes>(<tuple>spec[c])[5])
+        for k in range(nbufs):
+            total_len += bufs[k].len
+        out = PyBytes_FromStringAndSize(NULL, total_len)
+        dst = PyBytes_AS_STRING(out)
+        memcpy(dst, head.p, head.len)
+        at = head.len
+        for c in range(ncols):
+            header = (<tuple>spec[c])[5]
+            memcpy(dst + at, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
+            at += PyBytes_GET_SIZE(header)
+            for k in range(first[c], first[c + 1]):
+                if bufs[k].len:
+                    memcpy(dst + at, bufs[k].p, bufs[k].len)
+                    at += bufs[k].len
+        return out
+    finally:
+        if kept:
+            give_back_arena()
+        elif bufs != NULL:
+            for k in range(nbufs):
+                PyMem_Free(bufs[k].p)
+            PyMem_Free(bufs)
+        PyMem_Free(first)
+        PyMem_Free(totals)
+        PyMem_Free(head.p)
+
+
+def _encode_by_column(tuple spec, rows):
+    """The block a column at a time: the order in which bad values are met and refused."""
     cdef Buf b
     cdef Py_ssize_t i, n = len(rows)
     cdef int kind

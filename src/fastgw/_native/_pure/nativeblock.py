@@ -130,12 +130,16 @@ def _string(data: bytes) -> bytes:
     return varint(len(data)) + data
 
 
-def encode_block(spec: tuple[tuple[Any, ...], ...], rows: Sequence[Mapping[str, Any]]) -> bytes:
+def encode_block(spec: tuple[tuple[Any, ...], ...], rows: Sequence[Mapping[str, Any]], tile: int = 32) -> bytes:
     """One Native block: every column of ``spec`` for every row, in order.
 
     A missing or None value takes the column's default (a Nullable column's default None is
     NULL); a required column without a value, or a value its type cannot hold, raises BlockError.
+    ``tile`` is how many rows the compiled twin writes per pass over the columns, for its CPU
+    caches; the block does not depend on it, and here it is only checked.
     """
+    if tile < 1:
+        raise ValueError("tile must be at least 1")
     n = len(rows)
     out = [varint(len(spec)), varint(n)]
     for name, kind, nullable, default, required, header, elements in spec:
