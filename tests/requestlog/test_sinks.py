@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -99,7 +101,7 @@ def test_schema_created_from_scratch(open_chdb: Callable[..., ClickHouseSink]) -
 
 def test_migration_adds_missing_columns_to_an_older_table(tmp_path: Path, open_chdb: Callable[..., ClickHouseSink]) -> None:
     dropped = {"fallback_index", "worker", "gateway_instance"}
-    old = dataclasses.replace(schema.REQUESTS, indexes=(),
+    old = dataclasses.replace(schema.REQUESTS, indexes=(), settings=(),
                               columns=tuple(c for c in schema.REQUESTS.columns if c.name not in dropped))
     client = clickhouse_connect.get_client(interface="chdb", path=str(tmp_path / "ch"))
     try:
@@ -116,6 +118,8 @@ def test_migration_adds_missing_columns_to_an_older_table(tmp_path: Path, open_c
     assert len(added) == 3
     assert any("`fallback_index` Int8 DEFAULT -1 AFTER `retry_count`" in s for s in added)
     assert any("MODIFY SETTING non_replicated_deduplication_window = 1000" in s for s in sink.migration.statements)
+    assert "ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20" in sink.migration.statements
+    assert "merge_selector_base = 20" in scalar(sink, "SELECT create_table_query FROM system.tables WHERE name = 'requests'")
     assert scalar(sink, "SELECT name FROM system.data_skipping_indices WHERE table = 'requests'") == "idx_request_id"
     columns = [r[0] for r in sink.client.query(
         "SELECT name FROM system.columns WHERE database = 'fastgw' AND table = 'requests' ORDER BY position").result_rows]
@@ -139,6 +143,21 @@ def test_plan_reports_type_conflicts_and_adds_missing_indexes() -> None:
         "TYPE bloom_filter(0.01) GRANULARITY 4" in plan.statements
     assert [s for s in plan.statements if s.startswith("CREATE TABLE")] == [
         schema.create_table_sql(schema.FEEDBACK), schema.create_table_sql(schema.SCORES)]
+
+
+def test_table_settings_only_where_the_server_has_them() -> None:
+    assert schema.REQUESTS.settings == (("merge_selector_base", 20),)
+    assert "merge_selector_base = 20" in schema.create_table_sql(schema.REQUESTS)
+    older = frozenset({"some_other_setting"})  # a server from before merge_selector_base
+    assert "merge_selector_base" not in schema.create_table_sql(schema.REQUESTS, known_settings=older)
+    assert "non_replicated_deduplication_window = 1000" in schema.create_table_sql(schema.REQUESTS, known_settings=older)
+    columns = {c.name: c.type for c in schema.REQUESTS.columns}
+    without = schema.create_table_sql(dataclasses.replace(schema.REQUESTS, settings=()))
+    state = {"requests": schema.TableState(columns, without, "ReplacingMergeTree")}
+    assert "ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20" in schema.plan(state).statements
+    assert not any("merge_selector_base" in s for s in schema.plan(state, known_settings=older).statements)
+    have = {"requests": schema.TableState(columns, schema.create_table_sql(schema.REQUESTS), "ReplacingMergeTree")}
+    assert not any("requests` MODIFY SETTING" in s for s in schema.plan(have).statements)
 
 
 # --- dedup -----------------------------------------------------------------------------------------
@@ -396,3 +415,53 @@ def test_urls_and_options() -> None:
         make_sink("kafka://broker")
     with pytest.raises(ValueError, match="unknown sink option"):
         make_sink("none", {"body_ttl": 3})
+
+
+# --- chDB's merge threads yield to the exporter ------------------------------------------------------
+
+
+def _threads_named(prefix: str) -> dict[int, int]:
+    out = {}
+    for name in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{name}/comm") as f:
+                if f.read().startswith(prefix):
+                    out[int(name)] = os.getpriority(os.PRIO_PROCESS, int(name))
+        except OSError:
+            continue
+    return out
+
+
+def test_chdb_merge_threads_run_at_the_lowest_priority_after_a_write(open_chdb: Callable[..., ClickHouseSink]) -> None:
+    sink = open_chdb()
+    for i in range(4):  # a few parts: merges get scheduled
+        sink.write([request_row(100 * i + j) for j in range(50)], f"b{i}")
+    merges = _threads_named("MergeMutate")
+    assert merges, "chDB runs no merge thread in this process"
+    assert set(merges.values()) == {19}, merges
+    others = _threads_named("")
+    assert any(nice < 19 for tid, nice in others.items() if tid not in merges)  # only those
+
+
+def test_background_priority_lowers_matching_threads_once(tmp_path: Path) -> None:
+    from fastgw.requestlog.sinks.chdb_threads import BackgroundPriority
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    target = max(before, 5)
+    result: list[object] = []
+
+    def run() -> None:  # a thread of its own: lowering it leaves the test's thread alone
+        tid = threading.get_native_id()
+        tasks = tmp_path / "task"
+        for t, comm in ((tid, "MergeMutate"), (999_999_999, "MergeMutate"), (os.getpid(), "python")):
+            (tasks / str(t)).mkdir(parents=True)
+            (tasks / str(t) / "comm").write_text(comm + "\n")
+        bp = BackgroundPriority(nice=target, tasks_dir=str(tasks))
+        result.extend([bp.apply(), bp.apply(), os.getpriority(os.PRIO_PROCESS, tid), bp.lowered == {tid}])
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(10)
+    # Lowered once (the second call skips it); the vanished thread and "python" never.
+    assert result == [1, 0, target, True]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

@@ -48,6 +48,7 @@ from fastgw.requestlog.sinks.base import (
     split_by_kind,
     url_path,
 )
+from fastgw.requestlog.sinks.chdb_threads import BackgroundPriority
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ class ClickHouseSink:
         self.migration: schema.Plan | None = None
         self._schema_ready = False
         self._lock = threading.Lock()  # chDB handles and HTTP sessions are not for concurrent use
+        # In-process chDB: its merge threads yield the CPU to the exporter (see chdb_threads).
+        self.background = BackgroundPriority() if chdb_path is not None else None
 
     @classmethod
     def from_url(cls, url: str, options: SinkOptions | None = None) -> "ClickHouseSink":
@@ -290,6 +293,8 @@ class ClickHouseSink:
                             for kind, kind_rows in by_kind.items()]
             for table, data in prepared:
                 self._insert(table, data, batch_id)
+            if self.background is not None:
+                self.background.apply()  # new merge threads appear as chDB needs them
 
     def _insert(self, table: schema.Table, data: Any, batch_id: str) -> None:
         """``data``: a Native block (bytes), or column lists for clickhouse-connect to encode."""
