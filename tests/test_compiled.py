@@ -58,13 +58,6 @@ def test_the_sources_pass_the_same_tests() -> None:
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-500:]
 
 
-def test_setup_compiles_the_listed_modules() -> None:
-    setup = (ROOT / "setup.py").read_text()
-    assert 'runpy.run_path("src/fastgw/_compiled.py")["MODULES"]' in setup
-    for name in _compiled.MODULES:
-        assert (ROOT / _compiled.source_path(name)).is_file(), name
-
-
 # ----------------------------------------------------------------------- which file the finder picks
 
 

@@ -237,7 +237,7 @@ def test_a_batch_spanning_many_tiles_and_blocks_of_every_size_in_turn():
     assert CYTHON.encode_block(REQUESTS, rows) == big
 
 
-def test_a_bad_value_in_a_later_tile_is_refused_as_by_column():
+def test_a_bad_value_in_a_later_tile_is_the_one_a_column_at_a_time_refuses():
     rows = [request_row(i) for i in range(100)]
     rows[90]["status"] = -1  # an early column, late row: a later tile
     rows[5]["worker"] = "x"  # a late column, early row: met first when going tile by tile

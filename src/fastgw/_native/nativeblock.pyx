@@ -2,9 +2,9 @@
 """ClickHouse Native blocks from row dicts, in C (contract: nativeblock.pyi; pure twin, the kinds
 and ``layout``: _pure/nativeblock.py).
 
-Why C: this is the exporter's per-row cost that the engine does not set. Each column is one loop
-over the rows: a borrowed dict lookup, a type check, and a memcpy or a fixed-width store into one
-growing buffer; no list per column, no Python object made per value. The rare value forms
+Why C: this is the exporter's per-row cost that the engine does not set. Each cell is a borrowed
+dict lookup, a type check, and a memcpy or a fixed-width store into its column's growing buffer;
+no list per column, no Python object made per value. Rows are read a tile at a time (TILE). The rare value forms
 (datetimes, ISO text, UUIDs not in canonical text) call the pure twin's converters, so the two
 never disagree on them.
 """
@@ -243,54 +243,6 @@ cdef int put_scalar(Buf* b, object name, int kind, object value, Py_ssize_t i) e
 
 # --- columns ----------------------------------------------------------------------------------
 
-cdef int put_map_column(Buf* b, object name, list values) except -1:
-    cdef Py_ssize_t i, pos, total = 0
-    cdef PyObject* k
-    cdef PyObject* v
-    cdef object value
-    for i in range(len(values)):
-        value = values[i]
-        if not isinstance(value, dict):
-            if not isinstance(value, _Mapping):
-                raise BlockError(f"column {name!r}, row {i}: expected a map, got {type(value).__name__}")
-            values[i] = value = dict(value)
-        total += len(<dict>value)
-        put_le(b, <uint64_t>total, 8)
-    for i in range(len(values)):
-        pos = 0
-        while PyDict_Next(values[i], &pos, &k, &v):
-            put_text(b, name, <object>k, i)
-    for i in range(len(values)):
-        pos = 0
-        while PyDict_Next(values[i], &pos, &k, &v):
-            put_text(b, name, <object>v, i)
-    return 0
-
-
-cdef int put_array_tuple_column(Buf* b, object name, tuple elements, list values) except -1:
-    cdef Py_ssize_t i, j, total = 0
-    cdef Py_ssize_t width = len(elements)
-    cdef list items = []  # (row, element) for every element of every row
-    cdef object value, item, field
-    cdef tuple element
-    for i in range(len(values)):
-        value = values[i]
-        if not isinstance(value, (list, tuple)):
-            raise BlockError(f"column {name!r}, row {i}: expected a list, got {type(value).__name__}")
-        for item in value:
-            if not (isinstance(item, _Mapping) or (isinstance(item, (list, tuple)) and len(item) == width)):
-                raise BlockError(f"column {name!r}, row {i}: each element must be a map or a {width}-tuple")
-            items.append((i, item))
-        total += len(value)
-        put_le(b, <uint64_t>total, 8)
-    for j in range(width):
-        element = <tuple>elements[j]
-        for i, item in items:
-            field = item.get(element[0]) if isinstance(item, _Mapping) else item[j]
-            put_scalar(b, name, <int>element[1], element[2] if field is None else field, i)
-    return 0
-
-
 # Rows per pass over the columns. Going down one column of a 5,000-row batch touches 5,000 row
 # dicts, more than the CPU caches hold, so each of the ~40 columns read them from memory again:
 # 4.6 µs a row of the request log. Tiles of 32 rows, whose dicts stay cached while all of their
@@ -465,9 +417,10 @@ def encode_block(tuple spec, rows, Py_ssize_t tile=TILE):
                         if want > bufs[k].cap:
                             buf_grow(&bufs[k], want - bufs[k].len)
         except BlockError:
-            # Tiles meet a bad value in a different order than a column at a time does; refuse it
-            # with the error the column-at-a-time encoder (and the pure twin's order) gives.
-            return _encode_by_column(spec, rows)
+            # Tiles meet bad values in another order than a column at a time does. A batch with
+            # one is rare (the exporter then writes its rows one by one), so the pure twin, which
+            # goes a column at a time, says which value is refused: both twins name the same one.
+            return _pure.encode_block(spec, rows)
         put_varint(&head, <unsigned long long>ncols)
         put_varint(&head, <unsigned long long>n)
         total_len = head.len
@@ -498,47 +451,3 @@ def encode_block(tuple spec, rows, Py_ssize_t tile=TILE):
         PyMem_Free(first)
         PyMem_Free(totals)
         PyMem_Free(head.p)
-
-
-def _encode_by_column(tuple spec, rows):
-    """The block a column at a time: the order in which bad values are met and refused."""
-    cdef Buf b
-    cdef Py_ssize_t i, n = len(rows)
-    cdef int kind
-    cdef bint nullable, required
-    cdef object name, default, value, header
-    cdef list values
-    cdef bytearray nulls
-    b.p = NULL
-    b.len = 0
-    b.cap = 0
-    try:
-        buf_grow(&b, 64 + n * 512)
-        put_varint(&b, <unsigned long long>len(spec))
-        put_varint(&b, <unsigned long long>n)
-        for column in spec:
-            name, kind, nullable, default, required, header, elements = column
-            put(&b, PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header))
-            if kind == MAP or kind == ARRAY_TUPLE or nullable:
-                values = []
-                for i in range(n):
-                    values.append(cell(rows[i], name, default, required, i))
-                if kind == MAP:
-                    put_map_column(&b, name, values)
-                elif kind == ARRAY_TUPLE:
-                    put_array_tuple_column(&b, name, elements, values)
-                else:
-                    nulls = bytearray(n)
-                    for i in range(n):
-                        if values[i] is None:
-                            nulls[i] = 1
-                    put(&b, <char*>nulls, n)
-                    for i in range(n):
-                        value = values[i]
-                        put_scalar(&b, name, kind, _pure._ZERO.get(kind, 0) if value is None else value, i)
-                continue
-            for i in range(n):
-                put_scalar(&b, name, kind, cell(rows[i], name, default, required, i), i)
-        return PyBytes_FromStringAndSize(<char*>b.p, b.len)
-    finally:
-        PyMem_Free(b.p)
