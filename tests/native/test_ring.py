@@ -69,13 +69,15 @@ class Model:
         self.pushed += 1
         return True
 
-    def read(self, max_records, max_bytes):
-        out, nbytes, token = [], 0, self.tail
-        for start, end, rec in self.slots:
+    def read(self, max_records, max_bytes, start=None):
+        out, nbytes, token = [], 0, self.tail if start is None else start
+        for begin, end, rec in self.slots:
+            if end <= token and not out:
+                continue  # read already, by the uncommitted read that returned ``start``
             if len(out) == max_records:
                 break
             if out and nbytes + len(rec) > max_bytes:
-                token = start  # a wrap gap before the refused record is skipped
+                token = begin  # a wrap gap before the refused record is skipped
                 break
             out.append(rec)
             nbytes += len(rec)
@@ -187,6 +189,27 @@ def test_wrap_marker_and_until(twin, path):
     assert ring.read(10, 1 << 20) == ([b"z" * 100, b"y" * 2000], ring.head)
 
 
+def test_read_ahead_of_an_uncommitted_read(twin, path):
+    """The exporter reads its next batch while the last one is written: ``start`` is that read's token."""
+    ring = twin.Ring.create(path, CAP)
+    assert ring.push(b"a" * 2000) and ring.push(b"b" * 996)
+    first, token = ring.read(1, 1 << 20)
+    assert first == [b"a" * 2000] and ring.tail == 0
+    assert ring.read(10, 1 << 20, start=token) == ([b"b" * 996], 3008)
+    assert ring.read(10, 1 << 20, start=3008) == ([], 3008)  # start at head: nothing yet
+    ring.commit(token)
+    assert ring.push(b"w" * 1000) and ring.push(b"z" * 100)  # the second wraps
+    # Ahead of an uncommitted read that stopped before the wrap: the gap is skipped as from tail.
+    ahead, token2 = ring.read(1, 1 << 20, start=3008)
+    assert ahead == [b"w" * 1000] and token2 == 4016
+    assert ring.read(10, 1 << 20, start=token2) == ([b"z" * 100], ring.head)
+    ring.commit(3008), ring.commit(token2)
+    assert ring.read(10, 1 << 20) == ring.read(10, 1 << 20, start=ring.tail) == ([b"z" * 100], ring.head)
+    for bad in (0, ring.head + 8, token2 + 4):  # below tail, above head, not a slot boundary
+        with pytest.raises(ValueError, match=rf"read start {bad} is not a position in \[tail {token2}, head"):
+            ring.read(10, 1 << 20, start=bad)
+
+
 def test_commit_rejects_foreign_tokens(twin, path):
     ring = twin.Ring.create(path, CAP)
     ring.push(b"abc"), ring.push(b"def")
@@ -267,7 +290,8 @@ def test_attach_missing(twin, tmp_path):
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("push"), st.one_of(st.integers(0, 64), st.integers(0, CAP // 2 - 4))),
-        st.tuples(st.just("read"), st.integers(1, 8), st.integers(0, 3000), st.booleans()),
+        st.tuples(st.just("read"), st.integers(1, 8), st.integers(0, 3000),
+                  st.sampled_from(["commit", "ahead", "again"])),
         st.tuples(st.just("restart"), st.sampled_from(TWINS)),
     ),
     max_size=80,
@@ -284,6 +308,7 @@ def test_any_sequence_matches_the_model(name, ops, tmp_path):
     consumer = twin.Ring.attach(path)
     model = Model(CAP)
     delivered, pushed = [], []
+    ahead, read_ahead = None, []  # the last uncommitted read's token and the records read since tail
     for i, op in enumerate(ops):
         if op[0] == "push":
             rec = record(i, op[1])
@@ -292,15 +317,19 @@ def test_any_sequence_matches_the_model(name, ops, tmp_path):
             if accepted:
                 pushed.append(rec)
         elif op[0] == "read":
-            got = consumer.read(op[1], op[2])
-            assert got == model.read(op[1], op[2])
-            if op[3]:
+            got = consumer.read(op[1], op[2], start=ahead)
+            assert got == model.read(op[1], op[2], ahead)
+            if op[3] == "commit":  # everything read so far is written: commit up to the last read
                 consumer.commit(got[1])
                 model.commit(got[1])
-                delivered += got[0]
+                delivered += read_ahead + got[0]
+                ahead, read_ahead = None, []
+            elif op[3] == "ahead":  # the next read starts after this one
+                ahead, read_ahead = got[1], read_ahead + got[0]
         else:  # the consumer is killed and restarts (maybe as the other twin): no commit lost
             consumer.close()
             consumer = _load(op[1]).Ring.attach(path)
+            ahead, read_ahead = None, []
         assert (producer.head, consumer.tail, producer.used) == (model.head, model.tail, model.head - model.tail)
         assert (consumer.pushed, consumer.full) == (model.pushed, model.full)
     while True:

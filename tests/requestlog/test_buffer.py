@@ -124,6 +124,73 @@ def test_ring_takes_new_records_while_the_spill_is_replayed(ring_cls, paths):
     buf.close(), drain.close()
 
 
+def test_read_ahead_of_an_uncommitted_batch(ring_cls, paths):
+    """The exporter reads its next batch while the last is written; commits go in read order."""
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    for i in range(8):
+        buf.push(rec(i))
+    first = drain.read_batch(3, 1 << 20)
+    second = drain.read_batch(3, 1 << 20, after=first)
+    third = drain.read_batch(10, 1 << 20, after=second)
+    assert [first.records, second.records, third.records] == [
+        [rec(i) for i in range(3)], [rec(i) for i in range(3, 6)], [rec(6), rec(7)]]
+    assert first.from_ring and drain.ring.tail == 0 and drain.exported == 0  # nothing moved yet
+    assert drain.read_batch(10, 1 << 20, after=third).records == []
+    first.commit()
+    assert drain.exported == 3 and drain.ring.tail == first.end
+    # A failed write of ``second`` drops it and ``third``: the next read starts after ``first`` again.
+    assert drain.read_batch(10, 1 << 20).records == [rec(i) for i in range(3, 8)]
+    with pytest.raises(ValueError, match="not this drain's uncommitted one"):
+        drain.read_batch(10, 1 << 20, after=first)  # committed: read without ``after``
+    second.commit(), third.commit()
+    assert drain.exported == 8 and drain.ring.used == 0
+    with RecordDrain(*paths, ring_cls=ring_cls) as other, pytest.raises(ValueError, match="not this drain's"):
+        other.read_batch(10, 1 << 20, after=drain.read_batch(1, 1 << 20))
+    buf.close(), drain.close()
+
+
+def test_read_ahead_stops_where_a_spill_segment_is_due(ring_cls, paths):
+    """A segment is replayed only from the committed tail (invariant 5): the read ahead stops at its
+    ring_pos, and nothing is read ahead of a segment's batch."""
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    for i in range(40):  # the ring fills, the rest spills
+        buf.push(rec(i))
+    in_ring = buf.ring.pushed
+    first = drain.read_batch(2, 1 << 20)
+    ahead = drain.read_batch(1000, 1 << 30, after=first)
+    assert ahead.records == [rec(i) for i in range(2, in_ring)]  # up to the segment, not into it
+    assert drain.read_batch(1000, 1 << 30, after=ahead).records == []  # the segment waits for the commits
+    first.commit(), ahead.commit()
+    replay = drain.read_batch(5, 1 << 30)
+    assert replay.records == [rec(i) for i in range(in_ring, in_ring + 5)] and not replay.from_ring
+    with pytest.raises(ValueError, match="no ring position"):
+        replay.end
+    assert drain.read_batch(5, 1 << 30, after=replay).records == []  # not ahead of a segment's batch
+    replay.commit()
+    assert drain_all(drain) == [rec(i) for i in range(in_ring + 5, 40)]
+    assert drain.exported == 40 and drain.replayed == 40 - in_ring
+    buf.close(), drain.close()
+
+
+def test_read_ahead_never_passes_a_segment_for_ring_records_pushed_after_it(ring_cls, paths):
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    for i in range(40):
+        buf.push(rec(i))
+    in_ring = buf.ring.pushed
+    ring_part = drain.read_batch(1000, 1 << 30)
+    nothing = drain.read_batch(1000, 1 << 30, after=ring_part)  # at the segment's ring_pos
+    assert ring_part.records == [rec(i) for i in range(in_ring)] and nothing.records == []
+    ring_part.commit()
+    buf.push(rec(40))  # finds the ring empty: seals the segment and goes into the ring, after it
+    assert not buf.spilling and buf.ring.pushed == in_ring + 1
+    assert drain.read_batch(1000, 1 << 30, after=nothing).records == []  # not rec(40) before the segment's
+    assert drain_all(drain) == [rec(i) for i in range(in_ring, 41)]
+    buf.close(), drain.close()
+
+
 class _RaceOnRead:
     """The consumer's ring, with the producer run once between the consumer's loads and its read."""
 
@@ -354,7 +421,7 @@ def test_orphan_segments_are_adopted_by_a_new_control_file(ring_cls, paths):
 @given(ops=st.lists(
     st.one_of(
         st.tuples(st.just("push"), st.integers(1, 30), st.integers(9, 900)),
-        st.tuples(st.just("read"), st.integers(1, 20), st.booleans()),
+        st.tuples(st.just("read"), st.integers(1, 20), st.sampled_from(["commit", "ahead", "drop"])),
         st.just(("restart consumer",)),
         st.just(("restart producer",)),
     ),
@@ -367,20 +434,27 @@ def test_any_interleaving_delivers_everything_in_order(name, ops, tmp_path_facto
     buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=3000)
     drain = RecordDrain(*paths, ring_cls=ring_cls)
     pushed, exported, n = [], [], 0
+    pending = []
     for op in ops:
         if op[0] == "push":
             for _ in range(op[1]):
                 pushed.append(rec(n, op[2]))
                 buf.push(pushed[-1])
                 n += 1
-        elif op[0] == "read":
-            batch = drain.read_batch(op[1], 1 << 20)
-            if op[2]:
-                batch.commit()
-                exported += batch.records
+        elif op[0] == "read":  # ahead of the batches read and not yet committed, as the exporter does
+            batch = drain.read_batch(op[1], 1 << 20, after=pending[-1] if pending else None)
+            pending.append(batch)
+            if op[2] == "commit":  # every pending batch written: committed in read order
+                for b in pending:
+                    b.commit()
+                    exported += b.records
+                pending = []
+            elif op[2] == "drop":  # a write failed: nothing pending is committed, all is read again
+                pending = []
         elif op[0] == "restart consumer":
             drain.close()
             drain = RecordDrain(*paths, ring_cls=ring_cls)
+            pending = []
         else:
             buf.close()
             buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=3000)

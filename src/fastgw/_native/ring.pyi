@@ -57,7 +57,9 @@ class Ring:
         """
 
     # Consumer
-    def read(self, max_records: int, max_bytes: int, until: int | None = None) -> tuple[list[bytes], int]:
+    def read(
+        self, max_records: int, max_bytes: int, until: int | None = None, start: int | None = None
+    ) -> tuple[list[bytes], int]:
         """The records after the committed tail, oldest first, and the position just past them.
 
         Tail does not move: pass the position to ``commit`` once the records are safely written
@@ -65,6 +67,10 @@ class Ring:
         same records again. At most ``max_records`` records; no more once their total length would
         exceed ``max_bytes``, except that the first record is always returned. ``until``, when not
         None, is a position (a value ``head`` had) to stop at even if head is further on.
+        ``start``, when not None, is a position returned by an uncommitted read: the records after
+        it, so a consumer can read its next batch while the previous one is still being written
+        (commit the two in order). Raises ValueError for a start below tail, above head, or not a
+        slot boundary (a multiple of 8).
         Raises ValueError if the ring's bytes are corrupt.
         """
     def commit(self, token: int) -> None:

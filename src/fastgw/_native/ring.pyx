@@ -206,7 +206,7 @@ cdef class Ring:
 
     ### Consumer ###
 
-    def read(self, Py_ssize_t max_records, Py_ssize_t max_bytes, until=None):
+    def read(self, Py_ssize_t max_records, Py_ssize_t max_bytes, until=None, start=None):
         """The records after tail (tail is not moved) and the position to commit; see ring.pyi."""
         self._check_open()
         cdef uint64_t head = fgw_load_acquire(self._head)  # loaded before any slot is read
@@ -214,6 +214,10 @@ cdef class Ring:
         cdef uint64_t limit = head, off, step, n
         cdef Py_ssize_t count = 0, nbytes = 0
         cdef list records = []
+        if start is not None:
+            if start < pos or start > head or start & 7:
+                raise ValueError(f"read start {start} is not a position in [tail {pos}, head {head}]")
+            pos = <uint64_t>start
         if until is not None:
             if until < pos:
                 limit = pos

@@ -326,10 +326,23 @@ class Batch:
         self._token = token  # int: a ring position; tuple: (seq, end offset, finished, torn)
         self._committed = False
 
+    @property
+    def from_ring(self) -> bool:
+        """Read from the ring itself (not a spill segment): ``end`` is then a ring position."""
+        return type(self._token) is int
+
+    @property
+    def end(self) -> int:
+        """The ring position just past this batch (ring batches only)."""
+        if type(self._token) is not int:
+            raise ValueError("a spill segment's batch has no ring position")
+        return self._token
+
     def commit(self) -> None:
         """Mark the records exported (idempotent). Commit batches in the order they were read."""
         if not self._committed:
-            self._drain._commit(self._token, len(self.records))
+            if self.records:  # an empty batch moves nothing (one read ahead may not even be in order)
+                self._drain._commit(self._token, len(self.records))
             self._committed = True
 
 
@@ -350,12 +363,20 @@ class RecordDrain(_Closing):
             if seq <= self._q[DONE]:
                 _unlink_quietly(segment_path(self._spill_dir, seq))
 
-    def read_batch(self, max_records: int, max_bytes: int) -> Batch:
+    def read_batch(self, max_records: int, max_bytes: int, after: Batch | None = None) -> Batch:
         """The next records after the last commit (the same ones again until committed).
 
         At most ``max_records``, and no more once ``max_bytes`` of payload is reached (the first
         record always comes). An empty batch means nothing is ready yet.
+
+        ``after``, this drain's last batch, read and not yet committed, asks for the records that
+        follow it, so the next batch can be prepared while that one is written; commit the two in
+        order. Only ring records are read ahead: after a spill segment's batch, or up to the point
+        where a segment is due (replayed only from the committed tail, invariant 5), the batch is
+        empty and the caller commits first.
         """
+        if after is not None:
+            return self._read_ahead(max_records, max_bytes, after)
         ring, q = self.ring, self._q
         while True:
             head = ring.head  # invariant 4: before OPEN
@@ -375,6 +396,22 @@ class RecordDrain(_Closing):
                 self._finish(seq, torn=why == _TORN)
                 continue
             return Batch(self, records, (seq, end, finished, finished and why == _TORN))
+
+    def _read_ahead(self, max_records: int, max_bytes: int, after: Batch) -> Batch:
+        if after._drain is not self or after._committed:
+            raise ValueError("read ahead of a batch that is not this drain's uncommitted one")
+        start = after._token
+        if type(start) is not int:
+            return Batch(self, [], start)
+        ring, q = self.ring, self._q
+        head = ring.head  # invariant 4: before OPEN
+        seq = q[DONE] + 1
+        if seq <= q[OPEN]:
+            seg = self._segment(seq)
+            if seg is None:  # unreadable: the next read from the committed tail skips it
+                return Batch(self, [], start)
+            head = min(head, seg[2])  # nothing from the ring after it (from start >= it: nothing)
+        return Batch(self, *ring.read(max_records, max_bytes, head, start))
 
     def _segment(self, seq: int) -> tuple[int, int, int] | None:
         """Segment ``seq`` opened for replay; None (logged) if it is missing or unreadable."""

@@ -208,11 +208,15 @@ class Ring:
 
     # --- Consumer --------------------------------------------------------------------------
 
-    def read(self, max_records, max_bytes, until=None):
+    def read(self, max_records, max_bytes, until=None, start=None):
         """The records after tail (tail is not moved) and the position to commit; see ring.pyi."""
         q = self._words()
         head = q[_HEAD]  # loaded before any slot is read
         pos = q[_TAIL]
+        if start is not None:
+            if start < pos or start > head or start & 7:
+                raise ValueError(f"read start {start} is not a position in [tail {pos}, head {head}]")
+            pos = start
         limit = head
         if until is not None:
             limit = pos if until < pos else (until if until < head else head)
