@@ -1,4 +1,5 @@
-"""The exporter's flush with the cyclic garbage collector paused: rows unchanged, collector restored."""
+"""The exporter's flush with the cyclic garbage collector paused (rows unchanged, collector restored),
+and its pipeline: the next batch read and encoded while the sink thread writes the last."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 
 from fastgw import config as config_mod
-from fastgw.requestlog.buffer import RecordBuffer
+from fastgw.requestlog.buffer import RecordBuffer, RecordDrain
 from fastgw.requestlog.exporter import Exporter
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.record import encode_record
@@ -112,6 +113,96 @@ def test_a_batch_is_due_once_a_ring_is_half_full(tmp_path: Path) -> None:
         assert not buf.spilling
         assert exporter._batch_due(now)
         assert exporter._batch_due(now - 61)  # and by age, as before
+    finally:
+        exporter.close()
+        buf.close()
+
+
+# --- the pipeline: the next batch is read and encoded while the sink thread writes the last ---------
+
+def written_ids(directory: Path) -> list[str]:
+    return [orjson.loads(line)["request_id"] for f in sorted(directory.iterdir(), reverse=True)
+            for line in f.read_bytes().splitlines()]
+
+
+def test_step_commits_the_batch_before_and_leaves_the_next_in_flight(tmp_path: Path) -> None:
+    exporter, buf, probe = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 100")
+    try:
+        ids = push(buf, 250)
+        exporter._attach_drains()
+        drain = exporter.drains[0]
+        assert exporter.step() == 0  # the first 100 are with the sink thread, not committed
+        assert drain.exported == 0 and probe.rows == []
+        assert exporter._waiting_records() == 150  # what is in flight is not waiting any more
+        assert exporter.step() == 100  # read 100-199 ahead, then committed 0-99
+        assert drain.exported == 100 and [r["request_id"] for r in probe.rows] == ids[:100]
+        assert exporter.step() == 100 and exporter.step() == 50  # the last 50 were in flight
+        assert exporter.step() == 0 and drain.exported == 250 and exporter._in_flight is None
+        assert [r["request_id"] for r in probe.rows] == ids
+        assert written_ids(tmp_path / "out") == ids
+        assert exporter.stats.exported == 250 and exporter.stats.batches == 3
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_a_failed_write_drops_the_batch_read_after_it_and_both_are_written_once_later(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "requests.jsonl").symlink_to("/dev/full")  # ENOSPC on every write: a SinkError
+    exporter, buf, probe = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 100")
+    try:
+        ids = push(buf, 200)
+        exporter._attach_drains()
+        drain = exporter.drains[0]
+        assert exporter.step() == 0  # 0-99 in flight (their write will fail)
+        assert exporter.step() == 0  # read 100-199 ahead; the write of 0-99 failed: both dropped
+        assert exporter.stats.sink_failures == 1 and exporter._in_flight is None
+        assert drain.exported == 0 and drain.ring.tail == 0 and probe.rows == []
+        assert exporter._waiting_records() == 200
+        (out / "requests.jsonl").unlink()  # the disk is back; the sink reopens its file
+        assert exporter.sink is not None
+        exporter.sink.close()
+        while exporter.step() or exporter._in_flight is not None:
+            pass
+        assert drain.exported == 200 and exporter.stats.exported == 200
+        assert written_ids(out) == ids  # each once, in order
+        assert [r["request_id"] for r in probe.rows] == ids
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_close_commits_the_batch_in_flight(tmp_path: Path) -> None:
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}")
+    ids = push(buf, 30)
+    exporter._attach_drains()
+    assert exporter.step() == 0 and exporter._in_flight is not None
+    exporter.close()
+    try:
+        assert written_ids(tmp_path / "out") == ids and exporter.stats.exported == 30
+        with RecordDrain(exporter.paths.ring_file(0), exporter.paths.spill_dir(0)) as again:
+            assert again.exported == 30 and again.read_batch(100, 1 << 20).records == []
+    finally:
+        buf.close()
+
+
+def test_a_chunk_the_sink_refuses_to_encode_is_written_row_by_row_and_the_bad_row_kept(tmp_path: Path) -> None:
+    """The sink's prepare runs on the exporter's thread; a row it refuses (an unknown kind) fails
+    the chunk's encoding, and the sink thread writes the rows one by one, rejecting only that one."""
+    exporter, buf, probe = setup(tmp_path, f"chdb://{tmp_path / 'chdb'}")
+    try:
+        good = push(buf, 3)
+        buf.push(encode_record({"kind": "bogus", "request_id": "not-a-row"}, b"", b""))
+        good += push(buf, 3)
+        exporter._attach_drains()
+        assert exporter.flush_once() == 7  # committed: six stored, one kept for a human
+        assert exporter.stats.rejected == 1 and exporter.drains[0].exported == 7
+        kept = [orjson.loads(line) for line in Path(exporter.paths.rejected_file).read_bytes().splitlines()]
+        assert [k["record"]["request_id"] for k in kept] == ["not-a-row"] and "bogus" in kept[0]["error"]
+        assert exporter.sink is not None
+        stored = exporter.sink.client.query("SELECT request_id FROM fastgw.requests")
+        assert sorted(str(r[0]) for r in stored.result_rows) == sorted(good)
     finally:
         exporter.close()
         buf.close()

@@ -256,6 +256,28 @@ def test_a_dropped_table_is_a_sink_error_then_recreated(open_chdb: Callable[...,
     assert scalar(sink, COUNT_FINAL) == 1
 
 
+def test_prepared_before_the_sink_opened_is_encoded_again_to_match_the_connection(tmp_path: Path) -> None:
+    """The exporter prepares (encodes) on its own thread and may do so before the sink is open:
+    column lists then, while the open chDB connection takes Native blocks."""
+    sink = make_sink(f"chdb://{tmp_path / 'ch'}")
+    assert isinstance(sink, ClickHouseSink)
+    try:
+        early = sink.prepare([request_row(i) for i in range(3)])
+        assert early.native is False and [t.name for t, _ in early.tables] == ["requests"]
+        assert sink.prepare([]).tables == []
+        sink.write_prepared(early, "early")  # opens (the schema is created), encodes again, stores
+        assert sink.native_blocks is fastgw._native.NATIVE
+        late = sink.prepare([request_row(i) for i in range(3, 5)])
+        assert late.native is sink.native_blocks
+        if late.native:
+            assert isinstance(late.tables[0][1], bytes)  # a Native block, encoded here
+        sink.write_prepared(late, "late")
+        sink.write_prepared(late, "late")  # a retry of the same batch: deduplicated
+        assert scalar(sink, "SELECT count() FROM fastgw.requests") == 5
+    finally:
+        sink.close()
+
+
 # --- body TTL ------------------------------------------------------------------------------------
 
 def body_ttls(sink: ClickHouseSink) -> list[str]:
@@ -394,8 +416,9 @@ def test_none_accepts_everything() -> None:
     sink.open()
     sink.write([{"anything": object()}, {"kind": "nonsense"}], "x")
     sink.write([], "y")
+    sink.write_prepared(sink.prepare([{"a": 1}]), "z")
     sink.close()
-    assert sink.rows_written == 2
+    assert sink.rows_written == 3
 
 
 # --- URLs and options ----------------------------------------------------------------------------

@@ -6,6 +6,9 @@ does (parsing, counting, pricing, the sink's I/O) ever touches a worker's event 
 Batches are cut by age (``batch_max_age``), by what is waiting in the rings (about
 ``batch_max_records`` records) or when a ring is half full, decided before reading, so a record
 is read once per attempt.
+Two batches are in progress at a time: while the sink thread writes one (chDB and the HTTP client
+release the GIL while ClickHouse works), this thread reads the next from the rings, ahead of the
+uncommitted one, and decodes, enriches and encodes it.
 A batch is committed to the rings only after the sink took it: a sink that is down or slow makes
 the exporter back off and try the same batch again (with the same deduplication id), while the
 workers' rings fill and then spill to disk. Killed at any point, a restarted exporter re-reads
@@ -26,14 +29,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from fastgw.analytics.observers import observers_for
 from fastgw.config import Config
-from fastgw.requestlog.buffer import RecordDrain
+from fastgw.requestlog.buffer import Batch, RecordDrain
 from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prices import PriceTable
@@ -49,6 +52,24 @@ MAX_BACKOFF = 30.0
 # 10,000-record batches) fell to 20.3k (bench_logging.py --only rings --quick --rates 50000).
 WRITE_CHUNK = 5000
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
+
+
+_REFUSED = object()  # a chunk the sink's prepare refused: written row by row, bad rows rejected
+
+
+@dataclass
+class _Flight:
+    """A batch read, enriched and encoded, then written by the sink thread; committed by ``settle``."""
+
+    batches: list[tuple[int, Batch]]  # (worker, batch) in read order
+    chunks: list[list[dict[str, Any]]] = field(default_factory=list)  # the rows, one sink write each
+    prepared: list[Any] = field(default_factory=list)  # each chunk as the sink's prepare encoded it
+    rows: int = 0
+    futures: list[Future[None]] = field(default_factory=list)
+
+    @property
+    def ring_records(self) -> int:
+        return sum(len(b.records) for _, b in self.batches if b.from_ring)
 
 
 @dataclass
@@ -75,6 +96,7 @@ class Exporter:
         self._backoff = 0.0
         self._full_batch = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
+        self._in_flight: _Flight | None = None  # the batch the sink thread is writing, uncommitted
         # Each committed batch's rows go to the observers (Prometheus metrics, OTel traces);
         # self.metrics.render() is what the admin server's GET /metrics serves (None: metrics off).
         self.metrics, self.observers = observers_for(config, self)
@@ -91,11 +113,17 @@ class Exporter:
             if self.stopping and deadline is None:
                 deadline = time.monotonic() + SHUTDOWN_DEADLINE
             if not (self.stopping or self._batch_due(last_flush)):
-                time.sleep(IDLE_SLEEP)
+                if self._in_flight is not None:
+                    with _collector_paused():
+                        self.settle()  # nothing to overlap it with: commit it now
+                else:
+                    time.sleep(IDLE_SLEEP)
                 continue
-            written = self.flush_once()
+            with _collector_paused():
+                written = self.step()
             last_flush = time.monotonic()
-            if self.stopping and (written == 0 or (deadline is not None and time.monotonic() > deadline)):
+            drained = written == 0 and self._in_flight is None
+            if self.stopping and (drained or (deadline is not None and time.monotonic() > deadline)):
                 break
             if self._backoff:
                 time.sleep(self._backoff)
@@ -105,6 +133,8 @@ class Exporter:
         self.stopping = True
 
     def close(self) -> None:
+        with _collector_paused():
+            self.settle()  # its writes were submitted: commit them if they succeed
         for drain in self.drains.values():
             drain.close()
         self.drains.clear()
@@ -119,7 +149,8 @@ class Exporter:
     # --- one batch ---------------------------------------------------------------------------
 
     def flush_once(self) -> int:
-        """One batch (see ``_flush_batch``), with Python's cyclic garbage collector paused.
+        """One batch read, written and committed (``step``, then ``settle``), with Python's cyclic
+        garbage collector paused. Returns the records committed by the call.
 
         A batch allocates tens of thousands of dicts and strings (decoded records, rows, columns)
         that die by reference counting alone, yet each 700 of them trigger a collection pass that
@@ -127,77 +158,132 @@ class Exporter:
         as soon as the batch is done, so cycles made elsewhere in the process are still reclaimed.
         """
         with _collector_paused():
-            return self._flush_batch()
+            return self.step() + self.settle()
 
-    def _flush_batch(self) -> int:
-        """Read what is waiting (up to a batch), write it, commit it. Returns the records written.
+    def step(self) -> int:
+        """One turn of the pipeline: read and enrich the next batch while the sink thread writes
+        the one before it, then commit that one and hand this one to the sink thread.
 
-        The batch goes to the sink in chunks, each written on the sink thread while this thread
-        enriches the next: chDB and the HTTP client release the GIL while ClickHouse works, so the
-        engine's time overlaps ours. Nothing is committed unless every chunk was written; a chunk
-        written before a failure is written again on the retry, under the same deduplication id
-        (its rows decide it), and ReplacingMergeTree keeps one copy either way.
+        The two halves overlap on two cores: chDB (and the HTTP client) release the GIL while
+        ClickHouse parses, sorts and writes a block, which is about half the exporter's CPU per
+        record. The next batch is read from the rings ahead of the uncommitted one
+        (``RecordDrain.read_batch(after=...)``); if the write fails, it is dropped unwritten and
+        both are read again after the back-off. Returns the records committed (the previous batch).
         """
         if not self._open_sink():
             return 0
-        batches = []
+        nxt = self._read_next()
+        try:
+            done = self._commit_in_flight()
+        except SinkError as exc:  # the batch read after it is dropped too, and read again later
+            self._failed(exc)
+            return 0
+        if nxt is not None:
+            nxt.futures = [self._writer.submit(self._write, rows, prepared, _batch_id(rows))
+                           for rows, prepared in zip(nxt.chunks, nxt.prepared)]
+            self._in_flight = nxt
+        return self._after_commit(done)  # while the sink thread starts on the next one
+
+    def settle(self) -> int:
+        """Wait for the batch in flight; commit it if every chunk was written. Returns its records."""
+        try:
+            return self._after_commit(self._commit_in_flight())
+        except SinkError as exc:
+            self._failed(exc)
+            return 0
+
+    def _commit_in_flight(self) -> _Flight | None:
+        """Wait for the batch in flight and commit it. SinkError if a chunk failed: nothing is
+        committed, and the same records are read again after the back-off."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return None
+        try:
+            for future in flight.futures:
+                future.result()
+        except SinkError:
+            for future in flight.futures:
+                future.cancel()
+            for future in flight.futures:
+                if not future.cancelled():
+                    future.exception()  # a chunk already started: let it finish before the retry
+            raise
+        for _, batch in flight.batches:
+            batch.commit()
+        self._backoff = 0.0
+        return flight
+
+    def _after_commit(self, flight: _Flight | None) -> int:
+        """What waits for a commit but not for the sink: counters, observers, the price file."""
+        if flight is None:
+            return 0
+        self.stats.exported += flight.rows
+        self.stats.batches += 1
+        self._observe(flight.chunks)
+        self.prices.reload_if_changed()
+        return flight.rows
+
+    def _read_next(self) -> _Flight | None:
+        """The records waiting after the batch in flight (up to a batch), decoded and enriched.
+
+        Nothing is committed here. Chunks of ``WRITE_CHUNK`` rows are the sink's writes; a chunk
+        written before a failure is written again on the retry, under the same deduplication id
+        when its rows are the same, and ReplacingMergeTree keeps one copy either way.
+        """
+        flight = self._in_flight
+        ahead = {worker: batch for worker, batch in flight.batches} if flight is not None else {}
+        batches: list[tuple[int, Batch]] = []
         records: list[tuple[bytes, int]] = []
         room = self.lc.batch_max_records
         for worker, drain in sorted(self.drains.items()):
             if room <= 0:
                 break
-            batch = drain.read_batch(room, 64 * 1024 * 1024)
+            batch = drain.read_batch(room, 64 * 1024 * 1024, ahead.get(worker))
             if not batch.records:
                 continue
-            batches.append(batch)
+            batches.append((worker, batch))
             room -= len(batch.records)
             records.extend((raw, worker) for raw in batch.records)
-        self._full_batch = room <= 0
+        if batches or flight is None:  # an empty read ahead says nothing about what waits behind it
+            self._full_batch = room <= 0
         if not batches:
-            return 0
-        written = 0
-        chunks: list[list[dict[str, Any]]] = []  # the batch's rows, for the observers once committed
-        in_flight: Future[None] | None = None
-        try:
-            for start in range(0, len(records), WRITE_CHUNK):
-                rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
-                        if (row := self._row(raw, worker)) is not None]
-                if in_flight is not None:
-                    in_flight.result()
-                    in_flight = None
-                if rows:
-                    in_flight = self._writer.submit(self._write, rows, _batch_id(rows))
-                    written += len(rows)
-                    chunks.append(rows)
-            if in_flight is not None:
-                in_flight.result()
-        except SinkError as exc:
-            self._failed(exc)
-            return 0  # nothing committed: the same records are read again next time
-        for batch in batches:
-            batch.commit()
-        self._backoff = 0.0
-        self.stats.exported += written
-        self.stats.batches += 1
-        self._observe(chunks)
-        self.prices.reload_if_changed()
-        return written
+            return None
+        flight = _Flight(batches)
+        for start in range(0, len(records), WRITE_CHUNK):
+            rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
+                    if (row := self._row(raw, worker)) is not None]
+            if rows:
+                flight.chunks.append(rows)
+                flight.prepared.append(self._prepare(rows))
+                flight.rows += len(rows)
+        return flight
 
-    def _write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+    def _prepare(self, rows: list[dict[str, Any]]) -> Any:
+        """The sink's encoding of a chunk, here rather than on the sink thread (see ``step``)."""
         assert self.sink is not None
         try:
-            self.sink.write(rows, batch_id)
-        except SinkError:
-            raise
-        except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
+            return self.sink.prepare(rows)
+        except Exception as exc:  # the sink refused the data itself: the sink thread sorts it out
             log.error("sink refused a batch (%s); writing its rows one by one", exc)
-            for row in rows:
-                try:
-                    self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
-                except SinkError:
-                    raise
-                except Exception as row_exc:
-                    self._reject(row, row_exc)
+            return _REFUSED
+
+    def _write(self, rows: list[dict[str, Any]], prepared: Any, batch_id: str) -> None:
+        assert self.sink is not None
+        if prepared is not _REFUSED:
+            try:
+                self.sink.write_prepared(prepared, batch_id)
+                return
+            except SinkError:
+                raise
+            except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
+                log.error("sink refused a batch (%s); writing its rows one by one", exc)
+        for row in rows:
+            try:
+                self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
+            except SinkError:
+                raise
+            except Exception as row_exc:
+                self._reject(row, row_exc)
 
     def _row(self, raw: bytes, worker: int) -> dict[str, Any] | None:
         try:
@@ -270,12 +356,21 @@ class Exporter:
             or self._full_batch  # the last batch was full: more is waiting (rings or spill files)
             or self._waiting_records() >= self.lc.batch_max_records
             # A batch's worth may not fit in one worker's ring: don't wait for it while the ring fills.
-            or any(d.ring.used * 2 >= d.ring.capacity for d in self.drains.values())
+            or any(self._unread_bytes(w, d) * 2 >= d.ring.capacity for w, d in self.drains.items())
         )
 
+    def _unread_bytes(self, worker: int, drain: RecordDrain) -> int:
+        """Bytes of ``drain``'s ring after the batch in flight (all its used bytes if none is)."""
+        if self._in_flight is not None:
+            for w, batch in self._in_flight.batches:
+                if w == worker and batch.from_ring:
+                    return drain.ring.head - batch.end
+        return drain.ring.used
+
     def _waiting_records(self) -> int:
-        """Records in the rings not yet exported (spill files aside: they are read when due)."""
-        return sum(max(0, d.ring.pushed - d.ring_exported) for d in self.drains.values())
+        """Records in the rings not yet read (spill files aside: they are read when due)."""
+        flight = self._in_flight.ring_records if self._in_flight is not None else 0
+        return sum(max(0, d.ring.pushed - d.ring_exported) for d in self.drains.values()) - flight
 
 
 @contextmanager

@@ -6,6 +6,9 @@ try again later" (connection refused, timeouts, a full disk, a server over its p
 any other exception is a bug in what was sent (a wrong type, a missing request id) that retrying
 cannot fix, so the exporter can quarantine the batch instead of looping on it forever.
 
+A write has two halves (``prepare``, then ``write_prepared``) so that the exporter can encode the
+next batch while the sink thread sends this one.
+
 Writes are at least once: the exporter may hand the same batch (same ``batch_id``) to ``write``
 again after a crash or a ``SinkError``. Sinks that can deduplicate use ``batch_id`` for it.
 """
@@ -33,7 +36,20 @@ class Sink(Protocol):
         """Connect and prepare the destination (create/migrate schema). May raise SinkError."""
 
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        """Store every row or raise. Rows carry ``kind`` ("request" when absent)."""
+        """Store every row or raise. Rows carry ``kind`` ("request" when absent).
+
+        The same as ``write_prepared(prepare(rows), batch_id)``.
+        """
+
+    def prepare(self, rows: list[dict[str, Any]]) -> Any:
+        """The CPU-bound half of a write, which needs no connection: the rows encoded for the
+        destination (a Native block, JSON lines). The exporter calls it on its own thread, so the
+        sink thread holds Python's lock only briefly and spends its time waiting on the
+        destination. Raises (never SinkError) for rows the sink can't take."""
+
+    def write_prepared(self, prepared: Any, batch_id: str) -> None:
+        """Store what ``prepare`` returned, or raise. Safe on the sink thread while the exporter's
+        thread calls ``prepare`` for the next batch."""
 
     def close(self) -> None:
         """Release the destination. Safe to call twice, and after a failed open."""

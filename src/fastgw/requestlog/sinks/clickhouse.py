@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -144,6 +145,15 @@ def score_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # --- the sink --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch encoded by ``ClickHouseSink.prepare``: per table, a Native block or column lists."""
+
+    rows: list[dict[str, Any]]  # kept to encode again if the connection's kind of block changed
+    native: bool
+    tables: list[tuple[schema.Table, Any]]
+
 
 class ClickHouseSink:
     def __init__(self, *, options: SinkOptions | None = None, chdb_path: str | None = None,
@@ -276,22 +286,30 @@ class ClickHouseSink:
     # -- writing
 
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        if not rows:
-            return
+        self.write_prepared(self.prepare(rows), batch_id)
+
+    def prepare(self, rows: list[dict[str, Any]]) -> Prepared:
+        """Every table's rows encoded (a bad row fails the batch with nothing stored): Native blocks
+        when the connection takes them (chDB), else columns for clickhouse-connect to encode."""
         by_kind = {kind: score_rows(kind_rows) if kind == KIND_SCORE else kind_rows
                    for kind, kind_rows in split_by_kind(rows).items() if kind_rows}
+        native = self.native_blocks
+        if native:
+            tables = [(_TABLES[kind], nativeblock.encode_block(_BLOCK_SPECS[_TABLES[kind].name], kind_rows))
+                      for kind, kind_rows in by_kind.items()]
+        else:
+            tables = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows)) for kind, kind_rows in by_kind.items()]
+        return Prepared(rows, native, tables)
+
+    def write_prepared(self, prepared: Prepared, batch_id: str) -> None:
+        if not prepared.tables:
+            return
         with self._lock:
             if self.client is None or not self._schema_ready:
                 self._ensure_ready()  # never opened, failed to, or the table was dropped
-            # Encode everything before sending anything: a bad row fails the batch with nothing stored.
-            if self.native_blocks:
-                prepared: list[tuple[schema.Table, Any]] = [
-                    (_TABLES[kind], nativeblock.encode_block(_BLOCK_SPECS[_TABLES[kind].name], kind_rows))
-                    for kind, kind_rows in by_kind.items()]
-            else:
-                prepared = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows))
-                            for kind, kind_rows in by_kind.items()]
-            for table, data in prepared:
+            if prepared.native != self.native_blocks:  # prepared before the sink (re)opened
+                prepared = self.prepare(prepared.rows)
+            for table, data in prepared.tables:
                 self._insert(table, data, batch_id)
             if self.background is not None:
                 self.background.apply()  # new merge threads appear as chDB needs them

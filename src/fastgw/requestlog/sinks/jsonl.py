@@ -71,9 +71,14 @@ class JsonlSink:
         self._size = self._file.seek(0, os.SEEK_END)
 
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        if not rows:
+        self.write_prepared(self.prepare(rows), batch_id)
+
+    def prepare(self, rows: list[dict[str, Any]]) -> bytes:
+        return encode(rows)  # a TypeError here is the producer's bug, not a SinkError
+
+    def write_prepared(self, data: bytes, batch_id: str) -> None:
+        if not data:
             return
-        data = encode(rows)  # a TypeError here is the producer's bug, not a SinkError
         if self._file is None:
             self.open()
         try:

@@ -18,7 +18,13 @@ class NoneSink:
         pass
 
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        self.rows_written += len(rows)
+        self.write_prepared(self.prepare(rows), batch_id)
+
+    def prepare(self, rows: list[dict[str, Any]]) -> int:
+        return len(rows)
+
+    def write_prepared(self, prepared: int, batch_id: str) -> None:
+        self.rows_written += prepared
         self.batches_written += 1
 
     def close(self) -> None:
