@@ -150,27 +150,55 @@ def test_read_ahead_of_an_uncommitted_batch(ring_cls, paths):
     buf.close(), drain.close()
 
 
-def test_read_ahead_stops_where_a_spill_segment_is_due(ring_cls, paths):
-    """A segment is replayed only from the committed tail (invariant 5): the read ahead stops at its
-    ring_pos, and nothing is read ahead of a segment's batch."""
-    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+def test_read_ahead_goes_from_the_ring_into_the_segment_due_and_through_it(ring_cls, paths):
+    """The read ahead stops at the segment's ring_pos, goes on into the segment (replayed once the
+    ring's batches before it are committed, invariant 5), through it, and stops at its end: the
+    segment is finished by its last batch's commit."""
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls, segment_bytes=3000)
     drain = RecordDrain(*paths, ring_cls=ring_cls)
-    for i in range(40):  # the ring fills, the rest spills
+    for i in range(40):  # the ring fills, the rest spills into segments of ~12 records
         buf.push(rec(i))
     in_ring = buf.ring.pushed
+    assert len(spill_files(paths[1])) == 2
     first = drain.read_batch(2, 1 << 20)
-    ahead = drain.read_batch(1000, 1 << 30, after=first)
-    assert ahead.records == [rec(i) for i in range(2, in_ring)]  # up to the segment, not into it
-    assert drain.read_batch(1000, 1 << 30, after=ahead).records == []  # the segment waits for the commits
-    first.commit(), ahead.commit()
-    replay = drain.read_batch(5, 1 << 30)
-    assert replay.records == [rec(i) for i in range(in_ring, in_ring + 5)] and not replay.from_ring
+    ring_rest = drain.read_batch(1000, 1 << 30, after=first)
+    assert ring_rest.records == [rec(i) for i in range(2, in_ring)]  # up to the segment, not into it
+    seg_a = drain.read_batch(5, 1 << 30, after=ring_rest)
+    seg_b = drain.read_batch(1000, 1 << 30, after=seg_a)
+    assert seg_a.records + seg_b.records == [rec(i) for i in range(in_ring, in_ring + len(seg_a.records + seg_b.records))]
+    assert len(seg_a.records) == 5 and not seg_a.from_ring
     with pytest.raises(ValueError, match="no ring position"):
-        replay.end
-    assert drain.read_batch(5, 1 << 30, after=replay).records == []  # not ahead of a segment's batch
-    replay.commit()
-    assert drain_all(drain) == [rec(i) for i in range(in_ring + 5, 40)]
-    assert drain.exported == 40 and drain.replayed == 40 - in_ring
+        seg_a.end
+    assert drain.read_batch(1000, 1 << 30, after=seg_b).records == []  # the first segment's end
+    assert drain.exported == 0 and drain.replayed == 0
+    for b in (first, ring_rest, seg_a, seg_b):
+        b.commit()
+    assert len(spill_files(paths[1])) == 1  # the first segment finished and deleted
+    assert drain.exported == in_ring + len(seg_a.records + seg_b.records)
+    rest = drain_all(drain)
+    assert first.records + ring_rest.records + seg_a.records + seg_b.records + rest == [rec(i) for i in range(40)]
+    assert drain.exported == 40 and drain.replayed == 40 - in_ring and drain.torn == 0
+    buf.close(), drain.close()
+
+
+def test_an_open_segment_read_ahead_to_its_end_is_not_finished_by_the_commit(ring_cls, paths):
+    """Until the ring's records before it are committed, the producer keeps appending to the segment:
+    what the read ahead saw as its end was not the end (invariant 5: SEALED decides)."""
+    buf = RecordBuffer(*paths, CAP, ring_cls=ring_cls)
+    drain = RecordDrain(*paths, ring_cls=ring_cls)
+    for i in range(30):
+        buf.push(rec(i))
+    in_ring = buf.ring.pushed
+    ring_part = drain.read_batch(1000, 1 << 30)
+    seg_part = drain.read_batch(1000, 1 << 30, after=ring_part)
+    assert seg_part.records == [rec(i) for i in range(in_ring, 30)]
+    for i in range(30, 35):  # the ring still holds uncommitted records: these are spilled too
+        buf.push(rec(i))
+    assert buf.spilling and buf.spilled == 35 - in_ring
+    ring_part.commit(), seg_part.commit()
+    assert spill_files(paths[1]) == ["spill-000000000001.wal"]  # still open: not finished
+    assert drain_all(drain) == [rec(i) for i in range(30, 35)]
+    assert drain.exported == 35
     buf.close(), drain.close()
 
 
@@ -181,13 +209,16 @@ def test_read_ahead_never_passes_a_segment_for_ring_records_pushed_after_it(ring
         buf.push(rec(i))
     in_ring = buf.ring.pushed
     ring_part = drain.read_batch(1000, 1 << 30)
-    nothing = drain.read_batch(1000, 1 << 30, after=ring_part)  # at the segment's ring_pos
-    assert ring_part.records == [rec(i) for i in range(in_ring)] and nothing.records == []
+    seg_first = drain.read_batch(3, 1 << 30, after=ring_part)  # the segment is due next
+    assert ring_part.records + seg_first.records == [rec(i) for i in range(in_ring + 3)]
     ring_part.commit()
     buf.push(rec(40))  # finds the ring empty: seals the segment and goes into the ring, after it
     assert not buf.spilling and buf.ring.pushed == in_ring + 1
-    assert drain.read_batch(1000, 1 << 30, after=nothing).records == []  # not rec(40) before the segment's
-    assert drain_all(drain) == [rec(i) for i in range(in_ring, 41)]
+    seg_rest = drain.read_batch(1000, 1 << 30, after=seg_first)
+    assert seg_rest.records == [rec(i) for i in range(in_ring + 3, 40)]
+    assert drain.read_batch(1000, 1 << 30, after=seg_rest).records == []  # rec(40) waits for the commit
+    seg_first.commit(), seg_rest.commit()
+    assert spill_files(paths[1]) == [] and drain_all(drain) == [rec(40)]
     buf.close(), drain.close()
 
 

@@ -371,9 +371,9 @@ class RecordDrain(_Closing):
 
         ``after``, this drain's last batch, read and not yet committed, asks for the records that
         follow it, so the next batch can be prepared while that one is written; commit the two in
-        order. Only ring records are read ahead: after a spill segment's batch, or up to the point
-        where a segment is due (replayed only from the committed tail, invariant 5), the batch is
-        empty and the caller commits first.
+        order. The read goes on from the ring into the segment due next, and through a segment,
+        but not beyond a segment's last batch (the segment is finished by that batch's commit):
+        there the batch is empty, and the caller commits first.
         """
         if after is not None:
             return self._read_ahead(max_records, max_bytes, after)
@@ -398,20 +398,30 @@ class RecordDrain(_Closing):
             return Batch(self, records, (seq, end, finished, finished and why == _TORN))
 
     def _read_ahead(self, max_records: int, max_bytes: int, after: Batch) -> Batch:
+        """``read_batch(after=...)``: the same order as reading once ``after`` is committed."""
         if after._drain is not self or after._committed:
             raise ValueError("read ahead of a batch that is not this drain's uncommitted one")
-        start = after._token
-        if type(start) is not int:
-            return Batch(self, [], start)
-        ring, q = self.ring, self._q
-        head = ring.head  # invariant 4: before OPEN
-        seq = q[DONE] + 1
-        if seq <= q[OPEN]:
+        token, ring, q = after._token, self.ring, self._q
+        if type(token) is int:  # after ring records: more of the ring, or the segment due next
+            head = ring.head  # invariant 4: before OPEN
+            seq = q[DONE] + 1
+            if seq > q[OPEN]:
+                return Batch(self, *ring.read(max_records, max_bytes, head, token))
             seg = self._segment(seq)
             if seg is None:  # unreadable: the next read from the committed tail skips it
-                return Batch(self, [], start)
-            head = min(head, seg[2])  # nothing from the ring after it (from start >= it: nothing)
-        return Batch(self, *ring.read(max_records, max_bytes, head, start))
+                return Batch(self, [], token)
+            if token < seg[2]:
+                return Batch(self, *ring.read(max_records, max_bytes, min(head, seg[2]), token))
+            off = max(q[REPLAY_OFF], _SEG.size)  # tail will have reached ring_pos: replay it
+        else:  # after a segment's records: more of that segment
+            seq, off, finished, _ = token
+            seg = self._segment(seq) if not finished else None
+            if seg is None:  # finished: the next segment or the ring, once it is committed
+                return Batch(self, [], token)
+        sealed = q[SEALED] >= seq  # invariant 5: before reading
+        records, end, why = _read_records(seg[1], off, max_records, max_bytes)
+        finished = sealed and why != _MORE
+        return Batch(self, records, (seq, end, finished, finished and why == _TORN))
 
     def _segment(self, seq: int) -> tuple[int, int, int] | None:
         """Segment ``seq`` opened for replay; None (logged) if it is missing or unreadable."""
