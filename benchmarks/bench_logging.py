@@ -27,7 +27,7 @@ B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse
    costs the mock's and the client's latency) and "on, exporter stopped" (the exporter SIGSTOPped,
    so the worker's side of logging alone: records built and pushed, rings filling, spilling).
 C. Exporter CPU per record (--only exporter-cpu): the rings are filled first, then this process,
-   pinned to core 1, drains them with the exporter's own loop (Exporter.step) into chDB, counting CPU time of
+   pinned to core 1, drains them with the exporter's own loop (Exporter.advance) into chDB, counting CPU time of
    all its threads; then sink.write alone on rows enriched beforehand. CPU time, not a paced rate:
    on a shared machine it is the steadier figure, and 1e6 / µs is the most one core can export.
 
@@ -209,7 +209,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
 
 
 def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """The exporter's own code (``Exporter.step``, as its loop runs it) draining rings that already hold every record.
+    """The exporter's own code (``Exporter.advance``, as its loop runs it) draining rings that already hold every record.
 
     Runs in this process, pinned to core 1 before chDB starts its threads, and counts CPU time
     (all threads: chDB's insert and merge threads too) rather than wall time, so other load on a
@@ -218,7 +218,7 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     change to decoding and enrichment can win.
     """
     from fastgw import config as config_mod
-    from fastgw.requestlog.exporter import WRITE_CHUNK, Exporter, _collector_paused
+    from fastgw.requestlog.exporter import WRITE_CHUNK, Exporter
     from fastgw.requestlog.paths import LogPaths
     from fastgw.requestlog.record import decode_record
 
@@ -244,10 +244,9 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
         spilled = sum(b.spilled for b in bufs)
         done = exporter.stats.exported + n
         cpu0, t0 = time.process_time(), time.perf_counter()
-        with _collector_paused():  # as Exporter.run drives it: each step overlaps the last write
-            while exporter.stats.exported < done:
-                exporter.step()
-            exporter.settle()
+        while exporter.stats.exported < done:  # as Exporter.run drives it (on one core: no overlap)
+            exporter.advance()
+        exporter.settle()
         cpu1, t1 = time.process_time(), time.perf_counter()
         time.sleep(3.0)  # background merges of the parts just written
         cpu2 = time.process_time()
@@ -430,7 +429,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
     lines = ["# Request logging benchmarks", ""]
     if c is not None:
         lines += ["## C. Exporter CPU per record (rings already full, exporter on core 1)", "",
-                  f"{c['records']} records of ~2.4 KB drained by ``Exporter.step`` in-process; CPU time "
+                  f"{c['records']} records of ~2.4 KB drained by ``Exporter.advance`` in-process; CPU time "
                   "of every thread (chDB's included); spilled before the drain: " + str(c["spilled"]) + ".", "",
                   "| figure | µs/record | as records/s on one core |", "|---|---:|---:|",
                   f"| exporter: decode, enrich, columns, insert | {c['drain_cpu_us']:.1f} | {1e6 / c['drain_cpu_us']:.0f} |",

@@ -4,6 +4,9 @@ and its pipeline: the next batch read and encoded while the sink thread writes t
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -206,3 +209,27 @@ def test_a_chunk_the_sink_refuses_to_encode_is_written_row_by_row_and_the_bad_ro
     finally:
         exporter.close()
         buf.close()
+
+
+def test_on_one_core_each_batch_is_committed_at_once(tmp_path: Path) -> None:
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 100")
+    try:
+        push(buf, 150)
+        exporter._attach_drains()
+        exporter.pipelined = False
+        assert exporter.advance() == 100 and exporter._in_flight is None
+        exporter.pipelined = True
+        assert exporter.advance() == 0 and exporter._in_flight is not None  # the last 50, in flight
+        assert exporter.advance() == 50 and exporter._in_flight is None
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_the_overlap_is_on_only_with_a_second_core() -> None:
+    code = "from fastgw.requestlog.exporter import _usable_cpus; print(_usable_cpus())"
+    available = sorted(os.sched_getaffinity(0))
+    for cpus in ({available[0]}, set(available)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
+        assert int(out.stdout) == len(cpus)
