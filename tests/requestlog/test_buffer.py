@@ -452,7 +452,7 @@ def test_orphan_segments_are_adopted_by_a_new_control_file(ring_cls, paths):
 @given(ops=st.lists(
     st.one_of(
         st.tuples(st.just("push"), st.integers(1, 30), st.integers(9, 900)),
-        st.tuples(st.just("read"), st.integers(1, 20), st.sampled_from(["commit", "ahead", "drop"])),
+        st.tuples(st.just("read"), st.integers(1, 20), st.sampled_from(["commit", "oldest", "ahead", "drop"])),
         st.just(("restart consumer",)),
         st.just(("restart producer",)),
     ),
@@ -480,6 +480,9 @@ def test_any_interleaving_delivers_everything_in_order(name, ops, tmp_path_facto
                     b.commit()
                     exported += b.records
                 pending = []
+            elif op[2] == "oldest":  # as the exporter: the batch in flight committed, the next one kept
+                pending[0].commit()
+                exported += pending.pop(0).records
             elif op[2] == "drop":  # a write failed: nothing pending is committed, all is read again
                 pending = []
         elif op[0] == "restart consumer":

@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 
 from fastgw import config as config_mod
+from fastgw.requestlog import exporter as exporter_module
 from fastgw.requestlog.buffer import RecordBuffer, RecordDrain
-from fastgw.requestlog.exporter import Exporter
+from fastgw.requestlog.exporter import Exporter, _usable_cpus
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.record import encode_record
 
@@ -38,13 +39,13 @@ class GcProbe:
         pass
 
 
-def setup(tmp_path: Path, sink: str, extra: str = "") -> tuple[Exporter, RecordBuffer, GcProbe]:
+def setup(tmp_path: Path, sink: str, extra: str = "", **buffer: Any) -> tuple[Exporter, RecordBuffer, GcProbe]:
     cfg_file = tmp_path / "fastgw.yaml"
     cfg_file.write_text(f"logging: {{sink: '{sink}', run_dir: '{tmp_path / 'run'}', "
-                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: {RING}{extra}}}\n")
+                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: {buffer.get('ring', RING)}{extra}}}\n")
     cfg = config_mod.load(str(cfg_file))
     paths = LogPaths.for_config(cfg)
-    buf = RecordBuffer(paths.ring_file(0), paths.spill_dir(0), RING)
+    buf = RecordBuffer(paths.ring_file(0), paths.spill_dir(0), buffer.pop("ring", RING), **buffer)
     exporter = Exporter(cfg, paths, 1)
     probe = GcProbe()
     exporter.observers = [*exporter.observers, probe]
@@ -211,25 +212,114 @@ def test_a_chunk_the_sink_refuses_to_encode_is_written_row_by_row_and_the_bad_ro
         buf.close()
 
 
-def test_on_one_core_each_batch_is_committed_at_once(tmp_path: Path) -> None:
-    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 100")
+def test_advance_settles_each_batch_when_not_overlapping_or_while_the_sink_fails(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 100")
     try:
-        push(buf, 150)
+        push(buf, 450)
         exporter._attach_drains()
-        exporter.pipelined = False
+        exporter.pipelined = False  # one usable core
         assert exporter.advance() == 100 and exporter._in_flight is None
         exporter.pipelined = True
-        assert exporter.advance() == 0 and exporter._in_flight is not None  # the last 50, in flight
-        assert exporter.advance() == 50 and exporter._in_flight is None
+        assert exporter.advance() == 0 and exporter._in_flight is not None  # 100-199, in flight
+        assert exporter.advance() == 100 and exporter._in_flight is not None  # 200-299 now
+        assert exporter.settle() == 100 and exporter.drains[0].exported == 300
+        (out / "requests.jsonl").rename(out / "requests.1.jsonl")  # the disk fills up
+        (out / "requests.jsonl").symlink_to("/dev/full")
+        assert exporter.sink is not None
+        exporter.sink.close()
+        assert exporter.advance() == 0 and exporter._in_flight is not None  # 300-399 handed over
+        # Its write failed: 400-449, read ahead meanwhile, are dropped with it.
+        assert exporter.advance() == 0 and exporter.stats.sink_failures == 1 and exporter._in_flight is None
+        # While the sink fails, each batch is settled at once: nothing is read ahead.
+        assert exporter.advance() == 0 and exporter.stats.sink_failures == 2 and exporter._in_flight is None
+        assert exporter.drains[0].exported == 300
     finally:
         exporter.close()
         buf.close()
 
 
-def test_the_overlap_is_on_only_with_a_second_core() -> None:
-    code = "from fastgw.requestlog.exporter import _usable_cpus; print(_usable_cpus())"
-    available = sorted(os.sched_getaffinity(0))
-    for cpus in ({available[0]}, set(available)):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
-        assert int(out.stdout) == len(cpus)
+def test_usable_cpus_is_the_affinity_capped_by_a_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    available = len(os.sched_getaffinity(0))
+    for text, expected in (("max 100000\n", available), ("50000 100000\n", 1), ("100000 100000\n", 1),
+                           ("150000 100000\n", min(available, 2)), ("garbage\n", available)):
+        cpu_max.write_text(text)
+        assert _usable_cpus(str(cpu_max)) == expected, text
+    assert _usable_cpus(str(tmp_path / "no-such-file")) == available
+    code = "from fastgw.requestlog.exporter import _usable_cpus; print(_usable_cpus('/nonexistent'))"
+    first = sorted(os.sched_getaffinity(0))[0]
+    pinned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {first}))
+    assert int(pinned.stdout) == 1
+
+
+def test_a_record_refused_in_a_batch_read_ahead_is_kept_once_however_often_it_is_read(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 10")
+    try:
+        ids = push(buf, 10)
+        buf.push(b"not a record")  # the first record of the second batch
+        ids += push(buf, 9)
+        exporter._attach_drains()
+        (out / "requests.jsonl").symlink_to("/dev/full")
+        assert exporter.advance() == 0  # the first batch in flight: its write fails
+        assert exporter.advance() == 0 and exporter.stats.sink_failures == 1  # the second, read ahead: dropped
+        for _ in range(3):  # failing: each batch is settled at once, nothing read ahead
+            assert exporter.advance() == 0
+        assert exporter.stats.rejected == 0 and not Path(exporter.paths.rejected_file).exists()
+        (out / "requests.jsonl").unlink()
+        assert exporter.sink is not None
+        exporter.sink.close()
+        while exporter.advance() or exporter._in_flight is not None or exporter._backoff:
+            pass
+        assert exporter.drains[0].exported == 20 and written_ids(out) == ids
+        kept = Path(exporter.paths.rejected_file).read_bytes().splitlines()
+        assert len(kept) == 1 and exporter.stats.rejected == 1
+        assert orjson.loads(kept[0])["record"]["raw"] == "not a record"
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_a_stopping_exporter_retries_a_failing_sink_until_the_deadline(tmp_path: Path, monkeypatch: Any) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "requests.jsonl").symlink_to("/dev/full")
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}")
+    monkeypatch.setattr(exporter_module, "SHUTDOWN_DEADLINE", 1.5)
+    try:
+        push(buf, 5)
+        exporter._attach_drains()
+        drain = exporter.drains[0]
+        exporter.stopping = True
+        started = time.monotonic()
+        exporter.run()  # SIGTERM's drain: retried until the deadline, then gives up, records kept
+        assert time.monotonic() - started >= 1.5
+        assert exporter.stats.sink_failures >= 2 and exporter.stats.exported == 0
+        with RecordDrain(drain.ring.path, exporter.paths.spill_dir(0)) as again:
+            assert again.exported == 0 and len(again.read_batch(100, 1 << 20).records) == 5
+    finally:
+        buf.close()
+
+
+def test_a_short_batch_that_ends_a_spill_segment_makes_the_next_due_at_once(tmp_path: Path) -> None:
+    """Spill files are not counted as waiting: without this, each segment would wait for the age."""
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 1000, batch_max_age: 60",
+                             ring=65536, segment_bytes=20_000)
+    try:
+        ids = push(buf, 600)  # ~330 bytes each: most of them spill, into segments of ~60
+        assert buf.spilled > 300
+        exporter._attach_drains()
+        turns = 0
+        while exporter._batch_due(time.monotonic()) or exporter._in_flight is not None:
+            exporter.advance()
+            turns += 1
+            assert turns < 100
+        assert exporter.drains[0].exported == 600 and written_ids(tmp_path / "out") == ids
+        assert exporter.drains[0].replayed == buf.spilled
+    finally:
+        exporter.close()
+        buf.close()

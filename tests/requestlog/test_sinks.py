@@ -27,6 +27,7 @@ import pytest
 import fastgw._native
 from fastgw.requestlog import schema
 from fastgw.requestlog.sinks import SinkError, SinkOptions, make_sink
+from fastgw.requestlog.sinks import base as sinks_base
 from fastgw.requestlog.sinks.clickhouse import ClickHouseSink
 from fastgw.requestlog.sinks.jsonl import JsonlSink
 from fastgw.requestlog.sinks.none import NoneSink
@@ -438,6 +439,38 @@ def test_urls_and_options() -> None:
         make_sink("kafka://broker")
     with pytest.raises(ValueError, match="unknown sink option"):
         make_sink("none", {"body_ttl": 3})
+
+
+def test_a_registered_sink_with_write_alone_gets_whole_writes() -> None:
+    """A third-party sink written before prepare/write_prepared existed still takes every batch whole."""
+
+    class Remembers:
+        def __init__(self) -> None:
+            self.batches: list[tuple[list[dict[str, Any]], str]] = []
+
+        def open(self) -> None:
+            pass
+
+        def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+            self.batches.append((rows, batch_id))
+
+        def close(self) -> None:
+            pass
+
+    made = Remembers()
+    sinks_base.register("remembers", lambda url, options: made)
+    try:
+        sink = make_sink("remembers://")
+        assert isinstance(sink, sinks_base.WholeWrites) and sink.sink is made
+        sink.open()
+        rows = [request_row(0), request_row(1)]
+        sink.write_prepared(sink.prepare(rows), "b1")
+        sink.write_prepared(sink.prepare([]), "b2")  # nothing to write: not passed on
+        sink.write(rows[:1], "b3")
+        sink.close()
+        assert made.batches == [(rows, "b1"), (rows[:1], "b3")]
+    finally:
+        sinks_base._REGISTRY.pop("remembers")
 
 
 # --- chDB's merge threads yield to the exporter ------------------------------------------------------

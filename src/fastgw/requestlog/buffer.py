@@ -332,6 +332,11 @@ class Batch:
         return type(self._token) is int
 
     @property
+    def ends_segment(self) -> bool:
+        """The last records of a spill segment: committing it finishes (deletes) the segment."""
+        return type(self._token) is tuple and self._token[2]
+
+    @property
     def end(self) -> int:
         """The ring position just past this batch (ring batches only)."""
         if type(self._token) is not int:
@@ -341,7 +346,9 @@ class Batch:
     def commit(self) -> None:
         """Mark the records exported (idempotent). Commit batches in the order they were read."""
         if not self._committed:
-            if self.records:  # an empty batch moves nothing (one read ahead may not even be in order)
+            # An empty batch moves nothing. One read ahead carries the token of the batch before
+            # it, which may be committed already: committing that token again would fail.
+            if self.records:
                 self._drain._commit(self._token, len(self.records))
             self._committed = True
 
@@ -370,7 +377,7 @@ class RecordDrain(_Closing):
         record always comes). An empty batch means nothing is ready yet.
 
         ``after``, this drain's last batch, read and not yet committed, asks for the records that
-        follow it, so the next batch can be prepared while that one is written; commit the two in
+        follow it (an older batch would read records again), so the next batch can be prepared while that one is written; commit the two in
         order. The read goes on from the ring into the segment due next, and through a segment,
         but not beyond a segment's last batch (the segment is finished by that batch's commit):
         there the batch is empty, and the caller commits first.
@@ -389,13 +396,11 @@ class RecordDrain(_Closing):
                 continue
             if ring.tail < seg[2]:
                 return Batch(self, *ring.read(max_records, max_bytes, min(head, seg[2])))
-            sealed = q[SEALED] >= seq  # invariant 5: before reading
-            records, end, why = _read_records(seg[1], max(q[REPLAY_OFF], _SEG.size), max_records, max_bytes)
-            finished = sealed and why != _MORE
-            if finished and not records:
-                self._finish(seq, torn=why == _TORN)
+            batch = self._segment_batch(seq, seg[1], max(q[REPLAY_OFF], _SEG.size), max_records, max_bytes)
+            if batch.ends_segment and not batch.records:
+                self._finish(seq, torn=batch._token[3])
                 continue
-            return Batch(self, records, (seq, end, finished, finished and why == _TORN))
+            return batch
 
     def _read_ahead(self, max_records: int, max_bytes: int, after: Batch) -> Batch:
         """``read_batch(after=...)``: the same order as reading once ``after`` is committed."""
@@ -418,8 +423,13 @@ class RecordDrain(_Closing):
             seg = self._segment(seq) if not finished else None
             if seg is None:  # finished: the next segment or the ring, once it is committed
                 return Batch(self, [], token)
-        sealed = q[SEALED] >= seq  # invariant 5: before reading
-        records, end, why = _read_records(seg[1], off, max_records, max_bytes)
+        return self._segment_batch(seq, seg[1], off, max_records, max_bytes)
+
+    def _segment_batch(self, seq: int, fd: int, off: int, max_records: int, max_bytes: int) -> Batch:
+        """Segment ``seq``'s records from ``off``; the batch ends the segment only if SEALED was
+        loaded before reading to its end (invariant 5): an open segment may still grow."""
+        sealed = self._q[SEALED] >= seq
+        records, end, why = _read_records(fd, off, max_records, max_bytes)
         finished = sealed and why != _MORE
         return Batch(self, records, (seq, end, finished, finished and why == _TORN))
 

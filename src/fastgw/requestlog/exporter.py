@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import math
 import os
 import signal
 import time
@@ -55,6 +56,7 @@ SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving u
 
 
 _REFUSED = object()  # a chunk the sink's prepare refused: written row by row, bad rows rejected
+_Rejected = tuple[dict[str, Any], Exception]  # a record the exporter or the sink refused, and why
 
 
 @dataclass
@@ -64,11 +66,14 @@ class _Flight:
     batches: list[tuple[int, Batch]]  # (worker, batch) in read order
     chunks: list[list[dict[str, Any]]] = field(default_factory=list)  # the rows, one sink write each
     prepared: list[Any] = field(default_factory=list)  # each chunk as the sink's prepare encoded it
+    batch_ids: list[str] = field(default_factory=list)  # each chunk's deduplication id
     rows: int = 0
     futures: list[Future[None]] = field(default_factory=list)
+    rejected: list[_Rejected] = field(default_factory=list)  # kept once the batch is committed
 
     @property
     def ring_records(self) -> int:
+        """Read from the rings but no longer waiting there: ``_batch_due`` leaves them out."""
         return sum(len(b.records) for _, b in self.batches if b.from_ring)
 
 
@@ -100,6 +105,7 @@ class Exporter:
         # The overlap needs a second core to run on. On one, two batches in flight only add thread
         # switches and cache misses (about 3 µs a record more): each batch is committed at once.
         self.pipelined = _usable_cpus() > 1
+        self._last_read = 0  # records the last step read (0: the rings and spill files had nothing)
         # Each committed batch's rows go to the observers (Prometheus metrics, OTel traces);
         # self.metrics.render() is what the admin server's GET /metrics serves (None: metrics off).
         self.metrics, self.observers = observers_for(config, self)
@@ -111,25 +117,29 @@ class Exporter:
         signal.signal(signal.SIGINT, self._on_signal)
         last_flush = time.monotonic()
         deadline: float | None = None
-        while True:
-            self._attach_drains()
-            if self.stopping and deadline is None:
-                deadline = time.monotonic() + SHUTDOWN_DEADLINE
-            if not (self.stopping or self._batch_due(last_flush)):
-                if self._in_flight is not None:
-                    with _collector_paused():
-                        self.settle()  # nothing to overlap it with: commit it now
-                else:
-                    time.sleep(IDLE_SLEEP)
-                continue
-            written = self.advance()
-            last_flush = time.monotonic()
-            drained = written == 0 and self._in_flight is None
-            if self.stopping and (drained or (deadline is not None and time.monotonic() > deadline)):
-                break
-            if self._backoff:
-                time.sleep(self._backoff)
-        self.close()
+        try:
+            while True:
+                self._attach_drains()
+                if self.stopping and deadline is None:
+                    deadline = time.monotonic() + SHUTDOWN_DEADLINE
+                if not (self.stopping or self._batch_due(last_flush)):
+                    if self._in_flight is not None:
+                        with _collector_paused():
+                            self.settle()  # nothing to overlap it with: commit it now
+                    else:
+                        time.sleep(IDLE_SLEEP)
+                    continue
+                self.advance()
+                last_flush = time.monotonic()
+                # Drained: nothing left to read, nothing in flight, and the sink took the last batch
+                # (while it fails, a stopping exporter retries until the deadline).
+                drained = self._last_read == 0 and self._in_flight is None and not self._backoff
+                if self.stopping and (drained or (deadline is not None and time.monotonic() > deadline)):
+                    break
+                if self._backoff:
+                    time.sleep(self._backoff)
+        finally:
+            self.close()
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -163,10 +173,13 @@ class Exporter:
             return self.step() + self.settle()
 
     def advance(self) -> int:
-        """What the loop does when a batch is due: a ``step``, and on one core its ``settle`` too
-        (see ``pipelined``), with the collector paused. Returns the records committed."""
+        """What the loop does when a batch is due: a ``step``, and its ``settle`` too on one core
+        (see ``pipelined``) or while the sink is failing (a batch read ahead of a write that fails
+        is read again: no use reading it until the sink takes one). With the collector paused.
+        Returns the records committed."""
         with _collector_paused():
-            return self.step() + (0 if self.pipelined else self.settle())
+            overlap = self.pipelined and not self._backoff
+            return self.step() + (0 if overlap else self.settle())
 
     def step(self) -> int:
         """One turn of the pipeline: read and enrich the next batch while the sink thread writes
@@ -187,8 +200,8 @@ class Exporter:
             self._failed(exc)
             return 0
         if nxt is not None:
-            nxt.futures = [self._writer.submit(self._write, rows, prepared, _batch_id(rows))
-                           for rows, prepared in zip(nxt.chunks, nxt.prepared)]
+            nxt.futures = [self._writer.submit(self._write, rows, prepared, batch_id, nxt.rejected)
+                           for rows, prepared, batch_id in zip(nxt.chunks, nxt.prepared, nxt.batch_ids)]
             self._in_flight = nxt
         return self._after_commit(done)  # while the sink thread starts on the next one
 
@@ -209,13 +222,14 @@ class Exporter:
         try:
             for future in flight.futures:
                 future.result()
-        except SinkError:
+        except BaseException:
             for future in flight.futures:
                 future.cancel()
             for future in flight.futures:
                 if not future.cancelled():
                     future.exception()  # a chunk already started: let it finish before the retry
             raise
+        self._keep_rejected(flight.rejected)  # before the commit: a record is never only in memory
         for _, batch in flight.batches:
             batch.commit()
         self._backoff = 0.0
@@ -252,17 +266,20 @@ class Exporter:
             batches.append((worker, batch))
             room -= len(batch.records)
             records.extend((raw, worker) for raw in batch.records)
+        self._last_read = len(records)
         if batches or flight is None:  # an empty read ahead says nothing about what waits behind it
-            self._full_batch = room <= 0
+            # A batch that ends a spill segment is short, yet the next segment may be waiting.
+            self._full_batch = room <= 0 or any(b.ends_segment for _, b in batches)
         if not batches:
             return None
         flight = _Flight(batches)
         for start in range(0, len(records), WRITE_CHUNK):
             rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
-                    if (row := self._row(raw, worker)) is not None]
+                    if (row := self._row(raw, worker, flight.rejected)) is not None]
             if rows:
                 flight.chunks.append(rows)
                 flight.prepared.append(self._prepare(rows))
+                flight.batch_ids.append(_batch_id(rows))
                 flight.rows += len(rows)
         return flight
 
@@ -275,7 +292,7 @@ class Exporter:
             log.error("sink refused a batch (%s); writing its rows one by one", exc)
             return _REFUSED
 
-    def _write(self, rows: list[dict[str, Any]], prepared: Any, batch_id: str) -> None:
+    def _write(self, rows: list[dict[str, Any]], prepared: Any, batch_id: str, rejected: list[_Rejected]) -> None:
         assert self.sink is not None
         if prepared is not _REFUSED:
             try:
@@ -291,21 +308,33 @@ class Exporter:
             except SinkError:
                 raise
             except Exception as row_exc:
-                self._reject(row, row_exc)
+                rejected.append((row, row_exc))
 
-    def _row(self, raw: bytes, worker: int) -> dict[str, Any] | None:
+    def _row(self, raw: bytes, worker: int, rejected: list[_Rejected]) -> dict[str, Any] | None:
         try:
             return self.enricher.row(decode_record(raw))
         except Exception as exc:
-            self._reject({"worker": worker, "raw": raw.decode("utf-8", "replace")}, exc)
+            rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, exc))
             return None
 
-    def _reject(self, row: dict[str, Any], exc: Exception) -> None:
-        """A record that can never be written: kept in a file for a human, never silently lost."""
-        self.stats.rejected += 1
-        log.error("request log: record rejected (%s); kept in %s", exc, self.paths.rejected_file)
-        with open(self.paths.rejected_file, "ab") as f:
-            f.write(orjson.dumps({"error": str(exc), "record": row}, default=str) + b"\n")
+    def _keep_rejected(self, rejected: list[_Rejected]) -> None:
+        """Records that can never be written, kept in a file for a human, never silently lost.
+
+        Kept when their batch is committed, not when they were refused: a batch read again after
+        a failed write would otherwise keep them twice. A file that can't be written fails the
+        commit like the sink would: the batch is read again after the back-off.
+        """
+        if not rejected:
+            return
+        try:
+            with open(self.paths.rejected_file, "ab") as f:
+                for row, exc in rejected:
+                    f.write(orjson.dumps({"error": str(exc), "record": row}, default=str) + b"\n")
+        except OSError as exc:
+            raise SinkError(f"cannot keep rejected records in {self.paths.rejected_file}: {exc}") from exc
+        for row, exc in rejected:
+            self.stats.rejected += 1
+            log.error("request log: record rejected (%s); kept in %s", exc, self.paths.rejected_file)
 
     def _failed(self, exc: SinkError) -> None:
         self.stats.sink_failures += 1
@@ -368,7 +397,8 @@ class Exporter:
         )
 
     def _unread_bytes(self, worker: int, drain: RecordDrain) -> int:
-        """Bytes of ``drain``'s ring after the batch in flight (all its used bytes if none is)."""
+        """Bytes of ``drain``'s ring after the batch in flight (all its used bytes if none is):
+        the batch in flight has been read, so it must not make the next batch due."""
         if self._in_flight is not None:
             for w, batch in self._in_flight.batches:
                 if w == worker and batch.from_ring:
@@ -381,11 +411,21 @@ class Exporter:
         return sum(max(0, d.ring.pushed - d.ring_exported) for d in self.drains.values()) - flight
 
 
-def _usable_cpus() -> int:
+def _usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may use: its affinity (taskset, a cgroup's cpuset), capped by a
+    cgroup v2 quota (``docker --cpus``, a Kubernetes limit), which affinity does not show."""
     try:
-        return len(os.sched_getaffinity(0))  # what taskset or a cgroup's cpuset left this process
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        with open(cpu_max) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return cpus
 
 
 @contextmanager

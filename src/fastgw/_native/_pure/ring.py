@@ -237,8 +237,8 @@ class Ring:
             if n != WRAP:
                 if records and nbytes + n > max_bytes:
                     break
-                start = HEADER_SIZE + off + 4
-                records.append(mm[start : start + n])
+                at = HEADER_SIZE + off + 4
+                records.append(mm[at : at + n])
                 nbytes += n
             pos += step
         return records, pos

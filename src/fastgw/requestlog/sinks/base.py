@@ -139,7 +139,33 @@ def make_sink(url: str, options: Any = None) -> Sink:
     if factory is None:
         known = ", ".join(sorted(_REGISTRY))
         raise ValueError(f"unknown sink URL scheme {scheme!r} in {url!r} (known: {known})")
-    return factory(url, SinkOptions.coerce(options))
+    sink = factory(url, SinkOptions.coerce(options))
+    if not (hasattr(sink, "prepare") and hasattr(sink, "write_prepared")):
+        sink = WholeWrites(sink)
+    return sink
+
+
+class WholeWrites:
+    """A registered sink with ``write`` alone: its preparing is a no-op, its writes whole."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def open(self) -> None:
+        self.sink.open()
+
+    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+        self.sink.write(rows, batch_id)
+
+    def prepare(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return rows
+
+    def write_prepared(self, prepared: list[dict[str, Any]], batch_id: str) -> None:
+        if prepared:
+            self.sink.write(prepared, batch_id)
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 def _load_builtins() -> None:
