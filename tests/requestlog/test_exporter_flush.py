@@ -284,20 +284,20 @@ def test_a_record_refused_in_a_batch_read_ahead_is_kept_once_however_often_it_is
         buf.close()
 
 
-def test_a_stopping_exporter_retries_a_failing_sink_until_the_deadline(tmp_path: Path, monkeypatch: Any) -> None:
+def test_a_stopping_exporter_retries_a_failing_sink_for_a_while(tmp_path: Path, monkeypatch: Any) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "requests.jsonl").symlink_to("/dev/full")
     exporter, buf, _ = setup(tmp_path, f"jsonl://{out}")
-    monkeypatch.setattr(exporter_module, "SHUTDOWN_DEADLINE", 1.5)
+    monkeypatch.setattr(exporter_module, "STOP_SINK_PATIENCE", 1.5)
     try:
         push(buf, 5)
         exporter._attach_drains()
         drain = exporter.drains[0]
         exporter.stopping = True
         started = time.monotonic()
-        exporter.run()  # SIGTERM's drain: retried until the deadline, then gives up, records kept
-        assert time.monotonic() - started >= 1.5
+        exporter.run()  # SIGTERM's drain: retried for a while, then gives up, records kept
+        assert 1.5 <= time.monotonic() - started < 10
         assert exporter.stats.sink_failures >= 2 and exporter.stats.exported == 0
         with RecordDrain(drain.ring.path, exporter.paths.spill_dir(0)) as again:
             assert again.exported == 0 and len(again.read_batch(100, 1 << 20).records) == 5

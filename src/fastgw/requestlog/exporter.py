@@ -53,6 +53,9 @@ MAX_BACKOFF = 30.0
 # 10,000-record batches) fell to 20.3k (bench_logging.py --only rings --quick --rates 50000).
 WRITE_CHUNK = 5000
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
+# How long a stopping exporter retries a sink that keeps failing: long enough for a blip, short
+# enough that a shutdown with the sink down doesn't hang (the records stay on disk for next time).
+STOP_SINK_PATIENCE = 5.0
 
 
 _REFUSED = object()  # a chunk the sink's prepare refused: written row by row, bad rows rejected
@@ -117,6 +120,7 @@ class Exporter:
         signal.signal(signal.SIGINT, self._on_signal)
         last_flush = time.monotonic()
         deadline: float | None = None
+        failing_since: float | None = None
         try:
             while True:
                 self._attach_drains()
@@ -131,10 +135,12 @@ class Exporter:
                     continue
                 self.advance()
                 last_flush = time.monotonic()
-                # Drained: nothing left to read, nothing in flight, and the sink took the last batch
-                # (while it fails, a stopping exporter retries until the deadline).
+                # Drained: nothing left to read, nothing in flight, and the sink took the last batch.
                 drained = self._last_read == 0 and self._in_flight is None and not self._backoff
-                if self.stopping and (drained or (deadline is not None and time.monotonic() > deadline)):
+                now = time.monotonic()
+                failing_since = (failing_since or now) if self._backoff else None
+                gave_up = failing_since is not None and now - failing_since > STOP_SINK_PATIENCE
+                if self.stopping and (drained or gave_up or (deadline is not None and now > deadline)):
                     break
                 if self._backoff:
                     time.sleep(self._backoff)
