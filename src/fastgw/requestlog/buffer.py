@@ -416,6 +416,8 @@ class RecordDrain(_Closing):
             if seg is None:  # unreadable: the next read from the committed tail skips it
                 return Batch(self, [], token)
             if token < seg[2]:
+                # Guard: head is past ring_pos only once the producer went back to the ring, which it
+                # does when the ring is empty, so tail (<= token) is at ring_pos by then (invariant 2).
                 return Batch(self, *ring.read(max_records, max_bytes, min(head, seg[2]), token))
             off = max(q[REPLAY_OFF], _SEG.size)  # tail will have reached ring_pos: replay it
         else:  # after a segment's records: more of that segment
