@@ -74,9 +74,7 @@ def test_rows_are_written_whole_while_the_collector_is_paused_and_it_runs_again_
         assert probe.gc_enabled and not any(probe.gc_enabled)  # paused for the whole batch
         assert [r["request_id"] for r in probe.rows] == ids
         assert [r["completion_tokens"] for r in probe.rows] == list(range(300))
-        written = [orjson.loads(line) for f in sorted((tmp_path / "out").iterdir())
-                   for line in f.read_bytes().splitlines()]
-        assert [w["request_id"] for w in written] == ids
+        assert written_ids(tmp_path / "out") == ids
     finally:
         exporter.close()
         buf.close()
@@ -84,8 +82,7 @@ def test_rows_are_written_whole_while_the_collector_is_paused_and_it_runs_again_
 
 def test_a_failing_sink_leaves_the_collector_running(tmp_path: Path) -> None:
     full = tmp_path / "full-disk"
-    full.mkdir()
-    (full / "requests.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC: a SinkError
+    disk_full(full)
     exporter, buf, probe = setup(tmp_path, f"jsonl://{full}")
     try:
         push(buf, 5)
@@ -125,8 +122,27 @@ def test_a_batch_is_due_once_a_ring_is_half_full(tmp_path: Path) -> None:
 # --- the pipeline: the next batch is read and encoded while the sink thread writes the last ---------
 
 def written_ids(directory: Path) -> list[str]:
-    return [orjson.loads(line)["request_id"] for f in sorted(directory.iterdir(), reverse=True)
+    """Request ids in the jsonl sink's files, oldest first (requests.N.jsonl, ..., requests.jsonl)."""
+    rotated = sorted(directory.glob("requests.*.jsonl"), key=lambda f: -int(f.name.split(".")[1]))
+    return [orjson.loads(line)["request_id"] for f in [*rotated, directory / "requests.jsonl"]
             for line in f.read_bytes().splitlines()]
+
+
+def disk_full(directory: Path, exporter: Exporter | None = None) -> None:
+    """The jsonl sink's file on /dev/full: every write fails with ENOSPC, a SinkError."""
+    directory.mkdir(exist_ok=True)
+    active = directory / "requests.jsonl"
+    if active.exists():
+        active.rename(directory / "requests.1.jsonl")
+    active.symlink_to("/dev/full")
+    if exporter is not None and exporter.sink is not None:
+        exporter.sink.close()  # it reopens the file at its next write
+
+
+def disk_back(directory: Path, exporter: Exporter) -> None:
+    (directory / "requests.jsonl").unlink()
+    assert exporter.sink is not None
+    exporter.sink.close()
 
 
 def test_step_commits_the_batch_before_and_leaves_the_next_in_flight(tmp_path: Path) -> None:
@@ -152,8 +168,7 @@ def test_step_commits_the_batch_before_and_leaves_the_next_in_flight(tmp_path: P
 
 def test_a_failed_write_drops_the_batch_read_after_it_and_both_are_written_once_later(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "requests.jsonl").symlink_to("/dev/full")  # ENOSPC on every write: a SinkError
+    disk_full(out)
     exporter, buf, probe = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 100")
     try:
         ids = push(buf, 200)
@@ -164,9 +179,7 @@ def test_a_failed_write_drops_the_batch_read_after_it_and_both_are_written_once_
         assert exporter.stats.sink_failures == 1 and exporter._in_flight is None
         assert drain.exported == 0 and drain.ring.tail == 0 and probe.rows == []
         assert exporter._waiting_records() == 200
-        (out / "requests.jsonl").unlink()  # the disk is back; the sink reopens its file
-        assert exporter.sink is not None
-        exporter.sink.close()
+        disk_back(out, exporter)
         while exporter.step() or exporter._in_flight is not None:
             pass
         assert drain.exported == 200 and exporter.stats.exported == 200
@@ -225,10 +238,7 @@ def test_advance_settles_each_batch_when_not_overlapping_or_while_the_sink_fails
         assert exporter.advance() == 0 and exporter._in_flight is not None  # 100-199, in flight
         assert exporter.advance() == 100 and exporter._in_flight is not None  # 200-299 now
         assert exporter.settle() == 100 and exporter.drains[0].exported == 300
-        (out / "requests.jsonl").rename(out / "requests.1.jsonl")  # the disk fills up
-        (out / "requests.jsonl").symlink_to("/dev/full")
-        assert exporter.sink is not None
-        exporter.sink.close()
+        disk_full(out, exporter)
         assert exporter.advance() == 0 and exporter._in_flight is not None  # 300-399 handed over
         # Its write failed: 400-449, read ahead meanwhile, are dropped with it.
         assert exporter.advance() == 0 and exporter.stats.sink_failures == 1 and exporter._in_flight is None
@@ -264,15 +274,13 @@ def test_a_record_refused_in_a_batch_read_ahead_is_kept_once_however_often_it_is
         buf.push(b"not a record")  # the first record of the second batch
         ids += push(buf, 9)
         exporter._attach_drains()
-        (out / "requests.jsonl").symlink_to("/dev/full")
+        disk_full(out)
         assert exporter.advance() == 0  # the first batch in flight: its write fails
         assert exporter.advance() == 0 and exporter.stats.sink_failures == 1  # the second, read ahead: dropped
         for _ in range(3):  # failing: each batch is settled at once, nothing read ahead
             assert exporter.advance() == 0
         assert exporter.stats.rejected == 0 and not Path(exporter.paths.rejected_file).exists()
-        (out / "requests.jsonl").unlink()
-        assert exporter.sink is not None
-        exporter.sink.close()
+        disk_back(out, exporter)
         while exporter.advance() or exporter._in_flight is not None or exporter._backoff:
             pass
         assert exporter.drains[0].exported == 20 and written_ids(out) == ids
@@ -286,8 +294,7 @@ def test_a_record_refused_in_a_batch_read_ahead_is_kept_once_however_often_it_is
 
 def test_a_stopping_exporter_retries_a_failing_sink_for_a_while(tmp_path: Path, monkeypatch: Any) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "requests.jsonl").symlink_to("/dev/full")
+    disk_full(out)
     exporter, buf, _ = setup(tmp_path, f"jsonl://{out}")
     monkeypatch.setattr(exporter_module, "STOP_SINK_PATIENCE", 1.5)
     try:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -62,17 +62,26 @@ _REFUSED = object()  # a chunk the sink's prepare refused: written row by row, b
 _Rejected = tuple[dict[str, Any], Exception]  # a record the exporter or the sink refused, and why
 
 
+class _Chunk(NamedTuple):
+    """One sink write: the rows, as the sink's prepare encoded them, under a deduplication id."""
+
+    rows: list[dict[str, Any]]
+    prepared: Any
+    batch_id: str
+
+
 @dataclass
 class _Flight:
     """A batch read, enriched and encoded, then written by the sink thread; committed by ``settle``."""
 
     batches: list[tuple[int, Batch]]  # (worker, batch) in read order
-    chunks: list[list[dict[str, Any]]] = field(default_factory=list)  # the rows, one sink write each
-    prepared: list[Any] = field(default_factory=list)  # each chunk as the sink's prepare encoded it
-    batch_ids: list[str] = field(default_factory=list)  # each chunk's deduplication id
-    rows: int = 0
+    chunks: list[_Chunk] = field(default_factory=list)
     futures: list[Future[None]] = field(default_factory=list)
     rejected: list[_Rejected] = field(default_factory=list)  # kept once the batch is committed
+
+    @property
+    def rows(self) -> int:
+        return sum(len(chunk.rows) for chunk in self.chunks)
 
     @property
     def ring_records(self) -> int:
@@ -206,8 +215,7 @@ class Exporter:
             self._failed(exc)
             return 0
         if nxt is not None:
-            nxt.futures = [self._writer.submit(self._write, rows, prepared, batch_id, nxt.rejected)
-                           for rows, prepared, batch_id in zip(nxt.chunks, nxt.prepared, nxt.batch_ids)]
+            nxt.futures = [self._writer.submit(self._write, chunk, nxt.rejected) for chunk in nxt.chunks]
             self._in_flight = nxt
         return self._after_commit(done)  # while the sink thread starts on the next one
 
@@ -245,11 +253,12 @@ class Exporter:
         """What waits for a commit but not for the sink: counters, observers, the price file."""
         if flight is None:
             return 0
-        self.stats.exported += flight.rows
+        rows = flight.rows
+        self.stats.exported += rows
         self.stats.batches += 1
-        self._observe(flight.chunks)
+        self._observe([chunk.rows for chunk in flight.chunks])
         self.prices.reload_if_changed()
-        return flight.rows
+        return rows
 
     def _read_next(self) -> _Flight | None:
         """The records waiting after the batch in flight (up to a batch), decoded and enriched.
@@ -283,10 +292,7 @@ class Exporter:
             rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
                     if (row := self._row(raw, worker, flight.rejected)) is not None]
             if rows:
-                flight.chunks.append(rows)
-                flight.prepared.append(self._prepare(rows))
-                flight.batch_ids.append(_batch_id(rows))
-                flight.rows += len(rows)
+                flight.chunks.append(_Chunk(rows, self._prepare(rows), _batch_id(rows)))
         return flight
 
     def _prepare(self, rows: list[dict[str, Any]]) -> Any:
@@ -298,8 +304,9 @@ class Exporter:
             log.error("sink refused a batch (%s); writing its rows one by one", exc)
             return _REFUSED
 
-    def _write(self, rows: list[dict[str, Any]], prepared: Any, batch_id: str, rejected: list[_Rejected]) -> None:
+    def _write(self, chunk: _Chunk, rejected: list[_Rejected]) -> None:
         assert self.sink is not None
+        rows, prepared, batch_id = chunk
         if prepared is not _REFUSED:
             try:
                 self.sink.write_prepared(prepared, batch_id)

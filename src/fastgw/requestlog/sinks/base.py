@@ -30,6 +30,13 @@ class SinkError(Exception):
     """The destination failed in a way worth retrying later; the batch was not (fully) stored."""
 
 
+class PreparedWrites:
+    """``write`` for a sink that has the two halves: both in one call."""
+
+    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
+        self.write_prepared(self.prepare(rows), batch_id)  # type: ignore[attr-defined]
+
+
 @runtime_checkable
 class Sink(Protocol):
     def open(self) -> None:

@@ -44,6 +44,7 @@ from fastgw.requestlog.sinks.base import (
     KIND_FEEDBACK,
     KIND_REQUEST,
     KIND_SCORE,
+    PreparedWrites,
     SinkError,
     SinkOptions,
     split_by_kind,
@@ -155,7 +156,7 @@ class Prepared:
     tables: list[tuple[schema.Table, Any]]
 
 
-class ClickHouseSink:
+class ClickHouseSink(PreparedWrites):
     def __init__(self, *, options: SinkOptions | None = None, chdb_path: str | None = None,
                  host: str | None = None, port: int | None = None, username: str = "default",
                  password: str = "", secure: bool = False, database: str | None = None) -> None:
@@ -284,9 +285,6 @@ class ClickHouseSink:
                 log.debug("closing the ClickHouse client failed", exc_info=True)
 
     # -- writing
-
-    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        self.write_prepared(self.prepare(rows), batch_id)
 
     def prepare(self, rows: list[dict[str, Any]]) -> Prepared:
         """Every table's rows encoded (a bad row fails the batch with nothing stored): Native blocks

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from fastgw.requestlog.sinks.base import SinkError, SinkOptions
+from fastgw.requestlog.sinks.base import PreparedWrites, SinkError, SinkOptions
 
 _OPTS = orjson.OPT_NAIVE_UTC | orjson.OPT_APPEND_NEWLINE
 
@@ -39,7 +39,7 @@ def encode(rows: list[dict[str, Any]]) -> bytes:
     return b"".join([dumps(row, default=_default, option=_OPTS) for row in rows])
 
 
-class JsonlSink:
+class JsonlSink(PreparedWrites):
     ACTIVE = "requests.jsonl"
 
     def __init__(self, directory: str | os.PathLike[str], options: SinkOptions | None = None) -> None:
@@ -69,9 +69,6 @@ class JsonlSink:
         # Append: a restart continues the active file instead of clobbering the last batches.
         self._file = open(self.active_path, "ab", buffering=0)
         self._size = self._file.seek(0, os.SEEK_END)
-
-    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        self.write_prepared(self.prepare(rows), batch_id)
 
     def prepare(self, rows: list[dict[str, Any]]) -> bytes:
         return encode(rows)  # a TypeError here is the producer's bug, not a SinkError

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastgw.requestlog.sinks.base import PreparedWrites
 
-class NoneSink:
+
+class NoneSink(PreparedWrites):
     def __init__(self) -> None:
         self.rows_written = 0
         self.batches_written = 0
 
     def open(self) -> None:
         pass
-
-    def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
-        self.write_prepared(self.prepare(rows), batch_id)
 
     def prepare(self, rows: list[dict[str, Any]]) -> int:
         return len(rows)
