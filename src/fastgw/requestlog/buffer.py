@@ -337,6 +337,11 @@ class Batch:
         return type(self._token) is tuple and self._token[2]
 
     @property
+    def torn(self) -> bool:
+        """It ends a segment whose last record was torn or unreadable."""
+        return type(self._token) is tuple and self._token[3]
+
+    @property
     def end(self) -> int:
         """The ring position just past this batch (ring batches only)."""
         if type(self._token) is not int:
@@ -377,10 +382,11 @@ class RecordDrain(_Closing):
         record always comes). An empty batch means nothing is ready yet.
 
         ``after``, this drain's last batch, read and not yet committed, asks for the records that
-        follow it (an older batch would read records again), so the next batch can be prepared while that one is written; commit the two in
-        order. The read goes on from the ring into the segment due next, and through a segment,
-        but not beyond a segment's last batch (the segment is finished by that batch's commit):
-        there the batch is empty, and the caller commits first.
+        follow it (an older batch would read records again), so the next batch can be prepared
+        while that one is written; commit the two in order. The read goes on from the ring into
+        the segment due next, and through a segment, but not beyond a segment's last batch (the
+        segment is finished by that batch's commit): there the batch is empty, and the caller
+        commits first.
         """
         if after is not None:
             return self._read_ahead(max_records, max_bytes, after)
@@ -398,7 +404,7 @@ class RecordDrain(_Closing):
                 return Batch(self, *ring.read(max_records, max_bytes, min(head, seg[2])))
             batch = self._segment_batch(seq, seg[1], max(q[REPLAY_OFF], _SEG.size), max_records, max_bytes)
             if batch.ends_segment and not batch.records:
-                self._finish(seq, torn=batch._token[3])
+                self._finish(seq, torn=batch.torn)
                 continue
             return batch
 
