@@ -16,15 +16,16 @@ A. Rings -> chDB. The real exporter (``run_exporter``, the code ``fastgw serve``
    After the last rate the exporter is stopped with SIGTERM and the rows are counted in chDB:
    the count and the distinct ids must equal what was pushed.
 B. Gateway, logging off vs on (chDB sink) vs on with the sink down (a ClickHouse URL on a closed
-   port: the exporter backs off, rings fill and spill to disk), interleaved per repetition:
+   port: the exporter backs off, rings fill and spill to disk) vs on with the exporter at nice 10
+   rather than SCHED_IDLE, interleaved per repetition:
    closed-loop latency at 1 and 16 connections (loadgen.py), open-loop latency at fixed rates
    (OPEN_RATES, ``loadgen.py --rate``), and CPU per request of the worker at saturation (wrk),
    with the exporter's CPU per record alongside. Requests carry 1 KB of bodies. After the
    saturation runs, each repetition waits until every exporter is idle again (its backlog
    exported), so no latency run of the next one shares core 1 with a catching-up exporter.
    Then the exporter's RSS. Two controls follow, same latency runs: "off + busy core 1" (logging
-   off, with a nice-10 busy loop on core 1 where the exporter would run: what any work there
-   costs the mock's and the client's latency) and "on, exporter stopped" (the exporter SIGSTOPped,
+   off, with a busy loop on core 1 where the exporter would run, under SCHED_IDLE like the
+   exporter: what any work there costs the mock's and the client's latency) and "on, exporter stopped" (the exporter SIGSTOPped,
    so the worker's side of logging alone: records built and pushed, rings filling, spilling).
 C. Exporter CPU per record (--only exporter-cpu): the rings are filled first, then this process,
    pinned to core 1 (or to --exporter-cpus; on two, the exporter overlaps batches), drains them
@@ -68,7 +69,9 @@ PROFILES = {
                  cpu_records=100_000),
     "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1, cpu_records=20_000),
 }
-TARGETS = ("off", "on", "down")
+# "nice": logging on, the exporter at nice 10 instead of SCHED_IDLE (logging.exporter_idle: false),
+# the policy before 0.3.0's last change, for the comparison in the same run.
+TARGETS = ("off", "on", "down", "nice")
 # Open-loop rates (requests/s due, over 32 connections): latency at a load the gateway carries with
 # room to spare, logging on or off, where closed-loop 16 connections saturate the one worker (its
 # latency there is queueing behind the worker's CPU per request, see the wrk figures).
@@ -284,6 +287,8 @@ def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
     logging_cfg = {
         "off": "{enabled: false}",
         "on": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', spill_dir: '{tmp / name / 'spill'}'}}",
+        "nice": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', "
+                f"spill_dir: '{tmp / name / 'spill'}', exporter_idle: false}}",
         # A ClickHouse server that is not there: connection refused, the exporter backs off.
         "down": f"{{sink: 'http://127.0.0.1:{rb.free_port()}/', run_dir: '{rings_dir(tmp / name)}', "
                 f"spill_dir: '{tmp / name / 'spill'}'}}",
@@ -361,7 +366,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     direct: dict[str, list[dict[str, Any]]] = {k: [] for k in dict(lat_keys)}
     for g in gws.values():  # warm up
         rb.run_loadgen(g.url(), "-c", "16", "-d", "1", "--warmup", "0.2", *lg_args)
-    rss: dict[str, list[float]] = {"on": [], "down": []}
+    rss: dict[str, list[float]] = {t: [] for t in TARGETS if t != "off"}
     for rep in range(p["reps"]):
         order = rb.rotate(TARGETS, rep)
         for key, how in lat_keys:
@@ -388,7 +393,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
                  "worker_us_per_req": (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6}
             if g.exporter:
                 # The exporter works in batches (age 1 s): wait for it to export what wrk sent.
-                time.sleep(2.5 if t == "on" else 0)
+                time.sleep(0 if t == "down" else 2.5)
                 w["exporter_us_per_record"] = (rb.cpu_ticks([g.exporter]) - e0) / rb.CLK_TCK / n * 1e6
                 rss[t].append(rb.rss_mib(g.exporter))
             runs["wrk"][t].append(w)
@@ -400,7 +405,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
         for t in CONTROLS:
             if t == "off + busy core 1":
                 g = gws["off"]
-                busy = procs.start("busy-core-1", ["nice", "-n", "10", *rb.pinned(rb.CLIENT_CPU, [rb.PY, "-c", "while True: pass"])],
+                busy = procs.start("busy-core-1", ["chrt", "--idle", "0", *rb.pinned(rb.CLIENT_CPU, [rb.PY, "-c", "while True: pass"])],
                                    tmp / "busy.log")
             else:
                 g, busy = gws["on"], None
@@ -465,34 +470,40 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
             return med([r["latency_us"][pct] for r in direct[key]]) / 1000
 
         lines += ["## B. Gateway: logging off, on, and on with the sink down", "",
+                  "The exporter runs under SCHED_IDLE (the default), on core 1 with the mock and the client; "
+                  "\"on, nice 10\" is the same with `logging.exporter_idle: false`.", "",
                   "Latency in ms (medians over repetitions); added = gateway minus direct in the same repetition order.", "",
-                  "| figure | direct | off | on | sink down | on vs off | down vs on |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| figure | direct | off | on | sink down | on vs off | down vs on | on, nice 10 | nice vs off |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         keys = [k for k in direct if runs[k]["on"]]
         for key in keys:
             for pct in ("p50", "p99"):
-                off, on, down = q(key, "off", pct), q(key, "on", pct), q(key, "down", pct)
+                off, on, down, nice = (q(key, t, pct) for t in TARGETS)
                 label = _label(key)
                 lines.append(f"| {pct} @{label} | {d(key, pct):.3f} | {off:.3f} | {on:.3f} | {down:.3f} | "
-                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
+                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% | {nice:.3f} | "
+                             f"{(nice / off - 1) * 100:+.1f}% |")
         lines += ["", "Overhead (gateway minus direct, ms, medians of the paired differences):", "",
-                  "| figure | off | on | sink down | on vs off | down vs on |", "|---|---:|---:|---:|---:|---:|"]
+                  "| figure | off | on | sink down | on vs off | down vs on | on, nice 10 |", "|---|---:|---:|---:|---:|---:|---:|"]
         for key in keys:
             for pct in ("p50", "p99"):
-                off, on, down = (med([r["latency_us"][pct] - dr["latency_us"][pct]
-                                      for r, dr in zip(runs[key][t], direct[key])]) / 1000 for t in TARGETS)
+                off, on, down, nice = (med([r["latency_us"][pct] - dr["latency_us"][pct]
+                                            for r, dr in zip(runs[key][t], direct[key])]) / 1000 for t in TARGETS)
                 label = _label(key)
                 lines.append(f"| {pct} @{label} | {off:.3f} | {on:.3f} | {down:.3f} | "
-                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% |")
+                             f"{(on / off - 1) * 100:+.1f}% | {(down / on - 1) * 100:+.1f}% | {nice:.3f} |")
         w = runs["wrk"]
-        lines += ["", "| at saturation (wrk -c64) | off | on | sink down |", "|---|---:|---:|---:|",
-                  f"| worker CPU µs/request | {med([x['worker_us_per_req'] for x in w['off']]):.1f} | "
-                  f"{med([x['worker_us_per_req'] for x in w['on']]):.1f} | {med([x['worker_us_per_req'] for x in w['down']]):.1f} |",
-                  f"| requests/s | {med([x['rps'] for x in w['off']]):.0f} | {med([x['rps'] for x in w['on']]):.0f} | "
-                  f"{med([x['rps'] for x in w['down']]):.0f} |",
-                  f"| exporter CPU µs/record | | {med([x['exporter_us_per_record'] for x in w['on']]):.1f} | "
-                  f"{med([x['exporter_us_per_record'] for x in w['down']]):.1f} |",
-                  f"| exporter RSS MiB (max) | | {max(b['exporter_rss_mib']['on'] or [0]):.0f} | "
-                  f"{max(b['exporter_rss_mib']['down'] or [0]):.0f} |", ""]
+
+        def wm(t: str, field: str) -> float:
+            return med([x[field] for x in w[t]])
+
+        lines += ["", "| at saturation (wrk -c64) | off | on | sink down | on, nice 10 |", "|---|---:|---:|---:|---:|",
+                  "| worker CPU µs/request | " + " | ".join(f"{wm(t, 'worker_us_per_req'):.1f}" for t in TARGETS) + " |",
+                  "| requests/s | " + " | ".join(f"{wm(t, 'rps'):.0f}" for t in TARGETS) + " |",
+                  "| exporter CPU µs/record | | "
+                  + " | ".join(f"{wm(t, 'exporter_us_per_record'):.1f}" for t in TARGETS[1:]) + " |",
+                  "| exporter RSS MiB (max) | | " + " | ".join(f"{max(b['exporter_rss_mib'][t] or [0]):.0f}" for t in TARGETS[1:])
+                  + " |", ""]
         ctl = b["controls"]
         lines += ["Controls (same runs; p99 in ms, medians): the busy loop stands in for the exporter on core 1, "
                   "and the stopped exporter leaves the worker's own logging work alone.", "",

@@ -226,3 +226,40 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
     assert query(data, f"SELECT rating FROM fastgw.feedback FINAL WHERE request_id = '{rid}'") == [(True,)]
     assert sorted(query(data, f"SELECT name, value, is_bool FROM fastgw.scores FINAL WHERE request_id = '{rid}'")) == [
         ("accuracy", 7.0, False), ("helpful", 0.0, True)]
+
+
+def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
+    """Each thread of a process: its name, scheduling policy and nice value."""
+    out: dict[int, tuple[str, int, int]] = {}
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            out[tid] = (name, os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid))
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread, tmp_path: Path, idle: bool) -> None:  # type: ignore[no-untyped-def]
+    """SCHED_IDLE by default, for every thread chDB starts too; nice 10 when switched off."""
+    gw = start_gateway(chdb_config(mock, tmp_path / "ch", batch_max_age="100ms", exporter_idle=idle))
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    exporter = exporter_pid(gw)
+    deadline = time.monotonic() + 20
+    threads = _threads(exporter)
+    while not any(name.startswith("MergeMutate") for name, _, _ in threads.values()):
+        assert time.monotonic() < deadline, threads  # chDB starts its merge threads with the first write
+        time.sleep(0.1)
+        threads = _threads(exporter)
+    worker = [p for p in children(gw.proc.pid) if p != exporter][0]
+    assert os.sched_getscheduler(worker) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, worker) == 0
+    assert len(threads) > 5, threads
+    if idle:
+        assert {policy for _, policy, _ in threads.values()} == {os.SCHED_IDLE}, threads
+    else:
+        assert {policy for _, policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
+        assert threads[exporter][2] == 10, threads
+    assert gw.stop() == 0, gw.log()
+    assert query(tmp_path / "ch", "SELECT count() FROM fastgw.requests")[0][0] == 1

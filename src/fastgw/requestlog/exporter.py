@@ -461,14 +461,29 @@ def _batch_id(rows: list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+def lower_priority(idle: bool, nice: int) -> str:
+    """Background priority for this process, before it starts any thread (chDB's inherit it).
+
+    Returns what was applied, for the log and the tests."""
+    if idle and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError as exc:
+            log.warning("could not run the exporter under SCHED_IDLE (%s); using nice %d", exc, nice)
+    if nice:
+        try:
+            os.nice(nice)
+            return f"nice {nice}"
+        except OSError as exc:
+            log.warning("could not lower the exporter's priority: %s", exc)
+    return "normal"
+
+
 def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     """The exporter process's entry point."""
     logging.getLogger("fastgw").setLevel(logging.INFO)
-    if config.logging.exporter_nice:
-        try:
-            os.nice(config.logging.exporter_nice)
-        except OSError as exc:
-            log.warning("could not lower the exporter's priority: %s", exc)
+    log.info("exporter priority: %s", lower_priority(config.logging.exporter_idle, config.logging.exporter_nice))
     # A SIGTERM that arrives while the Exporter is being built (imports, observers) is kept: the
     # handler inherited from the supervisor would swallow it, and run() would never stop.
     early: list[int] = []
