@@ -83,3 +83,39 @@ def test_a_hidden_chunk_without_usage_falls_back_to_the_stream() -> None:
     body = _chunk("gpt-4o-mini", content="hi") + _chunk("gpt-4o-mini", {"prompt_tokens": 7, "completion_tokens": 1})
     row = Enricher(PriceTable.load()).row(raw(response_body=body, hidden_usage=_chunk("gpt-4o-mini", content="x")))
     assert (row["usage_source"], row["prompt_tokens"], row["completion_tokens"]) == ("provider", 7, 1)
+
+
+def test_a_row_keeps_every_field_of_a_worker_record_and_none_of_the_exporters_own() -> None:
+    """The row is the record less enrich.RECORD_ONLY: a field the worker adds reaches the sinks, and
+    the keys of a fully featured record are exactly the request table's columns and the observers'."""
+    import time
+    from types import SimpleNamespace
+
+    from fastgw.app import context_from_raw
+    from fastgw.config import ProviderConfig
+    from fastgw.providers.table import Provider
+    from fastgw.requestlog.enrich import RECORD_ONLY
+    from fastgw.requestlog.record import build_record, decode_record, encode_record
+    from fastgw.requestlog.schema import REQUESTS
+
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h"), (b"authorization", b"Bearer sk-x")],
+                           raw()["request_body"].encode(), time.perf_counter_ns())
+    ctx.provider = Provider.from_config("openai", ProviderConfig(base_url="https://o.test", format="openai"))
+    ctx.upstream_path = b"/v1/chat/completions"
+    ctx.cache_status, ctx.retry_count, ctx.fallback_index, ctx.model_override = "miss", 1, 0, "gpt-4o"
+    ctx.attempts = [{"target": "openai", "status": 500, "error": "x", "start_us": 0, "dur_us": 1, "fallback_index": 0}]
+    ctx.principal = SimpleNamespace(key_id="k1")
+    meta, request, response = build_record(
+        ctx, status=200, error=None, response_body=b"data: [DONE]\n\n", response_truncated=False,
+        response_content_type="text/event-stream", t_first_byte=0, client_left=True, body_limit=1000,
+        omit_request=False, omit_response=False, worker=3)
+    meta["hidden_usage"] = _chunk("gpt-4o-mini", usage={"prompt_tokens": 3, "completion_tokens": 2})
+    record = decode_record(encode_record(meta, request, response))
+    row = Enricher(PriceTable.load()).row(dict(record))
+    assert set(RECORD_ONLY) <= set(record) and not set(RECORD_ONLY) & set(row)
+    kept = [k for k in record if k not in RECORD_ONLY and k not in ("request_body", "response_body", "error_type")]
+    assert {k: row[k] for k in kept} == {k: record[k] for k in kept}
+    columns = {c.name for c in REQUESTS.insert_columns}
+    assert set(row) - columns == {"kind", "attempts", "target_model"} - columns, set(row) - columns
+    assert columns - set(row) == {"gateway_instance"}, columns - set(row)  # the sink's own
+    assert row["error_type"] == "client_disconnected" and row["prompt_tokens"] == 3

@@ -74,6 +74,12 @@ def _hidden_usage(fmt: str, path: str, hidden: str) -> Usage | None:
     return usage if usage is not None and usage.model else None
 
 
+# What a record carries for the exporter alone: read here, never a row's field. Every other field
+# of a record (record.build_record, the manual logger) is the row's, as it is.
+RECORD_ONLY = ("created_at_ms", "format", "response_content_type", "hidden_usage", "omit_request",
+               "omit_response", "client_left", "usage_injected")
+
+
 class Enricher:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
@@ -106,17 +112,11 @@ class Enricher:
             reason = None
         elif cost is None:
             self.unpriced += 1
-        row = {
-            key: raw[key]
-            for key in (
-                "request_id", "total_us", "ttfb_us", "upstream_us", "gateway_us", "method", "path", "provider",
-                "target_url", "status", "error_type", "error_message", "user_id", "properties", "session_id",
-                "session_path", "session_name", "request_headers", "request_truncated", "response_truncated",
-                "worker", "cache_status", "retry_count", "fallback_index", "key_id", "cache_saved_nanousd",
-                "attempts", "target_model",  # for the observers (OTel child spans); sinks without a column ignore them
-            )
-            if key in raw
-        }
+        # The record's own fields, less what only the exporter reads: copying the dict and dropping
+        # a few keys costs a third of picking the row's ~30 keys one by one.
+        row = raw.copy()
+        for key in RECORD_ONLY:
+            row.pop(key, None)
         row.update(
             kind="request",
             created_at=raw["created_at_ms"] / 1000,
