@@ -330,3 +330,61 @@ def test_a_short_batch_that_ends_a_spill_segment_makes_the_next_due_at_once(tmp_
     finally:
         exporter.close()
         buf.close()
+
+
+def _active_parts(exporter: Exporter) -> int:
+    assert exporter.sink is not None
+    return exporter.sink.client.query(  # type: ignore[attr-defined]
+        "SELECT count() FROM system.parts WHERE active AND database = 'fastgw' AND table = 'requests'").result_rows[0][0]
+
+
+def test_chdb_merges_wait_while_a_backlog_is_exported_and_run_once_it_is_gone(tmp_path: Path) -> None:
+    """Full batches (a backlog): merges stopped, parts stay apart. A read that finds little: merges
+    start again and the parts merge."""
+    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
+    try:
+        push(buf, 400)
+        exporter._attach_drains()
+        for _ in range(10):
+            assert exporter.flush_once() == 40
+        sink = exporter.sink
+        assert sink is not None and sink.defer_merges and sink._merges_stopped  # type: ignore[attr-defined]
+        time.sleep(2.0)
+        assert _active_parts(exporter) >= 10  # nothing merged meanwhile
+        push(buf, 3)  # caught up: the last read finds 3 records
+        assert exporter.flush_once() == 3
+        assert not sink.defer_merges and not sink._merges_stopped  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while _active_parts(exporter) > 3:
+            assert time.monotonic() < deadline, _active_parts(exporter)
+            time.sleep(0.2)
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_merges_are_not_deferred_over_a_pile_of_parts(tmp_path: Path, monkeypatch: Any) -> None:
+    from fastgw.requestlog.sinks import clickhouse
+
+    monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 4)
+    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
+    try:
+        push(buf, 400)
+        exporter._attach_drains()
+        exporter.sink = None
+        sink = clickhouse.ClickHouseSink(chdb_path=str(tmp_path / "ch"))
+        sink.open()
+        exporter.sink = sink
+        sink.client.command("SYSTEM STOP MERGES fastgw.requests")  # six parts, left apart
+        for _ in range(6):
+            exporter.flush_once()
+        assert sink.defer_merges and _active_parts(exporter) > 4
+        sink._merges_stopped = False  # as if they ran: the exporter wants them stopped again
+        exporter.flush_once()
+        assert sink.defer_merges and not sink._merges_stopped  # the parts said no
+        monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 100)
+        exporter.flush_once()
+        assert sink._merges_stopped
+    finally:
+        exporter.close()
+        buf.close()

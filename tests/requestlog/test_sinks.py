@@ -521,3 +521,28 @@ def test_background_priority_lowers_matching_threads_once(tmp_path: Path) -> Non
     # Lowered once (the second call skips it); the vanished thread and "python" never.
     assert result == [1, 0, target, True]
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_merge_deferral_waits_while_behind_for_a_bounded_time_then_lets_merges_run() -> None:
+    from fastgw.requestlog.sinks.chdb_threads import MergeDeferral
+
+    now = [100.0]
+    d = MergeDeferral(max_defer=30.0, min_run=5.0, clock=lambda: now[0])
+    assert not d.update(behind=False, caught_up=False)
+    assert d.update(behind=True, caught_up=False)  # a backlog: merges wait
+    now[0] += 10
+    assert d.update(behind=False, caught_up=False)  # near capacity: no change
+    now[0] += 1
+    assert not d.update(behind=False, caught_up=True)  # caught up: merges run
+    now[0] += 4
+    assert not d.update(behind=True, caught_up=False)  # ... for at least min_run
+    now[0] += 1
+    assert d.update(behind=True, caught_up=False)
+    now[0] += 29.9
+    assert d.update(behind=True, caught_up=False)
+    now[0] += 0.1
+    assert not d.update(behind=True, caught_up=False)  # max_defer: merges run however far behind
+    now[0] += 4.9
+    assert not d.update(behind=True, caught_up=False)
+    now[0] += 0.1
+    assert d.update(behind=True, caught_up=False)

@@ -43,6 +43,7 @@ from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prices import PriceTable
 from fastgw.requestlog.record import decode_record
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
+from fastgw.requestlog.sinks.chdb_threads import MergeDeferral
 
 log = logging.getLogger("fastgw.exporter")
 
@@ -112,6 +113,7 @@ class Exporter:
         self.stopping = False
         self._backoff = 0.0
         self._full_batch = False
+        self._merge_deferral = MergeDeferral()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
         self._in_flight: _Flight | None = None  # the batch the sink thread is writing, uncommitted
         # The overlap needs a second core to run on. On one, two batches in flight only add thread
@@ -209,6 +211,9 @@ class Exporter:
         if not self._open_sink():
             return 0
         nxt = self._read_next()
+        if hasattr(self.sink, "defer_merges"):  # chDB: its merges wait while a backlog does
+            self.sink.defer_merges = self._merge_deferral.update(
+                self._full_batch, not self._full_batch and self._last_read < self.lc.batch_max_records // 4)
         try:
             done = self._commit_in_flight()
         except SinkError as exc:  # the batch read after it is dropped too, and read again later

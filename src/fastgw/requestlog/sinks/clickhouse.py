@@ -156,6 +156,11 @@ class Prepared:
     tables: list[tuple[schema.Table, Any]]
 
 
+# Merges are not deferred (chdb_threads.MergeDeferral) while the request table has more active
+# parts than this: ClickHouse starts delaying inserts at 1,000 parts in a partition.
+MAX_DEFERRED_PARTS = 300
+
+
 class ClickHouseSink(PreparedWrites):
     def __init__(self, *, options: SinkOptions | None = None, chdb_path: str | None = None,
                  host: str | None = None, port: int | None = None, username: str = "default",
@@ -175,6 +180,9 @@ class ClickHouseSink(PreparedWrites):
         self._lock = threading.Lock()  # chDB handles and HTTP sessions are not for concurrent use
         # In-process chDB: its merge threads yield the CPU to the exporter (see chdb_threads).
         self.background = BackgroundPriority() if chdb_path is not None else None
+        # Set by the exporter's loop (MergeDeferral), applied by the writing thread: chDB only.
+        self.defer_merges = False
+        self._merges_stopped = False  # what chDB was last told
 
     @classmethod
     def from_url(cls, url: str, options: SinkOptions | None = None) -> "ClickHouseSink":
@@ -278,6 +286,7 @@ class ClickHouseSink(PreparedWrites):
     def _close_client(self) -> None:
         client, self.client = self.client, None
         self._schema_ready = False
+        self._merges_stopped = False  # a new engine starts with its merges running
         if client is not None:
             try:
                 client.close()  # chDB: frees the engine so this process may open another folder
@@ -311,6 +320,24 @@ class ClickHouseSink(PreparedWrites):
                 self._insert(table, data, batch_id)
             if self.background is not None:
                 self.background.apply()  # new merge threads appear as chDB needs them
+                if self.defer_merges != self._merges_stopped:
+                    self._switch_merges(self.defer_merges)
+
+    def _switch_merges(self, stop: bool) -> None:
+        """``SYSTEM STOP|START MERGES`` on the request table; a failure only costs the optimisation."""
+        where = f"{schema.quote_ident(self.database)}.{schema.quote_ident(schema.REQUESTS.name)}"
+        try:
+            if stop:  # not with parts piled up already: merges must keep up in the long run
+                parts = self.client.query(
+                    "SELECT count() FROM system.parts WHERE active AND database = {db:String} AND table = {t:String}",
+                    parameters={"db": self.database, "t": schema.REQUESTS.name}).result_rows[0][0]
+                if parts > MAX_DEFERRED_PARTS:
+                    return
+            self.client.command(f"SYSTEM {'STOP' if stop else 'START'} MERGES {where}")
+        except (DatabaseError, OSError) as exc:
+            log.warning("could not %s merges on %s: %s", "stop" if stop else "start", where, exc)
+            return
+        self._merges_stopped = stop
 
     def _insert(self, table: schema.Table, data: Any, batch_id: str) -> None:
         """``data``: a Native block (bytes), or column lists for clickhouse-connect to encode."""
