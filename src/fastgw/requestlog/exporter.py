@@ -222,6 +222,8 @@ class Exporter:
         if nxt is not None:
             nxt.futures = [self._writer.submit(self._write, chunk, nxt.rejected) for chunk in nxt.chunks]
             self._in_flight = nxt
+        elif hasattr(self.sink, "sync_merges"):  # nothing to write: the sink thread is idle
+            self.sink.sync_merges()
         return self._after_commit(done)  # while the sink thread starts on the next one
 
     def settle(self) -> int:

@@ -323,6 +323,15 @@ class ClickHouseSink(PreparedWrites):
                 if self.defer_merges != self._merges_stopped:
                     self._switch_merges(self.defer_merges)
 
+    def sync_merges(self) -> None:
+        """Apply ``defer_merges`` outside a write: the exporter calls it on a turn that wrote nothing,
+        so merges start again after a burst even if no record follows."""
+        if self.background is None or self.defer_merges == self._merges_stopped:
+            return
+        with self._lock:
+            if self.client is not None and self._schema_ready and self.defer_merges != self._merges_stopped:
+                self._switch_merges(self.defer_merges)
+
     def _switch_merges(self, stop: bool) -> None:
         """``SYSTEM STOP|START MERGES`` on the request table; a failure only costs the optimisation."""
         where = f"{schema.quote_ident(self.database)}.{schema.quote_ident(schema.REQUESTS.name)}"
