@@ -69,8 +69,8 @@ PROFILES = {
                  cpu_records=100_000),
     "quick": dict(rates=(20_000,), window_s=3.0, reps=1, lat_s=0.7, lat_warm=0.1, wrk_s=1, cpu_records=20_000),
 }
-# "nice": logging on, the exporter at nice 10 instead of SCHED_IDLE (logging.exporter_idle: false),
-# the policy before 0.3.0's last change, for the comparison in the same run.
+# "nice": logging on, the exporter at nice 10 instead of SCHED_IDLE (logging.exporter_idle: false:
+# the policy before, with this version's merge deferral), for the comparison in the same run.
 TARGETS = ("off", "on", "down", "nice")
 # Open-loop rates (requests/s due, over 32 connections): latency at a load the gateway carries with
 # room to spare, logging on or off, where closed-loop 16 connections saturate the one worker (its

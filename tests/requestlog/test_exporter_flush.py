@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from fastgw import config as config_mod
 from fastgw.requestlog import exporter as exporter_module
@@ -349,8 +350,9 @@ def test_chdb_merges_wait_while_a_backlog_is_exported_and_run_once_it_is_gone(tm
             assert exporter.flush_once() == 40
         sink = exporter.sink
         assert sink is not None and sink.defer_merges and sink._merges_stopped  # type: ignore[attr-defined]
-        time.sleep(2.0)
-        assert _active_parts(exporter) >= 10  # nothing merged meanwhile
+        with pytest.raises(Exception, match="ABORTED"):  # chDB refuses to merge them now
+            sink.client.command("OPTIMIZE TABLE fastgw.requests FINAL")  # type: ignore[attr-defined]
+        assert _active_parts(exporter) >= 10
         assert exporter.flush_once() == 0  # caught up: a turn with nothing to read or write
         assert not sink.defer_merges and not sink._merges_stopped  # type: ignore[attr-defined]
         deadline = time.monotonic() + 60
@@ -363,27 +365,51 @@ def test_chdb_merges_wait_while_a_backlog_is_exported_and_run_once_it_is_gone(tm
 
 
 def test_merges_are_not_deferred_over_a_pile_of_parts(tmp_path: Path, monkeypatch: Any) -> None:
+    """Over MAX_DEFERRED_PARTS in a partition merges run, whatever the backlog: stopped ones start."""
     from fastgw.requestlog.sinks import clickhouse
 
-    monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 4)
+    monkeypatch.setattr(clickhouse, "PARTS_CHECK_EVERY", 0.0)
     exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
     try:
         push(buf, 400)
         exporter._attach_drains()
-        exporter.sink = None
-        sink = clickhouse.ClickHouseSink(chdb_path=str(tmp_path / "ch"))
-        sink.open()
-        exporter.sink = sink
-        sink.client.command("SYSTEM STOP MERGES fastgw.requests")  # six parts, left apart
         for _ in range(6):
-            exporter.flush_once()
-        assert sink.defer_merges and _active_parts(exporter) > 4
-        sink._merges_stopped = False  # as if they ran: the exporter wants them stopped again
-        exporter.flush_once()
-        assert sink.defer_merges and not sink._merges_stopped  # the parts said no
-        monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 100)
-        exporter.flush_once()
+            assert exporter.flush_once() == 40
+        sink = exporter.sink
+        assert isinstance(sink, clickhouse.ClickHouseSink)
+        assert sink._merges_stopped and _active_parts(exporter) >= 6  # a backlog: merges wait
+        assert sink._merges_wanted_stopped()
+        monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 4)
+        assert not sink._merges_wanted_stopped()  # the parts say no
+        assert exporter.flush_once() == 40  # still behind: the exporter wants them deferred ...
+        assert sink.defer_merges and not sink._merges_stopped  # ... yet they run
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_merges_start_again_while_the_sink_fails(tmp_path: Path) -> None:
+    """A write that fails (TOO_MANY_PARTS is one) must not leave merges stopped for the back-off."""
+    from fastgw.requestlog.sinks import clickhouse
+    from fastgw.requestlog.sinks.base import SinkError
+
+    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
+    try:
+        push(buf, 200)
+        exporter._attach_drains()
+        assert exporter.flush_once() == 40
+        sink = exporter.sink
+        assert isinstance(sink, clickhouse.ClickHouseSink)
         assert sink._merges_stopped
+        real = sink.write_prepared
+
+        def failing(prepared: Any, batch_id: str) -> None:
+            raise SinkError("too many parts (as if)")
+
+        sink.write_prepared = failing  # type: ignore[method-assign]
+        assert exporter.flush_once() == 0
+        assert not sink._merges_stopped
+        sink.write_prepared = real  # type: ignore[method-assign]
     finally:
         exporter.close()
         buf.close()

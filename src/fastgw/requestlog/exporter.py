@@ -213,7 +213,7 @@ class Exporter:
         nxt = self._read_next()
         if hasattr(self.sink, "defer_merges"):  # chDB: its merges wait while a backlog does
             self.sink.defer_merges = self._merge_deferral.update(
-                self._full_batch, not self._full_batch and self._last_read < self.lc.batch_max_records // 4)
+                self._full_batch, not self._full_batch and self._last_read <= self.lc.batch_max_records // 4)
         try:
             done = self._commit_in_flight()
         except SinkError as exc:  # the batch read after it is dropped too, and read again later
@@ -362,6 +362,9 @@ class Exporter:
         log.warning("sink write failed (%s); retrying in %.1fs", exc, self._backoff)
         if self.stopping:
             self._backoff = min(self._backoff, 1.0)
+        if hasattr(self.sink, "sync_merges"):  # merges don't stay stopped while writes fail (TOO_MANY_PARTS)
+            self.sink.defer_merges = False
+            self.sink.sync_merges()
 
     def _observe(self, chunks: list[list[dict[str, Any]]]) -> None:
         """Committed rows to each observer; one that fails is logged and counted, never fatal."""
@@ -490,7 +493,6 @@ def lower_priority(idle: bool, nice: int) -> str:
 def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     """The exporter process's entry point."""
     logging.getLogger("fastgw").setLevel(logging.INFO)
-    log.info("exporter priority: %s", lower_priority(config.logging.exporter_idle, config.logging.exporter_nice))
     # A SIGTERM that arrives while the Exporter is being built (imports, observers) is kept: the
     # handler inherited from the supervisor would swallow it, and run() would never stop.
     early: list[int] = []
@@ -501,6 +503,11 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     from fastgw.analytics.admin_server import start_admin
 
     admin = start_admin(config.admin, config.logging.sink, exporter.metrics)
+    # Lowered once the admin server's thread runs (it, and the threads it starts per request, keep
+    # the normal policy: scrapes and dashboards answer on a busy machine), and before the sink
+    # opens (chDB's threads, the sink thread and the loop itself inherit it). A thread can't get
+    # its priority back from SCHED_IDLE without privileges.
+    log.info("exporter priority: %s", lower_priority(config.logging.exporter_idle, config.logging.exporter_nice))
     try:
         exporter.run()
     finally:

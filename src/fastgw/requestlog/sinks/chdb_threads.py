@@ -6,7 +6,8 @@ they may fall behind for a while (parts accumulate, and ClickHouse slows inserts
 fill and spill to disk. On one core at 25,000 records/s, equal-priority merges made the rings spill
 about 16% of the records in every 10 s window; with the merge threads at nice 19 nothing spilled
 and the exporter's CPU per record was the same (``bench_logging.py --only rings --rates 25000``).
-That holds at ``exporter_idle: false``; under SCHED_IDLE, MergeDeferral does the job instead.
+Under SCHED_IDLE (``exporter_idle``, the default) a thread's nice no longer counts, so MergeDeferral
+below holds merges back while the exporter has a backlog, whatever the policy.
 
 Threads are found by the names ClickHouse gives its pools, and set one by one (Linux's nice is per
 thread). Elsewhere than Linux this does nothing.

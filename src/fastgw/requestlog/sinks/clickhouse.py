@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -156,9 +157,11 @@ class Prepared:
     tables: list[tuple[schema.Table, Any]]
 
 
-# Merges are not deferred (chdb_threads.MergeDeferral) while the request table has more active
-# parts than this: ClickHouse starts delaying inserts at 1,000 parts in a partition.
+# Merges are not deferred (chdb_threads.MergeDeferral) while a partition of the request table has
+# more active parts than this (ClickHouse starts delaying inserts at 1,000 parts in a partition),
+# counted every PARTS_CHECK_EVERY seconds while the exporter wants them deferred.
 MAX_DEFERRED_PARTS = 300
+PARTS_CHECK_EVERY = 10.0
 
 
 class ClickHouseSink(PreparedWrites):
@@ -183,6 +186,7 @@ class ClickHouseSink(PreparedWrites):
         # Set by the exporter's loop (MergeDeferral), applied by the writing thread: chDB only.
         self.defer_merges = False
         self._merges_stopped = False  # what chDB was last told
+        self._parts_checked, self._parts_over = float("-inf"), False
 
     @classmethod
     def from_url(cls, url: str, options: SinkOptions | None = None) -> "ClickHouseSink":
@@ -320,8 +324,8 @@ class ClickHouseSink(PreparedWrites):
                 self._insert(table, data, batch_id)
             if self.background is not None:
                 self.background.apply()  # new merge threads appear as chDB needs them
-                if self.defer_merges != self._merges_stopped:
-                    self._switch_merges(self.defer_merges)
+                if (stop := self._merges_wanted_stopped()) != self._merges_stopped:
+                    self._switch_merges(stop)
 
     def sync_merges(self) -> None:
         """Apply ``defer_merges`` outside a write: the exporter calls it on a turn that wrote nothing,
@@ -329,21 +333,36 @@ class ClickHouseSink(PreparedWrites):
         if self.background is None or self.defer_merges == self._merges_stopped:
             return
         with self._lock:
-            if self.client is not None and self._schema_ready and self.defer_merges != self._merges_stopped:
-                self._switch_merges(self.defer_merges)
+            if self.client is not None and self._schema_ready:
+                if (stop := self._merges_wanted_stopped()) != self._merges_stopped:
+                    self._switch_merges(stop)
+
+    def _merges_wanted_stopped(self) -> bool:
+        return self.defer_merges and not self._too_many_parts()
+
+    def _too_many_parts(self) -> bool:
+        """A partition of the request table holds over MAX_DEFERRED_PARTS active parts: merges must
+        run whatever the exporter wishes. Asked again every PARTS_CHECK_EVERY seconds at most."""
+        now = time.monotonic()
+        if now >= self._parts_checked + PARTS_CHECK_EVERY:
+            self._parts_checked = now
+            try:
+                parts = self.client.query(
+                    "SELECT max(n) FROM (SELECT count() AS n FROM system.parts WHERE active AND "
+                    "database = {db:String} AND table = {t:String} GROUP BY partition)",
+                    parameters={"db": self.database, "t": schema.REQUESTS.name}).result_rows[0][0]
+                self._parts_over = parts > MAX_DEFERRED_PARTS
+            except Exception as exc:
+                log.warning("could not count the parts of %s.%s: %s", self.database, schema.REQUESTS.name, exc)
+                self._parts_over = True
+        return self._parts_over
 
     def _switch_merges(self, stop: bool) -> None:
         """``SYSTEM STOP|START MERGES`` on the request table; a failure only costs the optimisation."""
         where = f"{schema.quote_ident(self.database)}.{schema.quote_ident(schema.REQUESTS.name)}"
         try:
-            if stop:  # not with parts piled up already: merges must keep up in the long run
-                parts = self.client.query(
-                    "SELECT count() FROM system.parts WHERE active AND database = {db:String} AND table = {t:String}",
-                    parameters={"db": self.database, "t": schema.REQUESTS.name}).result_rows[0][0]
-                if parts > MAX_DEFERRED_PARTS:
-                    return
             self.client.command(f"SYSTEM {'STOP' if stop else 'START'} MERGES {where}")
-        except (DatabaseError, OSError) as exc:
+        except Exception as exc:  # never a reason to fail a write that succeeded, or the loop
             log.warning("could not %s merges on %s: %s", "stop" if stop else "start", where, exc)
             return
         self._merges_stopped = stop
