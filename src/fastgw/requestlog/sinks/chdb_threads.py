@@ -70,7 +70,7 @@ class MergeDeferral:
     the process has the same weight, so the nice 19 above no longer keeps merges below the loop.
     Merges are deferred work and inserts are not. At 25,000 records/s on one core
     (``bench_logging.py --only rings --rates 25000``), merges running at the loop's weight let
-    20,400-21,400 records/s through, 70,000-85,000 spilled in 10 s, at 43-47 µs of CPU a record;
+    20,300-21,400 records/s through, 70,000-85,000 spilled in 10 s, at 43-47 µs of CPU a record;
     deferred while a batch was waiting, 24,100-24,200/s, nothing spilled, 34-35 µs a record. Parts
     pile up meanwhile (at 50,000 records/s in batches of 5,000, ten a second), so a deferral lasts
     ``max_defer`` seconds at most, none starts over ``clickhouse.MAX_DEFERRED_PARTS`` parts, and once
