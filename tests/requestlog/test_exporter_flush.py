@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from fastgw.requestlog.buffer import RecordBuffer, RecordDrain
 from fastgw.requestlog.exporter import Exporter, _usable_cpus
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.record import encode_record
+from fastgw.requestlog.sinks import clickhouse
+from fastgw.requestlog.sinks.clickhouse import ClickHouseSink
 
 RING = 1 << 20
 
@@ -333,83 +337,77 @@ def test_a_short_batch_that_ends_a_spill_segment_makes_the_next_due_at_once(tmp_
         buf.close()
 
 
-def _active_parts(exporter: Exporter) -> int:
-    assert exporter.sink is not None
-    return exporter.sink.client.query(  # type: ignore[attr-defined]
-        "SELECT count() FROM system.parts WHERE active AND database = 'fastgw' AND table = 'requests'").result_rows[0][0]
+@contextmanager
+def chdb_backlog(tmp_path: Path, records: int) -> Iterator[tuple[Exporter, ClickHouseSink, list[str]]]:
+    """An exporter into chDB in batches of 40, ``records`` waiting in its ring, one batch written."""
+    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
+    try:
+        ids = push(buf, records)
+        exporter._attach_drains()
+        assert exporter.flush_once() == 40
+        assert isinstance(exporter.sink, ClickHouseSink)
+        yield exporter, exporter.sink, ids
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def _query(sink: ClickHouseSink, sql: str) -> Any:
+    return sink.client.query(sql).result_rows[0][0]
+
+
+def _active_parts(sink: ClickHouseSink) -> int:
+    return _query(sink, "SELECT count() FROM system.parts WHERE active AND database = 'fastgw' AND table = 'requests'")
 
 
 def test_chdb_merges_wait_while_a_backlog_is_exported_and_run_once_it_is_gone(tmp_path: Path) -> None:
     """Full batches (a backlog): merges stopped, parts stay apart. A turn that finds nothing (the
     loop's turn once a second): merges start again and the parts merge."""
-    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
-    try:
-        push(buf, 400)
-        exporter._attach_drains()
-        for _ in range(10):
+    with chdb_backlog(tmp_path, 400) as (exporter, sink, _):
+        for _ in range(9):
             assert exporter.flush_once() == 40
-        sink = exporter.sink
-        assert sink is not None and sink.defer_merges and sink._merges_stopped  # type: ignore[attr-defined]
+        assert sink.defer_merges and sink._merges_stopped
         with pytest.raises(Exception, match="ABORTED"):  # chDB refuses to merge them now
-            sink.client.command("OPTIMIZE TABLE fastgw.requests FINAL")  # type: ignore[attr-defined]
-        assert _active_parts(exporter) >= 10
+            sink.client.command("OPTIMIZE TABLE fastgw.requests FINAL")
+        assert _active_parts(sink) >= 10
         assert exporter.flush_once() == 0  # caught up: a turn with nothing to read or write
-        assert not sink.defer_merges and not sink._merges_stopped  # type: ignore[attr-defined]
+        assert not sink.defer_merges and not sink._merges_stopped
         deadline = time.monotonic() + 60
-        while _active_parts(exporter) > 3:
-            assert time.monotonic() < deadline, _active_parts(exporter)
+        while _active_parts(sink) > 3:
+            assert time.monotonic() < deadline, _active_parts(sink)
             time.sleep(0.2)
-    finally:
-        exporter.close()
-        buf.close()
 
 
 def test_merges_are_not_deferred_over_a_pile_of_parts(tmp_path: Path, monkeypatch: Any) -> None:
     """Over MAX_DEFERRED_PARTS in a partition merges run, whatever the backlog: stopped ones start."""
-    from fastgw.requestlog.sinks import clickhouse
-
     monkeypatch.setattr(clickhouse, "PARTS_CHECK_EVERY", 0.0)
-    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
-    try:
-        push(buf, 400)
-        exporter._attach_drains()
-        for _ in range(6):
+    with chdb_backlog(tmp_path, 400) as (exporter, sink, _):
+        for _ in range(5):
             assert exporter.flush_once() == 40
-        sink = exporter.sink
-        assert isinstance(sink, clickhouse.ClickHouseSink)
-        assert sink._merges_stopped and _active_parts(exporter) >= 6  # a backlog: merges wait
-        assert sink._merges_wanted_stopped()
+        assert sink._merges_stopped and _active_parts(sink) >= 6  # a backlog: merges wait
+        assert not sink._too_many_parts()
         monkeypatch.setattr(clickhouse, "MAX_DEFERRED_PARTS", 4)
-        assert not sink._merges_wanted_stopped()  # the parts say no
+        assert sink._too_many_parts()
         assert exporter.flush_once() == 40  # still behind: the exporter wants them deferred ...
         assert sink.defer_merges and not sink._merges_stopped  # ... yet they run
-    finally:
-        exporter.close()
-        buf.close()
 
 
-def test_merges_start_again_while_the_sink_fails(tmp_path: Path) -> None:
-    """A write that fails (TOO_MANY_PARTS is one) must not leave merges stopped for the back-off."""
-    from fastgw.requestlog.sinks import clickhouse
-    from fastgw.requestlog.sinks.base import SinkError
-
-    exporter, buf, _ = setup(tmp_path, f"chdb://{tmp_path / 'ch'}", ", batch_max_records: 40")
-    try:
-        push(buf, 200)
-        exporter._attach_drains()
+def test_a_write_refused_for_too_many_parts_starts_merges_and_loses_nothing(tmp_path: Path) -> None:
+    """chDB itself refuses the insert (TOO_MANY_PARTS, with the table's limit lowered to 3): merges
+    don't stay stopped through the back-off, and the batch is written once they have run."""
+    with chdb_backlog(tmp_path, 200) as (exporter, sink, ids):
         assert exporter.flush_once() == 40
-        sink = exporter.sink
-        assert isinstance(sink, clickhouse.ClickHouseSink)
-        assert sink._merges_stopped
-        real = sink.write_prepared
-
-        def failing(prepared: Any, batch_id: str) -> None:
-            raise SinkError("too many parts (as if)")
-
-        sink.write_prepared = failing  # type: ignore[method-assign]
-        assert exporter.flush_once() == 0
-        assert not sink._merges_stopped
-        sink.write_prepared = real  # type: ignore[method-assign]
-    finally:
-        exporter.close()
-        buf.close()
+        assert sink._merges_stopped and _active_parts(sink) == 2
+        sink.client.command("ALTER TABLE fastgw.requests MODIFY SETTING parts_to_delay_insert = 2, "
+                            "parts_to_throw_insert = 3")
+        assert exporter.flush_once() == 40  # the third part
+        assert exporter.flush_once() == 0  # the fourth: refused
+        assert exporter.stats.sink_failures == 1 and not sink._merges_stopped
+        sink.client.command("OPTIMIZE TABLE fastgw.requests FINAL")  # allowed again: what merges do in time
+        sink.client.command("ALTER TABLE fastgw.requests MODIFY SETTING parts_to_delay_insert = 1000, "
+                            "parts_to_throw_insert = 3000")
+        while exporter.flush_once():
+            pass
+        assert exporter.stats.exported == 200
+        assert _query(sink, "SELECT count() FROM fastgw.requests FINAL") == 200
+        assert _query(sink, "SELECT uniqExact(request_id) FROM fastgw.requests") == len(set(ids)) == 200

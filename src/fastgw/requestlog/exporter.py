@@ -27,7 +27,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +43,6 @@ from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prices import PriceTable
 from fastgw.requestlog.record import decode_record
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
-from fastgw.requestlog.sinks.chdb_threads import MergeDeferral
 
 log = logging.getLogger("fastgw.exporter")
 
@@ -113,7 +112,7 @@ class Exporter:
         self.stopping = False
         self._backoff = 0.0
         self._full_batch = False
-        self._merge_deferral = MergeDeferral()
+        self._backlog: Callable[[bool, bool, bool], None] = _no_backlog  # the sink's, once open
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
         self._in_flight: _Flight | None = None  # the batch the sink thread is writing, uncommitted
         # The overlap needs a second core to run on. On one, two batches in flight only add thread
@@ -211,9 +210,8 @@ class Exporter:
         if not self._open_sink():
             return 0
         nxt = self._read_next()
-        if hasattr(self.sink, "defer_merges"):  # chDB: its merges wait while a backlog does
-            self.sink.defer_merges = self._merge_deferral.update(
-                self._full_batch, not self._full_batch and self._last_read <= self.lc.batch_max_records // 4)
+        self._backlog(self._full_batch, not self._full_batch and self._last_read <= self.lc.batch_max_records // 4,
+                      nxt is not None)
         try:
             done = self._commit_in_flight()
         except SinkError as exc:  # the batch read after it is dropped too, and read again later
@@ -222,8 +220,6 @@ class Exporter:
         if nxt is not None:
             nxt.futures = [self._writer.submit(self._write, chunk, nxt.rejected) for chunk in nxt.chunks]
             self._in_flight = nxt
-        elif hasattr(self.sink, "sync_merges"):  # nothing to write: the sink thread is idle
-            self.sink.sync_merges()
         return self._after_commit(done)  # while the sink thread starts on the next one
 
     def settle(self) -> int:
@@ -362,9 +358,9 @@ class Exporter:
         log.warning("sink write failed (%s); retrying in %.1fs", exc, self._backoff)
         if self.stopping:
             self._backoff = min(self._backoff, 1.0)
-        if hasattr(self.sink, "sync_merges"):  # merges don't stay stopped while writes fail (TOO_MANY_PARTS)
-            self.sink.defer_merges = False
-            self.sink.sync_merges()
+        # As if caught up: background work must not wait through a back-off (chDB's merges, when
+        # the failure is TOO_MANY_PARTS).
+        self._backlog(False, True, False)
 
     def _observe(self, chunks: list[list[dict[str, Any]]]) -> None:
         """Committed rows to each observer; one that fails is logged and counted, never fatal."""
@@ -395,6 +391,7 @@ class Exporter:
             self._failed(exc)
             return False
         self.sink = sink
+        self._backlog = getattr(sink, "backlog", _no_backlog)  # optional for registered sinks
         return True
 
     def _attach_drains(self) -> None:
@@ -460,6 +457,10 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _no_backlog(behind: bool, caught_up: bool, writing: bool) -> None:
+    pass
 
 
 def _batch_id(rows: list[dict[str, Any]]) -> str:

@@ -31,10 +31,16 @@ class SinkError(Exception):
 
 
 class PreparedWrites:
-    """``write`` for a sink that has the two halves: both in one call."""
+    """``write`` for a sink that has the two halves: both in one call. And ``backlog``, a no-op."""
 
     def write(self, rows: list[dict[str, Any]], batch_id: str) -> None:
         self.write_prepared(self.prepare(rows), batch_id)  # type: ignore[attr-defined]
+
+    def backlog(self, behind: bool, caught_up: bool, writing: bool) -> None:
+        """What the exporter found on each read, for a sink with background work of its own that
+        can wait (chDB's merges): ``behind``, a whole batch was waiting; ``caught_up``, little was;
+        ``writing``, a write follows on the sink thread (else that thread is idle now). Optional:
+        the exporter calls it only on sinks that have it."""
 
 
 @runtime_checkable

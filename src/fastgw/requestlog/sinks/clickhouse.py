@@ -51,7 +51,7 @@ from fastgw.requestlog.sinks.base import (
     split_by_kind,
     url_path,
 )
-from fastgw.requestlog.sinks.chdb_threads import BackgroundPriority
+from fastgw.requestlog.sinks.chdb_threads import BackgroundPriority, MergeDeferral
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,9 @@ class ClickHouseSink(PreparedWrites):
         self._lock = threading.Lock()  # chDB handles and HTTP sessions are not for concurrent use
         # In-process chDB: its merge threads yield the CPU to the exporter (see chdb_threads).
         self.background = BackgroundPriority() if chdb_path is not None else None
-        # Set by the exporter's loop (MergeDeferral), applied by the writing thread: chDB only.
+        # Whether merges should wait (MergeDeferral, from the exporter's ``backlog``); applied by
+        # the writing thread after a write, or at once when it is idle. chDB only.
+        self.merge_deferral = MergeDeferral()
         self.defer_merges = False
         self._merges_stopped = False  # what chDB was last told
         self._parts_checked, self._parts_over = float("-inf"), False
@@ -324,21 +326,25 @@ class ClickHouseSink(PreparedWrites):
                 self._insert(table, data, batch_id)
             if self.background is not None:
                 self.background.apply()  # new merge threads appear as chDB needs them
-                if (stop := self._merges_wanted_stopped()) != self._merges_stopped:
-                    self._switch_merges(stop)
+                self._apply_merge_wish()
 
-    def sync_merges(self) -> None:
-        """Apply ``defer_merges`` outside a write: the exporter calls it on a turn that wrote nothing,
-        so merges start again after a burst even if no record follows."""
-        if self.background is None or self.defer_merges == self._merges_stopped:
+    def backlog(self, behind: bool, caught_up: bool, writing: bool) -> None:
+        """chDB's merges wait while the exporter is behind (see ``MergeDeferral``). With no write to
+        follow, the change is made now: merges start again after a burst even if no record follows."""
+        if self.background is None:
+            return
+        self.defer_merges = self.merge_deferral.update(behind, caught_up)
+        if writing or self.defer_merges == self._merges_stopped:
             return
         with self._lock:
             if self.client is not None and self._schema_ready:
-                if (stop := self._merges_wanted_stopped()) != self._merges_stopped:
-                    self._switch_merges(stop)
+                self._apply_merge_wish()
 
-    def _merges_wanted_stopped(self) -> bool:
-        return self.defer_merges and not self._too_many_parts()
+    def _apply_merge_wish(self) -> None:
+        """Under the lock: merges stopped or started as wished, unless the parts forbid waiting."""
+        stop = self.defer_merges and not self._too_many_parts()
+        if stop != self._merges_stopped:
+            self._switch_merges(stop)
 
     def _too_many_parts(self) -> bool:
         """A partition of the request table holds over MAX_DEFERRED_PARTS active parts: merges must
