@@ -137,13 +137,19 @@ def rings_dir(tmp: Path) -> Path:
     return path
 
 
+def exporter_ticks(pid: int) -> int:
+    """CPU ticks of the exporter and its prepare helpers (logging.exporter_helpers), which are its
+    children. A helper that exits takes its ticks with it: none do while a window runs."""
+    return rb.cpu_ticks([pid, *rb.children(pid)])
+
+
 def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
     if p["exporter_cpus"] == "1":
         os.sched_setaffinity(0, {0})
     data = tmp / "chdb"
     cfg = tmp / "exporter.yaml"
     cfg.write_text(f"logging: {{sink: 'chdb://{data}', run_dir: '{rings_dir(tmp)}', spill_dir: '{tmp / 'spill'}', "
-                   f"ring_size: 16MiB}}\n")
+                   f"ring_size: 16MiB, exporter_helpers: {p['exporter_helpers']}}}\n")
     bufs = [RecordBuffer(str(rings_dir(tmp) / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), 16 * 1024 * 1024)
             for w in range(2)]
     exporter = procs.start("exporter", rb.pinned(p["exporter_cpus"], [rb.PY, "-c", EXPORTER_MAIN, str(cfg)]),
@@ -165,7 +171,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
         per_tick = rate * tick
         exported0 = sum(b.exported for b in bufs)
         spilled0 = sum(b.spilled for b in bufs)
-        cpu0 = rb.cpu_ticks([exporter.pid])
+        cpu0 = exporter_ticks(exporter.pid)
         pushed, max_used, owed = 0, 0, 0.0
         t0 = time.monotonic()
         next_t = t0
@@ -181,7 +187,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
             max_used = max(max_used, sum(b.ring.used for b in bufs))
         elapsed = time.monotonic() - t0
         exported = sum(b.exported for b in bufs) - exported0
-        cpu_s = (rb.cpu_ticks([exporter.pid]) - cpu0) / rb.CLK_TCK
+        cpu_s = (exporter_ticks(exporter.pid) - cpu0) / rb.CLK_TCK
         r = {"offered": rate, "pushed_per_s": pushed / elapsed, "exported_per_s": exported / elapsed,
              "max_ring_mib": max_used / 2**20, "spilled": sum(b.spilled for b in bufs) - spilled0,
              "exporter_cpu_us_per_record": cpu_s / max(exported, 1) * 1e6, "exporter_core_pct": 100 * cpu_s / elapsed,
@@ -232,7 +238,7 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     cfg_path = tmp / "exporter.yaml"
     ring_bytes = 2 ** (int(n * 2600 / 2).bit_length())  # room for half the records in each ring
     cfg_path.write_text(f"logging: {{sink: 'chdb://{tmp / 'chdb'}', run_dir: '{rings_dir(tmp)}', "
-                        f"spill_dir: '{tmp / 'spill'}', ring_size: {ring_bytes}}}\n")
+                        f"spill_dir: '{tmp / 'spill'}', ring_size: {ring_bytes}, exporter_helpers: {p['exporter_helpers']}}}\n")
     cfg = config_mod.load(str(cfg_path))
     paths = LogPaths.for_config(cfg)
     bufs = [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), ring_bytes) for w in range(2)]
@@ -244,18 +250,25 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
         exporter._attach_drains()
         while exporter.stats.exported < gen.n:
             exporter.flush_once()
+        deadline = time.monotonic() + 60  # the helpers the warm-up started are ready before the timing
+        while exporter.helpers is not None and exporter.helpers.usable() < exporter.helper_count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the exporter's prepare helpers did not start")
+            time.sleep(0.05)
         for _ in range(n):
             bufs[gen.n % 2].push(gen.next())
         spilled = sum(b.spilled for b in bufs)
         done = exporter.stats.exported + n
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        # The prepare helpers' CPU counts too (logging.exporter_helpers; none on one core).
+        helpers = (lambda: rb.cpu_ticks(exporter.helpers.pids) / rb.CLK_TCK if exporter.helpers else 0.0)
+        cpu0, t0 = time.process_time() + helpers(), time.perf_counter()
         while exporter.stats.exported < done:  # as Exporter.run drives it (on one core: no overlap)
             exporter.advance()
         exporter.settle()
-        cpu1, t1 = time.process_time(), time.perf_counter()
+        cpu1, t1 = time.process_time() + helpers(), time.perf_counter()
         exporter.advance()  # the loop's next turn finds nothing: chDB's merges start (MergeDeferral)
         time.sleep(3.0)  # background merges of the parts just written
-        cpu2 = time.process_time()
+        cpu2 = time.process_time() + helpers()
         # The sink alone, on rows enriched beforehand (fresh ids: nothing is deduplicated away).
         rows = [exporter.enricher.row(decode_record(gen.next())) for _ in range(n)]
         assert exporter.sink is not None
@@ -272,7 +285,7 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
             b.close()
         os.sched_setaffinity(0, {0, 1})
     out = {"records": n, "spilled": spilled, "drain_per_s": n / (t1 - t0), "cpus": p["exporter_cpus"],
-           "pipelined": exporter.pipelined,
+           "pipelined": exporter.pipelined, "helpers": exporter.helper_count,
            "drain_cpu_us": (cpu1 - cpu0) / n * 1e6, "drain_merge_cpu_us": (cpu2 - cpu0) / n * 1e6,
            "sink_cpu_us": (cpu4 - cpu3) / n * 1e6, "sink_merge_cpu_us": (cpu5 - cpu3) / n * 1e6}
     log(f"C {n} records: {out['drain_per_s']:.0f}/s, exporter {out['drain_cpu_us']:.1f} µs/record "
@@ -537,12 +550,15 @@ def main() -> int:
     ap.add_argument("--only", choices=("rings", "gateway", "exporter-cpu"))
     ap.add_argument("--cpu-records", type=int, help="C: records drained (default 100000, 20000 with --quick)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--exporter-helpers", type=int, default=-1,
+                    help="A and C: logging.exporter_helpers (default -1: one fewer than the exporter's cores)")
     ap.add_argument("--exporter-cpus", default="1",
                     help="A: the cores the exporter may use (default 1, the layout the issue asks for; "
                          "'0,1' shows what it does with the machine to itself)")
     ap.add_argument("--rates", help="A: comma-separated offered rates (records/s)")
     args = ap.parse_args()
-    p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus)
+    p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus,
+             exporter_helpers=args.exporter_helpers)
     if args.rates:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:

@@ -234,6 +234,7 @@ def test_unknown_keys_are_errors(tmp_path: Path, text: str, key: str) -> None:
         ("providers:\n  local: http://x\n", "providers.local", "must be a mapping"),
         ("providers:\n  local:\n    format: openai\n", "providers.local", "base_url"),
         ("upstream:\n  max_connections_per_origin: 0\n", "upstream.max_connections_per_origin", "at least 1"),
+        ("logging:\n  exporter_helpers: -2\n", "logging.exporter_helpers", "must be -1"),
     ],
 )
 def test_wrong_types_and_values(tmp_path: Path, text: str, key: str, message: str) -> None:

@@ -152,6 +152,10 @@ class LoggingConfig:
     exporter_idle: bool = True
     # The exporter's niceness (0-19) where SCHED_IDLE is off or refused (not Linux).
     exporter_nice: int = 10
+    # Processes that decode, enrich and encode large chunks beside the exporter, past Python's one
+    # lock (requestlog/prepare_helpers.py); chDB sinks only. -1: one fewer than the cores the exporter
+    # may use (none on one core); 0: none.
+    exporter_helpers: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +435,8 @@ def validate(config: Config) -> None:
         raise ConfigError("logging.batch_max_records", "batches need at least one record and a positive age", src)
     if not 0 <= lg.exporter_nice <= 19:
         raise ConfigError("logging.exporter_nice", "must be between 0 and 19", src)
+    if lg.exporter_helpers < -1:
+        raise ConfigError("logging.exporter_helpers", "must be -1 (one fewer than the cores), 0 (none) or more", src)
     if lg.body_ttl_days < 0:
         raise ConfigError("logging.body_ttl_days", "must be 0 (forever) or more", src)
     for section in ("cache", "ratelimit"):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -144,6 +144,53 @@ class _Totals:
         self.ttfb = _Histogram(LATENCY_BUCKETS)
         self.overhead = _Histogram(OVERHEAD_BUCKETS)
 
+    def relabel(self, providers: LabelCap, models: LabelCap, error_types: LabelCap) -> _Totals:
+        """These totals, folded with raw labels (``raw_label``), under the caps: each distinct value
+        goes through its cap once, in the order the rows first showed it, and a value folded into
+        "other" adds its rows to the cap's overflow, as ``fold_rows`` with the caps would have."""
+        p_rows: dict[str, int] = {}
+        m_rows: dict[str, int] = {}
+        for (p, m, _, _), n in self.requests.items():
+            p_rows[p] = p_rows.get(p, 0) + n
+            m_rows[m] = m_rows.get(m, 0) + n
+        e_rows: dict[str, int] = {}
+        for (_, e), n in self.errors.items():
+            e_rows[e] = e_rows.get(e, 0) + n
+
+        def mapped(cap: LabelCap, counts: dict[str, int]) -> dict[str, str]:
+            out = {}
+            for value, n in counts.items():
+                before = cap.overflow
+                out[value] = cap(value)
+                if cap.overflow > before:
+                    cap.overflow += n - 1
+            return out
+
+        pm, mm, em = mapped(providers, p_rows), mapped(models, m_rows), mapped(error_types, e_rows)
+        t = _Totals()
+        for (p, m, s, c), n in self.requests.items():
+            key = (pm[p], mm[m], s, c)
+            t.requests[key] = t.requests.get(key, 0) + n
+        for (p, e), n in self.errors.items():
+            ek = (pm[p], em[e])
+            t.errors[ek] = t.errors.get(ek, 0) + n
+        t.refusals = dict(self.refusals)
+        for mine, theirs in ((t.retries, self.retries), (t.fallbacks, self.fallbacks)):
+            for p, n in theirs.items():
+                mine[pm[p]] = mine.get(pm[p], 0) + n
+        for (p, m), values in self.usage.items():
+            acc = t.usage.setdefault((pm[p], mm[m]), [0] * len(values))
+            for i, v in enumerate(values):
+                acc[i] += v
+        for mine_h, theirs_h, key in ((t.latency, self.latency, lambda k: (pm[k[0]], mm[k[1]])),
+                                      (t.ttfb, self.ttfb, lambda k: (pm[k[0]], mm[k[1]])),
+                                      (t.overhead, self.overhead, lambda k: (pm[k[0]],))):
+            for labels, counts in theirs_h.series.items():
+                mine = mine_h.series.setdefault(key(labels), [0.0] * len(counts))
+                for i, n in enumerate(counts):
+                    mine[i] += n
+        return t
+
     def merge(self, batch: _Totals) -> None:
         for mine, theirs in ((self.requests, batch.requests), (self.errors, batch.errors),
                              (self.refusals, batch.refusals), (self.retries, batch.retries),
@@ -192,40 +239,57 @@ class GatewayMetrics:
         return CONTENT_TYPE, generate_latest(self.registry)
 
     def _fold(self, rows: list[dict[str, Any]]) -> _Totals:
-        t = _Totals()
-        requests, usage, errors = t.requests, t.usage, t.errors
-        for row in rows:
-            if row.get("kind", "request") != "request":
-                continue  # feedback and scores
-            provider = self.providers(row.get("provider") or "")
-            model = self.models(row.get("model_served") or row.get("model_requested") or "")
-            status = row.get("status") or 0
-            key = (provider, model, status_label(status), row.get("cache_status") or NONE)
-            requests[key] = requests.get(key, 0) + 1
-            pm = (provider, model)
-            acc = usage.get(pm)
-            if acc is None:
-                acc = usage[pm] = [0] * (len(_TOKEN_FIELDS) + 2)
-            for i, name in enumerate(_TOKEN_FIELDS):
-                acc[i] += row.get(name) or 0
-            acc[-2] += row.get("cost_nanousd") or 0
-            acc[-1] += row.get("cache_saved_nanousd") or 0
-            t.latency.add(pm, (row.get("total_us") or 0) / 1e6)
-            if row.get("ttfb_us"):
-                t.ttfb.add(pm, row["ttfb_us"] / 1e6)
-            t.overhead.add((provider,), (row.get("gateway_us") or 0) / 1e6)
-            error = row.get("error_type")
-            if error:
-                ek = (provider, self.error_types(error))
-                errors[ek] = errors.get(ek, 0) + 1
-                if error in REFUSAL_CODES and status == 429:
-                    t.refusals[error] = t.refusals.get(error, 0) + 1
-            if row.get("retry_count"):
-                t.retries[provider] = t.retries.get(provider, 0) + row["retry_count"]
-            fallback = row.get("fallback_index")
-            if fallback is not None and fallback >= 0:
-                t.fallbacks[provider] = t.fallbacks.get(provider, 0) + 1
-        return t
+        return fold_rows(rows, self.providers, self.models, self.error_types)
+
+    def observe_folded(self, batch: _Totals) -> None:
+        """``observe`` for rows folded elsewhere with their labels as they were (``fold_rows`` with
+        ``raw_label``: the exporter's prepare helpers): the caps are applied here, in this process."""
+        batch = batch.relabel(self.providers, self.models, self.error_types)
+        with self.lock:
+            self.totals.merge(batch)
+
+
+def raw_label(value: str) -> str:
+    """A label as the row has it, for ``fold_rows`` in a process that does not own the caps."""
+    return value
+
+
+def fold_rows(rows: list[dict[str, Any]], providers: Callable[[str], str], models: Callable[[str], str],
+              error_types: Callable[[str], str]) -> _Totals:
+    t = _Totals()
+    requests, usage, errors = t.requests, t.usage, t.errors
+    for row in rows:
+        if row.get("kind", "request") != "request":
+            continue  # feedback and scores
+        provider = providers(row.get("provider") or "")
+        model = models(row.get("model_served") or row.get("model_requested") or "")
+        status = row.get("status") or 0
+        key = (provider, model, status_label(status), row.get("cache_status") or NONE)
+        requests[key] = requests.get(key, 0) + 1
+        pm = (provider, model)
+        acc = usage.get(pm)
+        if acc is None:
+            acc = usage[pm] = [0] * (len(_TOKEN_FIELDS) + 2)
+        for i, name in enumerate(_TOKEN_FIELDS):
+            acc[i] += row.get(name) or 0
+        acc[-2] += row.get("cost_nanousd") or 0
+        acc[-1] += row.get("cache_saved_nanousd") or 0
+        t.latency.add(pm, (row.get("total_us") or 0) / 1e6)
+        if row.get("ttfb_us"):
+            t.ttfb.add(pm, row["ttfb_us"] / 1e6)
+        t.overhead.add((provider,), (row.get("gateway_us") or 0) / 1e6)
+        error = row.get("error_type")
+        if error:
+            ek = (provider, error_types(error))
+            errors[ek] = errors.get(ek, 0) + 1
+            if error in REFUSAL_CODES and status == 429:
+                t.refusals[error] = t.refusals.get(error, 0) + 1
+        if row.get("retry_count"):
+            t.retries[provider] = t.retries.get(provider, 0) + row["retry_count"]
+        fallback = row.get("fallback_index")
+        if fallback is not None and fallback >= 0:
+            t.fallbacks[provider] = t.fallbacks.get(provider, 0) + 1
+    return t
 
 
 class _RowsCollector(Collector):

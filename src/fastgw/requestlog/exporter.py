@@ -40,6 +40,7 @@ from fastgw.config import Config
 from fastgw.requestlog.buffer import Batch, RecordDrain
 from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
+from fastgw.requestlog.prepare_helpers import PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
 from fastgw.requestlog.record import decode_record
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
@@ -52,6 +53,9 @@ MAX_BACKOFF = 30.0
 # of 2,500 took the rings -> chDB rate on one core from 24.7k to 27.2k records/s, while 10,000 (with
 # 10,000-record batches) fell to 20.3k (bench_logging.py --only rings --quick --rates 50000).
 WRITE_CHUNK = 5000
+# A chunk this large goes to the prepare helpers (when there are any): the exporter has work queued.
+# Smaller ones are prepared in-process, so a lightly loaded exporter never wakes or starts a helper.
+HELPED_MIN_RECORDS = 2000
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
 # How long a stopping exporter retries a sink that keeps failing: long enough for a blip, short
 # enough that a shutdown with the sink down doesn't hang (the records stay on disk for next time).
@@ -63,11 +67,17 @@ _Rejected = tuple[dict[str, Any], Exception]  # a record the exporter or the sin
 
 
 class _Chunk(NamedTuple):
-    """One sink write: the rows, as the sink's prepare encoded them, under a deduplication id."""
+    """One sink write: the rows, as the sink's prepare encoded them, under a deduplication id.
 
-    rows: list[dict[str, Any]]
+    A chunk prepared with helpers (prepare_helpers) has no rows here: its metric totals come
+    folded, and the records themselves are kept in case the sink refuses the chunk whole."""
+
+    rows: list[dict[str, Any]] | None
     prepared: Any
     batch_id: str
+    count: int
+    totals: list[Any] = []  # metrics.fold_rows of each part, for a chunk without rows
+    raws: list[tuple[bytes, int]] = []  # (record, worker), for a chunk without rows
 
 
 @dataclass
@@ -81,7 +91,7 @@ class _Flight:
 
     @property
     def rows(self) -> int:
-        return sum(len(chunk.rows) for chunk in self.chunks)
+        return sum(chunk.count for chunk in self.chunks)
 
     @property
     def ring_records(self) -> int:
@@ -113,6 +123,9 @@ class Exporter:
         self._backoff = 0.0
         self._full_batch = False
         self._backlog: Callable[[bool, bool, bool], None] = _no_backlog  # the sink's, once open
+        # Helper processes for large chunks (prepare_helpers), started when the first one comes.
+        self.helpers: PrepareHelpers | None = None
+        self.helper_count = _usable_cpus() - 1 if self.lc.exporter_helpers < 0 else self.lc.exporter_helpers
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastgw-sink")
         self._in_flight: _Flight | None = None  # the batch the sink thread is writing, uncommitted
         # The overlap needs a second core to run on. On one, two batches in flight only add thread
@@ -167,6 +180,9 @@ class Exporter:
             drain.close()
         self.drains.clear()
         self._writer.shutdown(wait=True)
+        if self.helpers is not None:
+            self.helpers.close()
+            self.helpers = None
         if self.sink is not None:
             self.sink.close()
             self.sink = None
@@ -259,7 +275,7 @@ class Exporter:
         rows = flight.rows
         self.stats.exported += rows
         self.stats.batches += 1
-        self._observe([chunk.rows for chunk in flight.chunks])
+        self._observe(flight.chunks)
         self.prices.reload_if_changed()
         return rows
 
@@ -292,11 +308,61 @@ class Exporter:
             return None
         flight = _Flight(batches)
         for start in range(0, len(records), WRITE_CHUNK):
-            rows = [row for raw, worker in records[start : start + WRITE_CHUNK]
-                    if (row := self._row(raw, worker, flight.rejected)) is not None]
+            chunk = records[start : start + WRITE_CHUNK]
+            if len(chunk) >= HELPED_MIN_RECORDS and self._helped(chunk, flight):
+                continue
+            rows = [row for raw, worker in chunk if (row := self._row(raw, worker, flight.rejected)) is not None]
             if rows:
-                flight.chunks.append(_Chunk(rows, self._prepare(rows), _batch_id(rows)))
+                flight.chunks.append(_Chunk(rows, self._prepare(rows), _batch_id(rows), len(rows)))
         return flight
+
+    def _helped(self, chunk: list[tuple[bytes, int]], flight: _Flight) -> bool:
+        """``chunk`` prepared in parts by the helpers and this thread, added to ``flight``. False
+        (nothing added) where helpers can't be used: one core, a sink without ``helper_prepare``
+        (only chDB's Native blocks have it), observers that need rows (traces), no helper ready
+        yet, or a row the sink's encoder refuses (the in-process path writes such chunks row by row)."""
+        encode = getattr(self.sink, "helper_prepare", None)
+        if encode is None or self.helper_count <= 0 or any(o is not self.metrics for o in self.observers):
+            return False
+        if self.helpers is None:
+            self.helpers = PrepareHelpers(self.helper_count, self.lc.prices_file, encode, self.metrics is not None)
+        ready = self.helpers.usable()
+        if not ready:
+            return False
+        size = -(-len(chunk) // (ready + 1))  # equal parts: a smaller one of its own made it slower
+        parts = [chunk[at : at + size] for at in range(0, len(chunk), size)]
+        raws = [[raw for raw, _ in part] for part in parts]
+        results = self.helpers.prepare(raws, lambda: self._own_part(raws[-1], encode))
+        helped = [r is not None for r in results[:-1]] + [False]  # the exporter's own part
+        for i, r in enumerate(results):
+            if r is None:
+                results[i] = self._own_part(raws[i], encode)
+        if any(r is None for r in results):
+            return False
+        for part, r, by_helper in zip(parts, results, helped):
+            assert r is not None
+            for index, why in r.rejected:
+                raw, worker = part[index]
+                flight.rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, ValueError(why)))
+            if by_helper:  # the exporter's own parts counted in its enricher already
+                self.enricher.counted += r.counted
+                self.enricher.unpriced += r.unpriced
+                self.prices.unknown_counts.update(r.unknown)
+        count = sum(r.count for r in results if r is not None)
+        if count:
+            h = hashlib.blake2b(digest_size=16)
+            for r in results:
+                h.update(r.ids if r is not None else b"")
+            flight.chunks.append(_Chunk(None, self.sink.prepared_from([r.encoded for r in results if r is not None]),  # type: ignore[union-attr]
+                                        h.hexdigest(), count, [r.totals for r in results if r is not None and r.totals is not None],
+                                        chunk))
+        return True
+
+    def _own_part(self, raws: list[bytes], encode: Callable[..., Any]) -> PartResult | None:
+        try:
+            return prepare_part(self.enricher, raws, encode, self.metrics is not None)
+        except Exception:  # the encoder refused a row: the chunk goes the in-process way
+            return None
 
     def _prepare(self, rows: list[dict[str, Any]]) -> Any:
         """The sink's encoding of a chunk, here rather than on the sink thread (see ``step``)."""
@@ -309,7 +375,7 @@ class Exporter:
 
     def _write(self, chunk: _Chunk, rejected: list[_Rejected]) -> None:
         assert self.sink is not None
-        rows, prepared, batch_id = chunk
+        rows, prepared, batch_id = chunk.rows, chunk.prepared, chunk.batch_id
         if prepared is not _REFUSED:
             try:
                 self.sink.write_prepared(prepared, batch_id)
@@ -318,6 +384,8 @@ class Exporter:
                 raise
             except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
                 log.error("sink refused a batch (%s); writing its rows one by one", exc)
+        if rows is None:  # prepared by helpers: enriched again here (its unreadable records are kept already)
+            rows = [row for raw, worker in chunk.raws if (row := self._row(raw, worker, [])) is not None]
         for row in rows:
             try:
                 self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
@@ -362,12 +430,16 @@ class Exporter:
         # the failure is TOO_MANY_PARTS).
         self._backlog(False, True, False)
 
-    def _observe(self, chunks: list[list[dict[str, Any]]]) -> None:
+    def _observe(self, chunks: list[_Chunk]) -> None:
         """Committed rows to each observer; one that fails is logged and counted, never fatal."""
         for observer in self.observers:
             try:
-                for rows in chunks:
-                    observer.observe(rows)
+                for chunk in chunks:
+                    if chunk.rows is not None:
+                        observer.observe(chunk.rows)
+                    else:  # helpers ran: the metrics are the only observer, and get totals
+                        for totals in chunk.totals:
+                            observer.observe_folded(totals)  # type: ignore[attr-defined]
             except Exception:
                 self.stats.observer_failures += 1
                 log.exception("observer %r failed on a committed batch", observer)
@@ -465,11 +537,7 @@ def _no_backlog(behind: bool, caught_up: bool, writing: bool) -> None:
 
 def _batch_id(rows: list[dict[str, Any]]) -> str:
     """The same rows give the same id, so a retried batch is deduplicated by the sink."""
-    h = hashlib.blake2b(digest_size=16)
-    for row in rows:
-        h.update(str(row.get("request_id", "")).encode())
-        h.update(str(row.get("kind", "")).encode())
-    return h.hexdigest()
+    return hashlib.blake2b(row_ids(rows), digest_size=16).hexdigest()
 
 
 def lower_priority(idle: bool, nice: int) -> str:

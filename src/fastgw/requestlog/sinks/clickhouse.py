@@ -26,6 +26,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHDB_PATH = "./fastgw-data"
 _TABLES = {KIND_REQUEST: schema.REQUESTS, KIND_FEEDBACK: schema.FEEDBACK, KIND_SCORE: schema.SCORES}
+_BY_NAME = {table.name: table for table in _TABLES.values()}
 # Each table's columns parsed once for the Native block encoder.
 _BLOCK_SPECS = {table.name: nativeblock.layout([(c.name, c.type, c.default, c.required) for c in table.insert_columns])
                 for table in _TABLES.values()}
@@ -148,11 +150,20 @@ def score_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # --- the sink --------------------------------------------------------------------------------
 
+def encode_native(rows: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    """Rows of every kind as one Native block per table (requests first). A bad row raises."""
+    return [(_TABLES[kind].name, nativeblock.encode_block(_BLOCK_SPECS[_TABLES[kind].name],
+                                                          score_rows(kind_rows) if kind == KIND_SCORE else kind_rows))
+            for kind, kind_rows in split_by_kind(rows).items() if kind_rows]
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A batch encoded by ``ClickHouseSink.prepare``: per table, a Native block or column lists."""
 
-    rows: list[dict[str, Any]]  # kept to encode again if the connection's kind of block changed
+    # Kept to encode again if the connection's kind of block changed; None for blocks made by the
+    # exporter's helpers (``prepared_from``).
+    rows: list[dict[str, Any]] | None
     native: bool
     tables: list[tuple[schema.Table, Any]]
 
@@ -304,15 +315,28 @@ class ClickHouseSink(PreparedWrites):
     def prepare(self, rows: list[dict[str, Any]]) -> Prepared:
         """Every table's rows encoded (a bad row fails the batch with nothing stored): Native blocks
         when the connection takes them (chDB), else columns for clickhouse-connect to encode."""
+        if self.native_blocks:
+            return Prepared(rows, True, [(_BY_NAME[name], block) for name, block in encode_native(rows)])
         by_kind = {kind: score_rows(kind_rows) if kind == KIND_SCORE else kind_rows
                    for kind, kind_rows in split_by_kind(rows).items() if kind_rows}
-        native = self.native_blocks
-        if native:
-            tables = [(_TABLES[kind], nativeblock.encode_block(_BLOCK_SPECS[_TABLES[kind].name], kind_rows))
-                      for kind, kind_rows in by_kind.items()]
-        else:
-            tables = [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows)) for kind, kind_rows in by_kind.items()]
-        return Prepared(rows, native, tables)
+        return Prepared(rows, False, [(_TABLES[kind], build_columns(_TABLES[kind], kind_rows))
+                                      for kind, kind_rows in by_kind.items()])
+
+    @property
+    def helper_prepare(self) -> Callable[[list[dict[str, Any]]], list[tuple[str, bytes]]] | None:
+        """What a prepare helper process runs (``exporter_helpers``): a module function from rows to
+        bytes, so its result crosses a pipe cheaply. Only for Native blocks (chDB); clickhouse-connect's
+        columns for a server are Python objects, not worth sending between processes."""
+        return encode_native if self.native_blocks else None
+
+    def prepared_from(self, parts: list[list[tuple[str, bytes]]]) -> Prepared:
+        """One write from ``helper_prepare`` results, in order: a table's blocks follow one another in
+        one insert (ClickHouse reads a Native stream block by block and writes one part)."""
+        blocks: dict[str, list[bytes]] = {}
+        for part in parts:
+            for name, block in part:
+                blocks.setdefault(name, []).append(block)
+        return Prepared(None, True, [(_BY_NAME[name], b"".join(pieces)) for name, pieces in blocks.items()])
 
     def write_prepared(self, prepared: Prepared, batch_id: str) -> None:
         if not prepared.tables:
@@ -321,6 +345,8 @@ class ClickHouseSink(PreparedWrites):
             if self.client is None or not self._schema_ready:
                 self._ensure_ready()  # never opened, failed to, or the table was dropped
             if prepared.native != self.native_blocks:  # prepared before the sink (re)opened
+                if prepared.rows is None:  # blocks from helpers: the exporter reads the batch again
+                    raise SinkError("the batch was encoded for another kind of connection; encoding it again")
                 prepared = self.prepare(prepared.rows)
             for table, data in prepared.tables:
                 self._insert(table, data, batch_id)

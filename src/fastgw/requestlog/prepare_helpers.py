@@ -1,0 +1,302 @@
+"""Prepare helpers: processes that decode, enrich and encode records for the exporter.
+
+Why: the exporter's own work per record (decoding it, enriching it with usage and cost, encoding
+its row for the sink: about 20 µs of Python) holds the interpreter's lock, so one exporter
+process tops out near 30,000 records a second however many cores the machine has; ClickHouse's
+insert already runs beside it, outside the lock. When a chunk is large (the exporter has work
+queued), the exporter sends parts of it to helper processes and prepares the last part itself.
+
+What stays in the exporter: the rings and spill files, the order of the records, the sink, every
+commit, the metrics. A helper is a pure function over bytes. It gets a part's records and returns
+what the exporter would have computed from them: the sink's encoding (``sink.helper_prepare``,
+bytes), the ids that make the batch id, the metric totals with the labels as they were (the
+exporter applies its caps), and the records it could not read. So a helper changes nothing that
+is stored, and when one fails, dies or is slow to start, its part is prepared in the exporter.
+
+Helpers are started on the first chunk that needs them, under the exporter's scheduling policy
+and CPU affinity (inherited), and die with it (``PR_SET_PDEATHSIG``). They ignore SIGINT and
+SIGTERM: the exporter stops them by closing their pipes once its last batch is written.
+"""
+
+from __future__ import annotations
+
+import array
+import gc
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+import fastgw
+
+log = logging.getLogger("fastgw.exporter")
+
+# A dead or failing helper is started again at most this often; its parts are prepared in the
+# exporter meanwhile.
+RESTART_EVERY = 10.0
+# The longest the exporter waits for a helper's part before it prepares the part itself. A part
+# takes tens of milliseconds; a helper stopped (SIGSTOP) or starved must not hold the batch.
+PART_TIMEOUT = 30.0
+
+
+class PartResult(NamedTuple):
+    """What a helper returns for one part (and what the exporter computes for its own)."""
+
+    encoded: Any  # sink.helper_prepare(rows)
+    count: int  # rows
+    ids: bytes  # each row's request id and kind, in order: the batch id is their hash
+    totals: Any  # metrics.fold_rows with raw labels; None when the exporter has no metrics
+    rejected: list[tuple[int, str]]  # (index in the part, why) of records that could not be read
+    counted: int  # rows whose tokens were counted (Enricher.counted)
+    unpriced: int
+    unknown: dict[str, int]  # PriceTable.unknown_counts of this part
+
+
+def row_ids(rows: list[dict[str, Any]]) -> bytes:
+    """The bytes exporter._batch_id hashes for ``rows``."""
+    return b"".join(str(row.get("request_id", "")).encode() + str(row.get("kind", "")).encode() for row in rows)
+
+
+def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[str, Any]]], Any],
+                 metrics: bool) -> PartResult:
+    """Decode and enrich ``raws``, encode the rows. ``encode`` raising is the caller's to handle."""
+    from fastgw.analytics.metrics import fold_rows, raw_label
+    from fastgw.requestlog.record import decode_record
+
+    counted, unpriced = enricher.counted, enricher.unpriced
+    unknown_before = dict(enricher.prices.unknown_counts)
+    rows: list[dict[str, Any]] = []
+    rejected: list[tuple[int, str]] = []
+    for i, raw in enumerate(raws):
+        try:
+            rows.append(enricher.row(decode_record(raw)))
+        except Exception as exc:
+            rejected.append((i, f"{type(exc).__name__}: {exc}"))
+    encoded = encode(rows) if rows else []
+    unknown = {model: n - unknown_before.get(model, 0) for model, n in enricher.prices.unknown_counts.items()
+               if n != unknown_before.get(model, 0)}
+    return PartResult(encoded, len(rows), row_ids(rows),
+                      fold_rows(rows, raw_label, raw_label, raw_label) if metrics and rows else None,
+                      rejected, enricher.counted - counted, enricher.unpriced - unpriced, unknown)
+
+
+def pack(raws: list[bytes]) -> tuple[bytes, bytes]:
+    """A part's records as one buffer and their end offsets: one write to the pipe instead of a
+    pickled list of thousands of small objects."""
+    ends = array.array("Q")
+    total = 0
+    for raw in raws:
+        total += len(raw)
+        ends.append(total)
+    return b"".join(raws), ends.tobytes()
+
+
+def unpack(blob: bytes, ends_bytes: bytes) -> list[bytes]:
+    ends = array.array("Q")
+    ends.frombytes(ends_bytes)
+    out, start = [], 0
+    for end in ends:
+        out.append(blob[start:end])
+        start = end
+    return out
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the exporter dies, however it dies (Linux); else the pipe's EOF ends the loop."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the exporter died before the call
+        os._exit(0)
+
+
+def helper_main(conn: Connection, parent: int, prices_file: str | None, encode_path: str, metrics: bool) -> None:
+    """A helper's loop: a part in, its PartResult out, until the exporter closes the pipe."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import importlib
+
+    from fastgw.requestlog.enrich import Enricher
+    from fastgw.requestlog.prices import PriceTable
+
+    module, _, name = encode_path.partition(":")
+    encode = getattr(importlib.import_module(module), name)
+    prices = PriceTable.load(prices_file)
+    enricher = Enricher(prices)
+    gc.disable()  # a part's objects die by reference counting (see Exporter.flush_once)
+    conn.send("ready")
+    while True:
+        try:
+            ends = conn.recv_bytes()
+            blob = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        prices.reload_if_changed()
+        try:
+            result: Any = prepare_part(enricher, unpack(blob, ends), encode, metrics)
+        except Exception as exc:  # the sink's encoder refused a row: the exporter sorts it out
+            result = f"{type(exc).__name__}: {exc}"
+        del blob
+        gc.collect(0)
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _Helper:
+    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+        self.proc, self.conn = proc, conn
+        self.ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class PrepareHelpers:
+    """The exporter's helper processes. ``prepare(parts, own)`` runs ``own`` (the exporter's part)
+    while the helpers work on the others, and returns every part's PartResult, or None for a part
+    whose helper failed (the exporter prepares it itself)."""
+
+    def __init__(self, count: int, prices_file: str | None, encode: Callable[..., Any], metrics: bool) -> None:
+        self.count = count
+        self.prices_file = prices_file
+        self.encode_path = f"{encode.__module__}:{encode.__qualname__}"
+        self.metrics = metrics
+        self.helpers: list[_Helper] = []
+        self.parts = 0  # parts the helpers prepared
+        self.failures = 0  # parts sent to a helper that it did not prepare
+        self._next_start = 0.0
+
+    @property
+    def pids(self) -> list[int]:
+        return [h.pid for h in self.helpers]
+
+    def usable(self) -> int:
+        """Helpers ready for a part now; starts the missing ones (at most every RESTART_EVERY s)."""
+        self._reap()
+        if len(self.helpers) < self.count and time.monotonic() >= self._next_start:
+            self._next_start = time.monotonic() + RESTART_EVERY
+            for _ in range(self.count - len(self.helpers)):
+                self._start()
+        for h in self.helpers:
+            if not h.ready and h.conn.poll(0):
+                try:
+                    h.ready = h.conn.recv() == "ready"
+                except (EOFError, OSError):
+                    h.ready = False
+        return sum(h.ready for h in self.helpers)
+
+    def _start(self) -> None:
+        """A new interpreter (the exporter has threads, so no fork), running this module, with the
+        fastgw this process imported first on its path, and a socket pair as its pipe."""
+        ours, theirs = socket.socketpair()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(fastgw.__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        args = [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), self.prices_file or "",
+                self.encode_path, "1" if self.metrics else "0"]
+        try:
+            proc = subprocess.Popen(args, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            log.warning("could not start a prepare helper: %s", exc)
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self.helpers.append(_Helper(proc, Connection(ours.detach())))
+
+    def _reap(self) -> None:
+        for h in [h for h in self.helpers if not h.alive()]:
+            log.warning("prepare helper %s exited (%s); its parts are prepared by the exporter",
+                        h.pid, h.proc.returncode)
+            self._drop(h)
+
+    def _drop(self, h: _Helper) -> None:
+        if h in self.helpers:
+            self.helpers.remove(h)
+        h.conn.close()
+        if h.alive():
+            h.proc.kill()
+        try:
+            h.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def prepare(self, parts: list[list[bytes]], own: Callable[[], PartResult | None]) -> list[PartResult | None]:
+        """Parts 0..n-2 to ready helpers (one each), ``own()`` for the last, in this thread."""
+        ready = [h for h in self.helpers if h.ready]
+        sent: list[_Helper | None] = []
+        for part, h in zip(parts[:-1], ready):
+            try:
+                blob, ends = pack(part)
+                h.conn.send_bytes(ends)
+                h.conn.send_bytes(blob)
+                sent.append(h)
+            except (BrokenPipeError, OSError):
+                self._drop(h)
+                sent.append(None)
+        sent += [None] * (len(parts) - 1 - len(sent))
+        mine = own()
+        results: list[PartResult | None] = []
+        for h in sent:
+            results.append(self._receive(h) if h is not None else None)
+        results.append(mine)
+        done = sum(r is not None for r in results[:-1])
+        self.parts += done
+        self.failures += sum(h is not None for h in sent) - done
+        return results
+
+    def _receive(self, h: _Helper) -> PartResult | None:
+        try:
+            if not h.conn.poll(PART_TIMEOUT):
+                log.warning("prepare helper %s took over %.0f s for a part; stopping it", h.pid, PART_TIMEOUT)
+                self._drop(h)
+                return None
+            result = h.conn.recv()
+        except (EOFError, OSError):
+            self._drop(h)
+            return None
+        if isinstance(result, str):  # the encoder refused a row: the exporter writes the rows one by one
+            log.error("sink refused a part in a prepare helper (%s)", result)
+            return None
+        return result  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for h in list(self.helpers):
+            h.conn.close()  # EOF: the helper's loop ends
+        deadline = time.monotonic() + 5.0
+        for h in list(self.helpers):
+            try:
+                h.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                h.proc.kill()
+                h.proc.wait()
+        self.helpers.clear()
+
+
+def _main(argv: list[str]) -> None:
+    # Run as ``-m``, this file is ``__main__``: the loop runs from the module under its own name, so
+    # the PartResults it sends unpickle in the exporter as fastgw's.
+    from fastgw.requestlog import prepare_helpers
+
+    fd, parent, prices_file, encode_path, metrics = argv
+    prepare_helpers.helper_main(Connection(int(fd)), int(parent), prices_file or None, encode_path, metrics == "1")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
