@@ -81,7 +81,7 @@ def test_a_helper_prepares_a_part_as_the_exporter_would() -> None:
     try:
         ready(helpers)
         pid = helpers.pids[0]
-        theirs, own = helpers.prepare([raws, raws[:3]], lambda: "the exporter's part")  # type: ignore[arg-type,return-value]
+        [theirs], own = helpers.prepare([raws], lambda: "the exporter's part")
         assert own == "the exporter's part"
         assert theirs is not None and helpers.parts == 1 and helpers.failures == 0
         assert theirs.count == mine.count == 298
@@ -187,7 +187,7 @@ def test_a_helper_killed_or_hung_costs_no_record(tmp_path: Path, monkeypatch: An
     exporter waits PART_TIMEOUT, stops it, and prepares the part itself."""
     monkeypatch.setattr(prepare_helpers, "RESTART_EVERY", 0.0)
     monkeypatch.setattr(prepare_helpers, "PART_TIMEOUT", 1.0)
-    with exporter_with_helpers(tmp_path, monkeypatch) as (exporter, bufs):
+    with exporter_with_helpers(tmp_path, monkeypatch, batch=4000) as (exporter, bufs):
         push(bufs, records(300))
         drain(exporter, 300)
         assert exporter.helpers is not None
@@ -201,12 +201,62 @@ def test_a_helper_killed_or_hung_costs_no_record(tmp_path: Path, monkeypatch: An
         second = exporter.helpers.pids[0]
         assert second != first
         os.kill(second, signal.SIGSTOP)
-        push(bufs, records(1200))
-        drain(exporter, 2700)
+        # Parts of 2,000 records (over a MB): the send itself blocks on the stopped helper, for 1 s.
+        push(bufs, records(4000))
+        drain(exporter, 5500)
         assert exporter.helpers.failures >= 1  # the stopped one's part
         assert not os.path.exists(f"/proc/{second}") or "Z" in Path(f"/proc/{second}/stat").read_text().split()[2]
-        assert stored(exporter) == (2700, 2700)
-        assert exporter.metrics is not None and sum(exporter.metrics.totals.requests.values()) == 2700
+        assert stored(exporter) == (5500, 5500)
+        assert exporter.metrics is not None and sum(exporter.metrics.totals.requests.values()) == 5500
+
+
+def test_a_row_the_encoder_refuses_sends_the_chunk_row_by_row_counted_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """A row of an unknown kind fails a part's encoding, in the helper and again here: the chunk
+    goes the in-process way (written row by row, that row kept for a human), and each record is
+    counted by the enricher once, not once per attempt."""
+    with exporter_with_helpers(tmp_path, monkeypatch, batch=1500) as (exporter, bufs):
+        first = records(300)
+        push(bufs, first)
+        drain(exporter, 300)
+        assert exporter.helpers is not None
+        ready(exporter.helpers)
+        raws = records(1000)
+        raws[300] = encode_record({"kind": "bogus", "request_id": "not-a-row"}, b"", b"")
+        push(bufs, raws)
+        drain(exporter, 1300)
+        assert exporter.helpers.failures >= 1  # the helper's part came back refused
+        assert exporter.stats.rejected == 1 and stored(exporter) == (1299, 1299)
+        reference = Enricher(PriceTable.load(None))
+        for raw in first + raws:
+            reference.row(decode_record(raw))
+        assert exporter.prices.unknown_counts == reference.prices.unknown_counts
+        assert (exporter.enricher.counted, exporter.enricher.unpriced) == (reference.counted, reference.unpriced)
+
+
+def test_a_chunk_written_again_without_helpers_is_deduplicated(tmp_path: Path, monkeypatch: Any) -> None:
+    """Written with a helper, then (the exporter gone before its commit) read again by an exporter
+    whose helpers aren't ready: the same blocks, so chDB drops the second insert by its token, and
+    even a plain count() is exact."""
+    raws = records(1500)
+    with exporter_with_helpers(tmp_path, monkeypatch, batch=1500) as (exporter, bufs):
+        push(bufs, records(300))
+        drain(exporter, 300)
+        assert exporter.helpers is not None
+        ready(exporter.helpers)
+        push(bufs, raws)
+        exporter._attach_drains()
+        exporter.step()  # read, prepared with the helper, handed to the sink thread
+        flight = exporter._in_flight
+        assert flight is not None and exporter.helpers.parts == 1
+        for future in flight.futures:
+            future.result()  # written ...
+        exporter._in_flight = None  # ... and never committed, as if the exporter had been killed
+        assert stored(exporter) == (1800, 1800)
+    with exporter_with_helpers(tmp_path, monkeypatch, batch=1500) as (again, _):
+        again._attach_drains()
+        assert again.flush_once() == 1500  # the same records, read again
+        assert again.helpers is not None and again.helpers.parts == 0  # prepared here alone
+        assert stored(again) == (1800, 1800)
 
 
 EXPORTER_MAIN = """

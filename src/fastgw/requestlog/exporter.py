@@ -27,6 +27,7 @@ import math
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -309,59 +310,84 @@ class Exporter:
         flight = _Flight(batches)
         for start in range(0, len(records), WRITE_CHUNK):
             chunk = records[start : start + WRITE_CHUNK]
-            if len(chunk) >= HELPED_MIN_RECORDS and self._helped(chunk, flight):
+            if len(chunk) >= HELPED_MIN_RECORDS and self._parted(chunk, flight):
                 continue
             rows = [row for raw, worker in chunk if (row := self._row(raw, worker, flight.rejected)) is not None]
             if rows:
                 flight.chunks.append(_Chunk(rows, self._prepare(rows), _batch_id(rows), len(rows)))
         return flight
 
-    def _helped(self, chunk: list[tuple[bytes, int]], flight: _Flight) -> bool:
-        """``chunk`` prepared in parts by the helpers and this thread, added to ``flight``. False
-        (nothing added) where helpers can't be used: one core, a sink without ``helper_prepare``
-        (only chDB's Native blocks have it), observers that need rows (traces), no helper ready
-        yet, or a row the sink's encoder refuses (the in-process path writes such chunks row by row)."""
+    def _parted(self, chunk: list[tuple[bytes, int]], flight: _Flight) -> bool:
+        """``chunk`` encoded in ``helper_count + 1`` parts, a Native block each: the first parts by the
+        helpers that are ready, the others here. False (nothing added) without helpers, for a sink
+        without ``helper_prepare`` (only chDB's Native blocks have it), or when the sink's encoder
+        refuses a row (the in-process path writes that chunk row by row).
+
+        The parts depend on the chunk and the configured helper count alone, never on how many
+        helpers are ready: ClickHouse applies a deduplication token block by block, so a chunk
+        written again after a failure or a restart must arrive in the same blocks to be dropped.
+        """
         encode = getattr(self.sink, "helper_prepare", None)
-        if encode is None or self.helper_count <= 0 or any(o is not self.metrics for o in self.observers):
+        if encode is None or self.helper_count <= 0:
             return False
-        if self.helpers is None:
-            self.helpers = PrepareHelpers(self.helper_count, self.lc.prices_file, encode, self.metrics is not None)
-        ready = self.helpers.usable()
-        if not ready:
-            return False
-        size = -(-len(chunk) // (ready + 1))  # equal parts: a smaller one of its own made it slower
+        size = -(-len(chunk) // (self.helper_count + 1))
         parts = [chunk[at : at + size] for at in range(0, len(chunk), size)]
         raws = [[raw for raw, _ in part] for part in parts]
-        results = self.helpers.prepare(raws, lambda: self._own_part(raws[-1], encode))
-        helped = [r is not None for r in results[:-1]] + [False]  # the exporter's own part
+        # Helpers only when the metrics are the one observer: others (traces) need the rows themselves.
+        ready = self._ready_helpers(encode) if all(o is self.metrics for o in self.observers) else 0
+        fold = ready > 0  # rows from helpers come as metric totals; then so do this thread's
+        before = (self.enricher.counted, self.enricher.unpriced, Counter(self.prices.unknown_counts))
+
+        def own() -> list[PartResult | None]:
+            return [self._own_part(part, encode, fold) for part in raws[ready:]]
+
+        if ready:
+            assert self.helpers is not None
+            theirs, mine = self.helpers.prepare(raws[:ready], own)
+        else:
+            theirs, mine = [], own()
+        results = theirs + mine
+        by_helper = [r is not None for r in theirs]
         for i, r in enumerate(results):
-            if r is None:
-                results[i] = self._own_part(raws[i], encode)
-        if any(r is None for r in results):
+            if r is None:  # a part a helper did not prepare, or a row the encoder refused
+                results[i] = self._own_part(raws[i], encode, fold)
+        if any(r is None for r in results):  # refused: the chunk goes the in-process way, counted once
+            self.enricher.counted, self.enricher.unpriced = before[0], before[1]
+            self.prices.unknown_counts.clear()
+            self.prices.unknown_counts.update(before[2])
             return False
-        for part, r, by_helper in zip(parts, results, helped):
-            assert r is not None
+        done: list[PartResult] = results  # type: ignore[assignment]
+        for i, (part, r) in enumerate(zip(parts, done)):
             for index, why in r.rejected:
                 raw, worker = part[index]
                 flight.rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, ValueError(why)))
-            if by_helper:  # the exporter's own parts counted in its enricher already
+            if i < len(by_helper) and by_helper[i]:  # this thread's parts were counted as they were enriched
                 self.enricher.counted += r.counted
                 self.enricher.unpriced += r.unpriced
                 self.prices.unknown_counts.update(r.unknown)
-        count = sum(r.count for r in results if r is not None)
+        count = sum(r.count for r in done)
         if count:
             h = hashlib.blake2b(digest_size=16)
-            for r in results:
-                h.update(r.ids if r is not None else b"")
-            flight.chunks.append(_Chunk(None, self.sink.prepared_from([r.encoded for r in results if r is not None]),  # type: ignore[union-attr]
-                                        h.hexdigest(), count, [r.totals for r in results if r is not None and r.totals is not None],
-                                        chunk))
+            for r in done:
+                h.update(r.ids)
+            prepared = self.sink.prepared_from([r.encoded for r in done])  # type: ignore[union-attr]
+            if fold:
+                flight.chunks.append(_Chunk(None, prepared, h.hexdigest(), count,
+                                            [r.totals for r in done if r.totals is not None], chunk))
+            else:
+                flight.chunks.append(_Chunk([row for r in done for row in r.rows or ()], prepared, h.hexdigest(), count))
         return True
 
-    def _own_part(self, raws: list[bytes], encode: Callable[..., Any]) -> PartResult | None:
+    def _ready_helpers(self, encode: Callable[..., Any]) -> int:
+        if self.helpers is None:
+            self.helpers = PrepareHelpers(self.helper_count, self.lc.prices_file, encode, self.metrics is not None)
+        return min(self.helpers.usable(), self.helper_count)
+
+    def _own_part(self, raws: list[bytes], encode: Callable[..., Any], fold: bool) -> PartResult | None:
+        """A part prepared here: metric totals (``fold``) like a helper's, or else the rows themselves."""
         try:
-            return prepare_part(self.enricher, raws, encode, self.metrics is not None)
-        except Exception:  # the encoder refused a row: the chunk goes the in-process way
+            return prepare_part(self.enricher, raws, encode, fold and self.metrics is not None, keep_rows=not fold)
+        except Exception:  # the encoder refused a row
             return None
 
     def _prepare(self, rows: list[dict[str, Any]]) -> Any:
@@ -384,8 +410,11 @@ class Exporter:
                 raise
             except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
                 log.error("sink refused a batch (%s); writing its rows one by one", exc)
-        if rows is None:  # prepared by helpers: enriched again here (its unreadable records are kept already)
-            rows = [row for raw, worker in chunk.raws if (row := self._row(raw, worker, [])) is not None]
+        if rows is None:  # prepared with helpers: enriched again here, apart from the exporter's own
+            # enricher and price table (in use on the exporter's thread), whose counts it already has;
+            # its unreadable records are kept already.
+            enricher = Enricher(PriceTable.load(self.lc.prices_file))
+            rows = [row for raw, _ in chunk.raws if (row := _enriched(enricher, raw)) is not None]
         for row in rows:
             try:
                 self.sink.write([row], f"{batch_id}-{row.get('request_id', '')}")
@@ -529,6 +558,13 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _enriched(enricher: Enricher, raw: bytes) -> dict[str, Any] | None:
+    try:
+        return enricher.row(decode_record(raw))
+    except Exception:
+        return None
 
 
 def _no_backlog(behind: bool, caught_up: bool, writing: bool) -> None:

@@ -25,24 +25,30 @@ import gc
 import logging
 import os
 import signal
+import site
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import fastgw
 
 log = logging.getLogger("fastgw.exporter")
+T = TypeVar("T")
 
 # A dead or failing helper is started again at most this often; its parts are prepared in the
 # exporter meanwhile.
 RESTART_EVERY = 10.0
-# The longest the exporter waits for a helper's part before it prepares the part itself. A part
-# takes tens of milliseconds; a helper stopped (SIGSTOP) or starved must not hold the batch.
+# The longest the exporter waits on its helpers for one chunk (sending the parts, then the results)
+# before it prepares the missing parts itself. A part takes tens of milliseconds; a helper stopped
+# (SIGSTOP) or starved must not hold the batch.
 PART_TIMEOUT = 30.0
+# A helper that has not said "ready" this long after its start is stopped (and started again later).
+START_TIMEOUT = 60.0
 
 
 class PartResult(NamedTuple):
@@ -56,6 +62,7 @@ class PartResult(NamedTuple):
     counted: int  # rows whose tokens were counted (Enricher.counted)
     unpriced: int
     unknown: dict[str, int]  # PriceTable.unknown_counts of this part
+    rows: list[dict[str, Any]] | None = None  # kept only where asked (never from a helper)
 
 
 def row_ids(rows: list[dict[str, Any]]) -> bytes:
@@ -64,7 +71,7 @@ def row_ids(rows: list[dict[str, Any]]) -> bytes:
 
 
 def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[str, Any]]], Any],
-                 metrics: bool) -> PartResult:
+                 metrics: bool, keep_rows: bool = False) -> PartResult:
     """Decode and enrich ``raws``, encode the rows. ``encode`` raising is the caller's to handle."""
     from fastgw.analytics.metrics import fold_rows, raw_label
     from fastgw.requestlog.record import decode_record
@@ -83,7 +90,8 @@ def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[s
                if n != unknown_before.get(model, 0)}
     return PartResult(encoded, len(rows), row_ids(rows),
                       fold_rows(rows, raw_label, raw_label, raw_label) if metrics and rows else None,
-                      rejected, enricher.counted - counted, enricher.unpriced - unpriced, unknown)
+                      rejected, enricher.counted - counted, enricher.unpriced - unpriced, unknown,
+                      rows if keep_rows else None)
 
 
 def pack(raws: list[bytes]) -> tuple[bytes, bytes]:
@@ -159,6 +167,7 @@ class _Helper:
     def __init__(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         self.proc, self.conn = proc, conn
         self.ready = False
+        self.started = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -194,20 +203,31 @@ class PrepareHelpers:
             self._next_start = time.monotonic() + RESTART_EVERY
             for _ in range(self.count - len(self.helpers)):
                 self._start()
-        for h in self.helpers:
-            if not h.ready and h.conn.poll(0):
-                try:
-                    h.ready = h.conn.recv() == "ready"
-                except (EOFError, OSError):
-                    h.ready = False
+        for h in list(self.helpers):
+            if h.ready:
+                continue
+            try:
+                h.ready = h.conn.poll(0) and h.conn.recv() == "ready"
+            except Exception:
+                h.ready = False
+            if not h.ready and time.monotonic() - h.started > START_TIMEOUT:
+                log.warning("prepare helper %s did not start in %.0f s; stopping it", h.pid, START_TIMEOUT)
+                self._drop(h)
         return sum(h.ready for h in self.helpers)
 
     def _start(self) -> None:
         """A new interpreter (the exporter has threads, so no fork), running this module, with the
         fastgw this process imported first on its path, and a socket pair as its pipe."""
         ours, theirs = socket.socketpair()
+        # Blocking, but never for good: a helper that stops reading or writing fails the call
+        # (OSError) instead of holding the exporter (see PART_TIMEOUT).
+        limit = struct.pack("ll", int(PART_TIMEOUT), 0)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(fastgw.__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        if root not in site.getsitepackages():  # a checkout on sys.path, not an installed package
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
         args = [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid()), self.prices_file or "",
                 self.encode_path, "1" if self.metrics else "0"]
         try:
@@ -237,38 +257,40 @@ class PrepareHelpers:
         except subprocess.TimeoutExpired:
             pass
 
-    def prepare(self, parts: list[list[bytes]], own: Callable[[], PartResult | None]) -> list[PartResult | None]:
-        """Parts 0..n-2 to ready helpers (one each), ``own()`` for the last, in this thread."""
+    def prepare(self, parts: list[list[bytes]], own: Callable[[], T]) -> tuple[list[PartResult | None], T]:
+        """``parts`` to the ready helpers, one each, and ``own()`` run meanwhile in this thread.
+        Returns the helpers' PartResults (None for a part one did not prepare: dead, hung, or its
+        encoder refused a row) and what ``own()`` returned."""
         ready = [h for h in self.helpers if h.ready]
         sent: list[_Helper | None] = []
-        for part, h in zip(parts[:-1], ready):
+        for part, h in zip(parts, ready):
             try:
                 blob, ends = pack(part)
                 h.conn.send_bytes(ends)
                 h.conn.send_bytes(blob)
                 sent.append(h)
-            except (BrokenPipeError, OSError):
+            except OSError as exc:  # dead, or not reading for PART_TIMEOUT
+                log.warning("prepare helper %s did not take a part (%s); stopping it", h.pid, exc)
                 self._drop(h)
                 sent.append(None)
-        sent += [None] * (len(parts) - 1 - len(sent))
+        sent += [None] * (len(parts) - len(sent))
         mine = own()
-        results: list[PartResult | None] = []
-        for h in sent:
-            results.append(self._receive(h) if h is not None else None)
-        results.append(mine)
-        done = sum(r is not None for r in results[:-1])
+        deadline = time.monotonic() + PART_TIMEOUT
+        results = [self._receive(h, deadline) if h is not None else None for h in sent]
+        done = sum(r is not None for r in results)
         self.parts += done
-        self.failures += sum(h is not None for h in sent) - done
-        return results
+        self.failures += len(parts) - done
+        return results, mine
 
-    def _receive(self, h: _Helper) -> PartResult | None:
+    def _receive(self, h: _Helper, deadline: float) -> PartResult | None:
         try:
-            if not h.conn.poll(PART_TIMEOUT):
+            if not h.conn.poll(max(0.0, deadline - time.monotonic())):
                 log.warning("prepare helper %s took over %.0f s for a part; stopping it", h.pid, PART_TIMEOUT)
                 self._drop(h)
                 return None
             result = h.conn.recv()
-        except (EOFError, OSError):
+        except Exception as exc:  # dead, stuck mid-answer, or an answer that does not unpickle
+            log.warning("prepare helper %s failed (%s); stopping it", h.pid, exc)
             self._drop(h)
             return None
         if isinstance(result, str):  # the encoder refused a row: the exporter writes the rows one by one
