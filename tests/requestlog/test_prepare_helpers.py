@@ -111,19 +111,24 @@ def test_metrics_folded_with_raw_labels_then_capped_equal_the_capped_fold() -> N
     assert capped[1].overflow > 0 and capped[2].overflow > 0  # the caps were exceeded
 
 
+def config_with_rings(tmp_path: Path, batch: int, helpers: int) -> tuple[Path, config_mod.Config, list[RecordBuffer]]:
+    """A config into chDB (admin server off), and the two workers' rings it names."""
+    cfg_file = tmp_path / "fastgw.yaml"
+    cfg_file.write_text(f"logging: {{sink: 'chdb://{tmp_path / 'ch'}', run_dir: '{tmp_path / 'run'}', "
+                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: 8MiB, batch_max_records: {batch}, "
+                        f"exporter_helpers: {helpers}}}\nadmin: {{enabled: false}}\n")
+    cfg = config_mod.load(str(cfg_file))
+    paths = LogPaths.for_config(cfg)
+    return cfg_file, cfg, [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), 8 << 20) for w in range(2)]
+
+
 @contextmanager
 def exporter_with_helpers(tmp_path: Path, monkeypatch: Any, helpers: int = 1,
                           batch: int = 600) -> Iterator[tuple[Exporter, list[RecordBuffer]]]:
     """An exporter into chDB with two rings; chunks of 100 records or more go to the helpers."""
     monkeypatch.setattr(exporter_module, "HELPED_MIN_RECORDS", 100)
-    cfg_file = tmp_path / "fastgw.yaml"
-    cfg_file.write_text(f"logging: {{sink: 'chdb://{tmp_path / 'ch'}', run_dir: '{tmp_path / 'run'}', "
-                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: 8MiB, batch_max_records: {batch}, "
-                        f"exporter_helpers: {helpers}}}\n")
-    cfg = config_mod.load(str(cfg_file))
-    paths = LogPaths.for_config(cfg)
-    bufs = [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), 8 << 20) for w in range(2)]
-    exporter = Exporter(cfg, paths, 2)
+    _, cfg, bufs = config_with_rings(tmp_path, batch, helpers)
+    exporter = Exporter(cfg, LogPaths.for_config(cfg), 2)
     try:
         yield exporter, bufs
     finally:
@@ -272,13 +277,7 @@ run_exporter(cfg, LogPaths.for_config(cfg), 2)
 
 
 def test_helpers_die_with_a_killed_exporter_and_the_restarted_one_counts_exactly(tmp_path: Path) -> None:
-    cfg_file = tmp_path / "fastgw.yaml"
-    cfg_file.write_text(f"logging: {{sink: 'chdb://{tmp_path / 'ch'}', run_dir: '{tmp_path / 'run'}', "
-                        f"spill_dir: '{tmp_path / 'spill'}', ring_size: 8MiB, batch_max_records: 500, "
-                        f"exporter_helpers: 1}}\nadmin: {{enabled: false}}\n")
-    cfg = config_mod.load(str(cfg_file))
-    paths = LogPaths.for_config(cfg)
-    bufs = [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), 8 << 20) for w in range(2)]
+    cfg_file, _, bufs = config_with_rings(tmp_path, 500, 1)
     log_file = (tmp_path / "exporter.log").open("wb")
 
     def start() -> subprocess.Popen[bytes]:
