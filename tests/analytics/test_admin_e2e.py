@@ -129,9 +129,12 @@ def test_admin_api_stats_and_tail_on_a_running_gateway(start_gateway, mock: Mock
 
 def check_tail(gw: GatewayProcess, base: str) -> None:
     """Tail prints the last request first, then each new one as it is logged, until Ctrl-C."""
+    # Ctrl-C as a terminal sends it, whatever this process inherited: a shell's background job (a CI
+    # runner's, `cmd &`) starts with SIGINT ignored, which a child would inherit and never see.
     proc = subprocess.Popen([sys.executable, "-m", "fastgw", "tail", "--admin", base, "-n", "1",
                              "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "FASTGW_ADMIN_KEY": KEY})
+                            env={**os.environ, "FASTGW_ADMIN_KEY": KEY},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
