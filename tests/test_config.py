@@ -235,6 +235,8 @@ def test_unknown_keys_are_errors(tmp_path: Path, text: str, key: str) -> None:
         ("providers:\n  local:\n    format: openai\n", "providers.local", "base_url"),
         ("upstream:\n  max_connections_per_origin: 0\n", "upstream.max_connections_per_origin", "at least 1"),
         ("logging:\n  exporter_helpers: -2\n", "logging.exporter_helpers", "must be -1"),
+        ("providers:\n  local:\n    base_url: https://%s.example\n" % ("a" * 64), "providers.local.base_url",
+         "has a host name that can't be sent"),
     ],
 )
 def test_wrong_types_and_values(tmp_path: Path, text: str, key: str, message: str) -> None:

@@ -561,6 +561,10 @@ def _check_url(url: str, key: str, source: str) -> None:
         raise ConfigError(key, f"{url!r} is not an http(s) URL", source)
     if parts.query or parts.fragment:
         raise ConfigError(key, "must not have a query or fragment", source)
+    try:  # the Host header the gateway will send (providers/table.py Origin)
+        (f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname).encode("idna")
+    except UnicodeError as exc:
+        raise ConfigError(key, f"{url!r} has a host name that can't be sent ({exc})", source) from None
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

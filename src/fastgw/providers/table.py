@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from fastgw.config import Config, ProviderConfig
@@ -17,19 +17,23 @@ class Origin:
     scheme: str
     host: str
     port: int
+    # The Host header and the URL, made once: every proxied request sends the one and logs the
+    # other, and the IDNA codec alone took about 0.75 µs a call.
+    host_header: bytes = field(init=False, repr=False, compare=False)
+    url: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        default = 443 if self.tls else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "host_header", (host if self.port == default else f"{host}:{self.port}").encode("idna"))
+        object.__setattr__(self, "url", f"{self.scheme}://{self.host}:{self.port}")
 
     @property
     def tls(self) -> bool:
         return self.scheme == "https"
 
-    @property
-    def host_header(self) -> bytes:
-        default = 443 if self.tls else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
-
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return self.url
 
 
 def parse_base_url(url: str) -> tuple[Origin, str]:
