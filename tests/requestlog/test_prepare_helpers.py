@@ -265,7 +265,9 @@ def test_a_chunk_written_again_without_helpers_is_deduplicated(tmp_path: Path, m
 
 
 EXPORTER_MAIN = """
+import logging
 import sys
+logging.basicConfig(level=logging.INFO)  # as `fastgw serve` does: the helpers' "ready" lines
 from fastgw import config
 from fastgw.requestlog import exporter
 from fastgw.requestlog.exporter import run_exporter
@@ -300,6 +302,13 @@ def test_helpers_die_with_a_killed_exporter_and_the_restarted_one_counts_exactly
             pushed += 200
             time.sleep(0.2)
         helper = helpers_of(proc.pid)[0]
+        # Ready: past its PR_SET_PDEATHSIG (a helper stopped before that, while it imports, would
+        # only see its pipe close once it ran again).
+        while f"prepare helper {helper} ready" not in (tmp_path / "exporter.log").read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "exporter.log").read_text()
+            push(bufs, records(200))
+            pushed += 200
+            time.sleep(0.2)
         push(bufs, records(2000))
         pushed += 2000
         # Stopped, the helper can't see its pipe close: PR_SET_PDEATHSIG is what ends it.

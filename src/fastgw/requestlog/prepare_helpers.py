@@ -210,6 +210,8 @@ class PrepareHelpers:
                 h.ready = h.conn.poll(0) and h.conn.recv() == "ready"
             except Exception:
                 h.ready = False
+            if h.ready:
+                log.info("prepare helper %s ready", h.pid)
             if not h.ready and time.monotonic() - h.started > START_TIMEOUT:
                 log.warning("prepare helper %s did not start in %.0f s; stopping it", h.pid, START_TIMEOUT)
                 self._drop(h)
