@@ -28,7 +28,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,8 +77,8 @@ class _Chunk(NamedTuple):
     prepared: Any
     batch_id: str
     count: int
-    totals: list[Any] = []  # metrics.fold_rows of each part, for a chunk without rows
-    raws: list[tuple[bytes, int]] = []  # (record, worker), for a chunk without rows
+    totals: Sequence[Any] = ()  # metrics.fold_rows of each part, for a chunk without rows
+    raws: Sequence[tuple[bytes, int]] = ()  # (record, worker), for a chunk without rows
 
 
 @dataclass
@@ -347,7 +347,7 @@ class Exporter:
         else:
             theirs, mine = [], own()
         results = theirs + mine
-        by_helper = [r is not None for r in theirs]
+        helped = {i for i, r in enumerate(theirs) if r is not None}  # the others are counted here
         for i, r in enumerate(results):
             if r is None:  # a part a helper did not prepare, or a row the encoder refused
                 results[i] = self._own_part(raws[i], encode, fold)
@@ -361,7 +361,7 @@ class Exporter:
             for index, why in r.rejected:
                 raw, worker = part[index]
                 flight.rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, ValueError(why)))
-            if i < len(by_helper) and by_helper[i]:  # this thread's parts were counted as they were enriched
+            if i in helped:  # this thread's parts were counted as they were enriched
                 self.enricher.counted += r.counted
                 self.enricher.unpriced += r.unpriced
                 self.prices.unknown_counts.update(r.unknown)
@@ -387,7 +387,8 @@ class Exporter:
         """A part prepared here: metric totals (``fold``) like a helper's, or else the rows themselves."""
         try:
             return prepare_part(self.enricher, raws, encode, fold and self.metrics is not None, keep_rows=not fold)
-        except Exception:  # the encoder refused a row
+        except Exception:  # the encoder refused a row: the in-process path says which, and keeps it
+            log.debug("a part could not be prepared; its chunk goes the in-process way", exc_info=True)
             return None
 
     def _prepare(self, rows: list[dict[str, Any]]) -> Any:

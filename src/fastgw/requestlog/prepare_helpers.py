@@ -178,9 +178,8 @@ class _Helper:
 
 
 class PrepareHelpers:
-    """The exporter's helper processes. ``prepare(parts, own)`` runs ``own`` (the exporter's part)
-    while the helpers work on the others, and returns every part's PartResult, or None for a part
-    whose helper failed (the exporter prepares it itself)."""
+    """The exporter's helper processes: ``usable()`` starts them and says how many are ready;
+    ``prepare(parts, own)`` hands them a part each and runs ``own`` (the exporter's share) meanwhile."""
 
     def __init__(self, count: int, prices_file: str | None, encode: Callable[..., Any], metrics: bool) -> None:
         self.count = count
