@@ -14,13 +14,18 @@ import uuid
 from pathlib import Path
 
 try:
-    from fastgw.requestlog.record import encode_record
+    from fastgw.requestlog.record import pack_record
 except ImportError:  # not installed: run from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from fastgw.requestlog.record import encode_record
+    from fastgw.requestlog.record import pack_record
 import orjson
 
+from fastgw.app import context_from_raw
+from fastgw.config import ProviderConfig
+from fastgw.providers.table import Provider
 from fastgw.testing import mock_payloads as mp
+
+OPENAI = Provider.from_config("openai", ProviderConfig(base_url="https://api.openai.com"))
 
 WORDS = ("the quick brown fox jumps over lazy dog model token stream cache user assistant system "
          "function call result json schema answer question retrieval context window latency").split()
@@ -55,25 +60,28 @@ def make_records(count: int, body_bytes: int = 1024, seed: int = 1) -> list[byte
             response = b"".join(events)
             hidden = mp.sse_data({"id": f"chatcmpl-{i}", "object": "chat.completion.chunk", "model": model,
                                   "choices": [], "usage": {"prompt_tokens": ptok, "completion_tokens": len(pieces),
-                                                           "total_tokens": ptok + len(pieces)}}).decode()
+                                                           "total_tokens": ptok + len(pieces)}})
         else:
             response = orjson.dumps(mp.chat_completion(f"chatcmpl-{i}", 1_700_000_000, model, (answer,), ptok))
-            hidden = ""
-        meta = {
-            "kind": "request", "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "created_at_ms": now_ms - i, "total_us": rng.randrange(50_000, 900_000), "ttfb_us": 40_000,
-            "upstream_us": 39_000, "gateway_us": rng.randrange(40, 400), "method": "POST",
-            "path": "/v1/chat/completions", "provider": "openai", "format": "openai",
-            "target_url": "https://api.openai.com/v1/chat/completions", "status": 200, "error_type": "",
-            "error_message": "", "client_left": False, "usage_injected": stream,
-            "user_id": f"user-{rng.randrange(1000)}", "properties": {"env": "prod", "team": "search"},
-            "session_id": f"s-{rng.randrange(100)}", "session_path": "/a/b", "session_name": "chat",
-            "omit_request": False, "omit_response": False, "request_truncated": False, "response_truncated": False,
-            "response_content_type": "text/event-stream" if stream else "application/json",
-            "request_headers": "user-agent: OpenAI/Python 1.40.0\r\ncontent-type: application/json\r\nauthorization: [redacted]\r\n",
-            "worker": 0,
-        }
-        if hidden:
-            meta["hidden_usage"] = hidden
-        out.append(encode_record(meta, request, response))
+            hidden = b""
+        raw = [(b"host", b"gw.test"), (b"user-agent", b"OpenAI/Python 1.40.0"), (b"content-type", b"application/json"),
+               (b"authorization", b"Bearer sk-bench"), (b"helicone-user-id", b"user-%d" % rng.randrange(1000)),
+               (b"helicone-property-env", b"prod"), (b"helicone-property-team", b"search"),
+               (b"helicone-session-id", b"s-%d" % rng.randrange(100)), (b"helicone-session-path", b"/a/b"),
+               (b"helicone-session-name", b"chat"),
+               (b"helicone-request-id", str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode())]
+        t_start = time.perf_counter_ns() - rng.randrange(50_000, 900_000) * 1000
+        ctx = context_from_raw(b"POST", b"/v1/chat/completions", raw, request, t_start)
+        ctx.created_ms = now_ms - i
+        ctx.provider, ctx.upstream_path = OPENAI, b"/v1/chat/completions"
+        ctx.upstream_ns = 39_000_000
+        ctx.usage_injected = stream
+        ctx.hidden_usage = hidden
+        # Packed by the worker's own code, so the exporter reads what it reads in production.
+        out.append(pack_record(
+            ctx, status=200, error=None, response_body=response, response_truncated=False,
+            response_content_type="text/event-stream" if stream else "application/json",
+            t_first_byte=t_start + 39_000_000 + rng.randrange(40, 400) * 1000, client_left=False,
+            body_limit=256 * 1024, omit_request=False, omit_response=False, worker=0,
+        ))
     return out

@@ -1,9 +1,9 @@
 """The hot paths, compiled with Cython when built, else their pure-Python twins.
 
 Use it as ``from fastgw._native import headers`` (or ``fastgw._native.headers`` as an attribute;
-likewise ``ring``, ``cachekey`` and ``nativeblock``): that is the compiled module when it is built and FASTGW_PURE
-is not "1", the twin in ``_pure`` otherwise. ``NATIVE`` says which (``IMPLEMENTATION`` is
-"cython" or "pure").
+likewise ``ring``, ``cachekey``, ``nativeblock`` and ``recordwire``): that is the compiled module
+when it is built and FASTGW_PURE is not "1", the twin in ``_pure`` otherwise. ``NATIVE`` says
+which (``IMPLEMENTATION`` is "cython" or "pure").
 
 A subtlety: the compiled module is itself *named* ``fastgw._native.headers``, so the package
 attribute ``headers`` and the submodule of that name are two different things. The import system
@@ -17,19 +17,19 @@ import os
 
 from fastgw._native.errors import HeaderError
 
-__all__ = ["HeaderError", "IMPLEMENTATION", "NATIVE", "cachekey", "headers", "load", "nativeblock", "ring"]
+__all__ = ["HeaderError", "IMPLEMENTATION", "NATIVE", "cachekey", "headers", "load", "nativeblock", "recordwire", "ring"]
 
-_MODULES = ("cachekey", "headers", "nativeblock", "ring")
+_MODULES = ("cachekey", "headers", "nativeblock", "recordwire", "ring")
 
 if os.environ.get("FASTGW_PURE") == "1":
-    from fastgw._native._pure import cachekey, headers, nativeblock, ring
+    from fastgw._native._pure import cachekey, headers, nativeblock, recordwire, ring
     NATIVE = False
 else:
     try:
-        from fastgw._native import cachekey, headers, nativeblock, ring  # the compiled extensions
+        from fastgw._native import cachekey, headers, nativeblock, recordwire, ring  # the compiled extensions
         NATIVE = True
     except ImportError:
-        from fastgw._native._pure import cachekey, headers, nativeblock, ring
+        from fastgw._native._pure import cachekey, headers, nativeblock, recordwire, ring
         NATIVE = False
 
 IMPLEMENTATION = "cython" if NATIVE else "pure"

@@ -1,7 +1,7 @@
 """RequestLogger: the worker's side of request logging, called once per request by the server.
 
-It builds the record, serialises it with orjson and pushes the bytes into this worker's ring
-buffer. Nothing here awaits or blocks; a full ring spills to disk inside ``RecordBuffer.push``.
+It packs the record (``record.pack_record``) and pushes the bytes into this worker's ring buffer.
+Nothing here awaits or blocks; a full ring spills to disk inside ``RecordBuffer.push``.
 A failure to log never fails the request: it is counted and reported, and the response goes on.
 """
 
@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.errors import GatewayError
-from fastgw.requestlog.record import BodyCapture, build_record, encode_record, redact_headers
+from fastgw.requestlog.record import BodyCapture, encode_record, pack_record, redact_headers
 
 if TYPE_CHECKING:
     from fastgw.config import LoggingConfig
@@ -55,15 +55,12 @@ class RequestLogger:
                 response_body, truncated = body.value()
             else:
                 response_body, truncated = body[: self.body_limit], len(body) > self.body_limit
-            meta, request_body, response_body = build_record(
+            self.buffer.push(pack_record(
                 ctx, status=status, error=(error.code, error.message) if error is not None else None,
                 response_body=response_body, response_truncated=truncated, response_content_type=content_type,
                 t_first_byte=t_first_byte, client_left=client_left, body_limit=self.body_limit,
                 omit_request=self.omit_request, omit_response=self.omit_response, worker=self.worker,
-            )
-            if ctx.hidden_usage:
-                meta["hidden_usage"] = ctx.hidden_usage.decode("utf-8", "replace")
-            self.buffer.push(encode_record(meta, request_body, response_body))
+            ))
         except Exception:  # never let logging fail a request; count it and say so
             self.failures += 1
             log.exception("could not log request %s", ctx.request_id)

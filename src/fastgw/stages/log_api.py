@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,17 +74,23 @@ class LogAPI:
         self.next = next
         self.logger = logger
 
-    async def __call__(self, ctx: RequestContext) -> Response:
+    def __call__(self, ctx: RequestContext) -> Coroutine[Any, Any, Response]:
+        # Not a coroutine itself: every other request gets the next stage's coroutine as it is,
+        # without a frame of this stage to enter and leave (about a microsecond a request).
         if ctx.method == b"POST":
             if ctx.target == b"/custom/v1/log":
                 ctx.log_skip = True  # the call is not a request row; what it reports is
-                return self._manual_log(ctx)
+                return self._answer(self._manual_log, ctx)
             if ctx.target.startswith(b"/v1/request/"):
                 m = _FEEDBACK.match(ctx.target)
                 if m:
                     ctx.log_skip = True
-                    return self._feedback(ctx, m.group(1).decode(), m.group(2).decode())
-        return await self.next(ctx)
+                    return self._answer(self._feedback, ctx, m.group(1).decode(), m.group(2).decode())
+        return self.next(ctx)
+
+    @staticmethod
+    async def _answer(endpoint: Callable[..., Response], *args: Any) -> Response:
+        return endpoint(*args)
 
     def _feedback(self, ctx: RequestContext, request_id: str, what: str) -> Response:
         try:

@@ -8,6 +8,9 @@ stage out of the pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import orjson
 
 from fastgw.context import RequestContext
@@ -29,11 +32,18 @@ class StreamUsage:
     def __init__(self, next: Handler) -> None:
         self.next = next
 
-    async def __call__(self, ctx: RequestContext) -> Response:
+    def __call__(self, ctx: RequestContext) -> Coroutine[Any, Any, Response]:
+        # Not a coroutine itself: a request that gets no injection (all but OpenAI-compatible
+        # streams) gets the next stage's coroutine as it is, without a frame of this stage.
         if wants_injection(ctx):
             self._inject(ctx)
+            if ctx.usage_injected:
+                return self._filtered(ctx)
+        return self.next(ctx)
+
+    async def _filtered(self, ctx: RequestContext) -> Response:
         response = await self.next(ctx)
-        if ctx.usage_injected and 200 <= response.status < 300 and is_event_stream(response.headers):
+        if 200 <= response.status < 300 and is_event_stream(response.headers):
             usage_filter = UsageChunkFilter()
             if response.body is not None:
                 response.body = usage_filter.feed(response.body) + usage_filter.finish()

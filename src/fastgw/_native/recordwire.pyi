@@ -1,0 +1,39 @@
+"""The request-log record packed for the ring (compiled twin: recordwire.pyx; pure twin, and the
+byte layout: _pure/recordwire.py).
+
+Why: the worker packs each request's record in fixed fields and length-prefixed strings instead
+of a dict turned into JSON, and the exporter unpacks it into the same dict. Both twins write
+byte-identical records.
+"""
+from typing import Any
+
+BINARY: int  # the bit of the first length that marks a binary meta
+CLIENT_LEFT: int
+USAGE_INJECTED: int
+OMIT_REQUEST: int
+OMIT_RESPONSE: int
+REQUEST_TRUNCATED: int
+RESPONSE_TRUNCATED: int
+HAS_KEY_ID: int
+HAS_TARGET_MODEL: int
+STRINGS: tuple[str, ...]  # the meta's strings, in order
+
+def contains_any(data: bytes, needles: tuple[bytes, ...]) -> bool:
+    """Whether any of ``needles`` occurs in ``data``: the redaction's cheap test, one C pass a needle."""
+
+def pack_request(
+    ctx: Any, status: int, error_type: str, error_message: str, path: bytes, target_url: str, headers: bytes,
+    request_body: bytes, request_truncated: bool, response_body: bytes, response_truncated: bool,
+    content_type: str, t_first_byte: int, client_left: bool, omit_request: bool, omit_response: bool,
+    worker: int, now: int,
+) -> bytes:
+    """The whole record for ``ctx`` (a RequestContext): lengths, binary meta, the two bodies.
+
+    ``path``, ``target_url`` and ``headers`` come already redacted; ``now`` and ``t_first_byte``
+    are perf_counter_ns readings (``t_first_byte`` 0: nothing was sent); ``omit_request`` and
+    ``omit_response`` are the config's, or-ed with the request's Helicone-Omit-* headers.
+    """
+
+def unpack_meta(raw: bytes, start: int, n: int) -> dict[str, Any]:
+    """The binary meta at ``raw[start:start + n]`` as the dict the JSON meta gave (same keys, same
+    order, same values). ValueError (UnicodeDecodeError among them) when it is not one."""

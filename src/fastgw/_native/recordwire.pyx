@@ -1,0 +1,296 @@
+# The log record packed for the ring, compiled (contract: recordwire.pyi; pure twin and the byte
+# layout: _pure/recordwire.py). The worker calls pack_request once a request; the exporter calls
+# unpack_meta once a record. Strings are copied straight from the str objects' UTF-8 (for ASCII,
+# CPython's own buffer), so a request whose strings are ASCII allocates one bytes object here.
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+import orjson
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+
+cdef extern from "string.h":
+    void* memmem(const void* haystack, size_t n, const void* needle, size_t m) nogil
+
+BINARY = 0x80000000
+CLIENT_LEFT = 1
+USAGE_INJECTED = 2
+OMIT_REQUEST = 4
+OMIT_RESPONSE = 8
+REQUEST_TRUNCATED = 16
+RESPONSE_TRUNCATED = 32
+HAS_KEY_ID = 64
+HAS_TARGET_MODEL = 128
+STRINGS = (
+    "request_id", "method", "path", "provider", "format", "target_url", "error_type", "error_message",
+    "user_id", "session_id", "session_path", "session_name", "response_content_type", "request_headers",
+    "cache_status", "key_id", "target_model", "hidden_usage", "properties", "attempts",
+)
+
+cdef enum:
+    NSTR = 20
+    FIXED_SIZE = 5 * 8 + 4 * 4 + 4  # i64 x5, i32 x4, u32 flags
+    LENGTHS_SIZE = 12
+
+cdef struct Piece:
+    const char* p
+    Py_ssize_t n
+
+
+cdef inline void _put_u32(char* at, uint32_t v) noexcept nogil:
+    at[0] = <char>(v & 0xFF)
+    at[1] = <char>((v >> 8) & 0xFF)
+    at[2] = <char>((v >> 16) & 0xFF)
+    at[3] = <char>((v >> 24) & 0xFF)
+
+
+cdef inline void _put_u64(char* at, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        at[i] = <char>((v >> (8 * i)) & 0xFF)
+
+
+cdef inline uint32_t _get_u32(const unsigned char* at) noexcept nogil:
+    return <uint32_t>at[0] | (<uint32_t>at[1] << 8) | (<uint32_t>at[2] << 16) | (<uint32_t>at[3] << 24)
+
+
+cdef inline uint64_t _get_u64(const unsigned char* at) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v |= (<uint64_t>at[i]) << (8 * i)
+    return v
+
+
+cdef inline int64_t _us(int64_t ns) noexcept nogil:
+    """ns // 1000 with Python's floor division, so both twins agree on a negative span."""
+    cdef int64_t q = ns / 1000
+    if ns % 1000 != 0 and ns < 0:
+        q -= 1
+    return q
+
+
+cdef int _text(Piece* out, object s, list keep) except -1:
+    if s is None or not s:
+        out.n = 0
+        out.p = NULL
+        return 0
+    try:
+        out.p = PyUnicode_AsUTF8AndSize(s, &out.n)
+    except UnicodeEncodeError:  # a lone surrogate: kept as U+FFFD, never a lost record
+        b = (<str>s).encode("utf-8", "replace")
+        keep.append(b)
+        out.p = PyBytes_AS_STRING(b)
+        out.n = PyBytes_GET_SIZE(b)
+    return 0
+
+
+cdef inline void _raw(Piece* out, bytes b) noexcept:
+    if b is None:
+        out.n = 0
+        out.p = NULL
+    else:
+        out.p = PyBytes_AS_STRING(b)
+        out.n = PyBytes_GET_SIZE(b)
+
+
+cdef inline bint _true(object value):
+    return value is not None and (<str>value).lower() == "true"
+
+
+def contains_any(bytes data, tuple needles):
+    cdef bytes needle
+    cdef const char* p = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    for needle in needles:
+        if memmem(p, n, PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle)) != NULL:
+            return True
+    return False
+
+
+def pack_request(
+    ctx, int status, str error_type, str error_message, bytes path, str target_url, bytes headers,
+    bytes request_body, bint request_truncated, bytes response_body, bint response_truncated,
+    str content_type, long long t_first_byte, bint client_left, bint omit_request, bint omit_response,
+    int worker, long long now,
+):
+    cdef Piece s[NSTR]
+    cdef list keep = []
+    cdef uint32_t flags = 0
+    cdef long long t_start = ctx.t_start
+    cdef long long upstream_ns = ctx.upstream_ns
+    cdef Py_ssize_t total, meta_n, i
+    cdef char* out
+    cdef char* at
+    h = ctx.headers.helicone
+    provider = ctx.provider
+    if client_left:
+        flags |= 1
+    if ctx.usage_injected:
+        flags |= 2
+    if omit_request or _true(h.omit_request):
+        flags |= 4
+    if omit_response or _true(h.omit_response):
+        flags |= 8
+    if request_truncated:
+        flags |= 16
+    if response_truncated:
+        flags |= 32
+    principal = ctx.principal
+    model_override = ctx.model_override
+    if principal is not None:
+        flags |= 64
+    if model_override is not None:
+        flags |= 128
+    # One tuple holds a reference to every string until the copy, whoever else owns it.
+    texts = (
+        ctx.request_id,
+        provider.name if provider is not None else None,
+        # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
+        ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else None,
+        target_url, error_type, error_message, h.user_id, h.session_id, h.session_path, h.session_name, content_type,
+        ctx.cache_status, principal.key_id if principal is not None else None, model_override,
+    )
+    _text(&s[0], texts[0], keep)
+    _raw(&s[1], ctx.method)
+    _raw(&s[2], path)
+    _text(&s[3], texts[1], keep)
+    _text(&s[4], texts[2], keep)
+    for i in range(3, 11):
+        _text(&s[i + 2], texts[i], keep)
+    _raw(&s[13], headers)
+    _text(&s[14], texts[11], keep)
+    _text(&s[15], texts[12], keep)
+    _text(&s[16], texts[13], keep)
+    hidden_usage = ctx.hidden_usage
+    _raw(&s[17], hidden_usage)
+    properties = h.properties
+    if properties:
+        b = orjson.dumps(properties)
+        keep.append(b)
+        _raw(&s[18], b)
+    else:
+        s[18].n = 0
+    attempts = ctx.attempts
+    if attempts:
+        b = orjson.dumps(attempts)
+        keep.append(b)
+        _raw(&s[19], b)
+    else:
+        s[19].n = 0
+
+    meta_n = FIXED_SIZE + 4 * NSTR
+    for i in range(NSTR):
+        meta_n += s[i].n
+    n_request = PyBytes_GET_SIZE(request_body)
+    n_response = PyBytes_GET_SIZE(response_body)
+    total = LENGTHS_SIZE + meta_n + n_request + n_response
+    result = PyBytes_FromStringAndSize(NULL, total)
+    out = PyBytes_AS_STRING(result)
+    _put_u32(out, <uint32_t>meta_n | 0x80000000u)
+    _put_u32(out + 4, <uint32_t>n_request)
+    _put_u32(out + 8, <uint32_t>n_response)
+    at = out + LENGTHS_SIZE
+    _put_u64(at, <uint64_t><int64_t>ctx.created_ms)
+    _put_u64(at + 8, <uint64_t>_us(now - t_start))
+    _put_u64(at + 16, <uint64_t>(_us(t_first_byte - t_start) if t_first_byte else 0))
+    _put_u64(at + 24, <uint64_t>_us(upstream_ns))
+    _put_u64(at + 32, <uint64_t>_us((t_first_byte if t_first_byte else now) - t_start - upstream_ns))
+    _put_u32(at + 40, <uint32_t>status)
+    _put_u32(at + 44, <uint32_t>worker)
+    _put_u32(at + 48, <uint32_t><int>ctx.retry_count)
+    _put_u32(at + 52, <uint32_t><int>ctx.fallback_index)
+    _put_u32(at + 56, flags)
+    at += FIXED_SIZE
+    for i in range(NSTR):
+        _put_u32(at, <uint32_t>s[i].n)
+        at += 4
+        if s[i].n:
+            memcpy(at, s[i].p, s[i].n)
+            at += s[i].n
+    if n_request:
+        memcpy(at, PyBytes_AS_STRING(request_body), n_request)
+        at += n_request
+    if n_response:
+        memcpy(at, PyBytes_AS_STRING(response_body), n_response)
+    return result
+
+
+cdef inline int64_t _i32(const unsigned char* at) noexcept nogil:
+    return <int64_t>(<int>_get_u32(at))
+
+
+def unpack_meta(bytes raw, Py_ssize_t start, Py_ssize_t n):
+    cdef const unsigned char* p
+    cdef Py_ssize_t at, end, i
+    cdef uint32_t length, flags
+    cdef Piece s[NSTR]
+    if start < 0 or n < 0 or start + n > PyBytes_GET_SIZE(raw):
+        raise ValueError("binary record meta is cut short")
+    if n < FIXED_SIZE:
+        raise ValueError("binary record meta is cut short")
+    p = <const unsigned char*>PyBytes_AS_STRING(raw) + start
+    end = n
+    at = FIXED_SIZE
+    for i in range(NSTR):
+        if at + 4 > end:
+            raise ValueError("binary record meta is cut short")
+        length = _get_u32(p + at)
+        at += 4
+        if at + length > end:
+            raise ValueError("binary record meta is cut short")
+        s[i].p = <const char*>(p + at)
+        s[i].n = length
+        at += length
+    flags = _get_u32(p + 56)
+    retry_count = _i32(p + 48)
+    fallback_index = _i32(p + 52)
+    record = {
+        "kind": "request",
+        "request_id": PyUnicode_DecodeUTF8(s[0].p, s[0].n, NULL),
+        "created_at_ms": <int64_t>_get_u64(p),
+        "total_us": <int64_t>_get_u64(p + 8),
+        "ttfb_us": <int64_t>_get_u64(p + 16),
+        "upstream_us": <int64_t>_get_u64(p + 24),
+        "gateway_us": <int64_t>_get_u64(p + 32),
+        "method": PyUnicode_DecodeLatin1(s[1].p, s[1].n, NULL),
+        "path": PyUnicode_DecodeLatin1(s[2].p, s[2].n, NULL),
+        "provider": PyUnicode_DecodeUTF8(s[3].p, s[3].n, NULL),
+        "format": PyUnicode_DecodeUTF8(s[4].p, s[4].n, NULL),
+        "target_url": PyUnicode_DecodeUTF8(s[5].p, s[5].n, NULL),
+        "status": _i32(p + 40),
+        "error_type": PyUnicode_DecodeUTF8(s[6].p, s[6].n, NULL),
+        "error_message": PyUnicode_DecodeUTF8(s[7].p, s[7].n, NULL),
+        "client_left": bool(flags & 1),
+        "usage_injected": bool(flags & 2),
+        "user_id": PyUnicode_DecodeUTF8(s[8].p, s[8].n, NULL),
+        "properties": orjson.loads(PyBytes_FromStringAndSize(s[18].p, s[18].n)) if s[18].n else {},
+        "session_id": PyUnicode_DecodeUTF8(s[9].p, s[9].n, NULL),
+        "session_path": PyUnicode_DecodeUTF8(s[10].p, s[10].n, NULL),
+        "session_name": PyUnicode_DecodeUTF8(s[11].p, s[11].n, NULL),
+        "omit_request": bool(flags & 4),
+        "omit_response": bool(flags & 8),
+        "request_truncated": bool(flags & 16),
+        "response_truncated": bool(flags & 32),
+        "response_content_type": PyUnicode_DecodeUTF8(s[12].p, s[12].n, NULL),
+        "request_headers": PyUnicode_DecodeLatin1(s[13].p, s[13].n, NULL),
+        "worker": _i32(p + 44),
+    }
+    if s[14].n:
+        record["cache_status"] = PyUnicode_DecodeUTF8(s[14].p, s[14].n, NULL)
+    if retry_count:
+        record["retry_count"] = retry_count
+    if fallback_index >= 0:
+        record["fallback_index"] = fallback_index
+    if s[19].n:
+        record["attempts"] = orjson.loads(PyBytes_FromStringAndSize(s[19].p, s[19].n))
+    if flags & 64:
+        record["key_id"] = PyUnicode_DecodeUTF8(s[15].p, s[15].n, NULL)
+    if flags & 128:
+        record["target_model"] = PyUnicode_DecodeUTF8(s[16].p, s[16].n, NULL)
+    if s[17].n:
+        record["hidden_usage"] = PyUnicode_DecodeUTF8(s[17].p, s[17].n, "replace")
+    return record

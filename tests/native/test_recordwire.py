@@ -1,0 +1,199 @@
+"""The packed log record: both twins write the same bytes, and the exporter reads back exactly the
+dict the readable ``build_record`` describes, for every kind of request the worker logs."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastgw.requestlog.record as record_mod
+from fastgw.app import context_from_raw
+from fastgw.config import Config, ProviderConfig
+from fastgw.keys.principal import Principal
+from fastgw.keys.record import KeyRecord
+from fastgw.providers.table import Provider
+from fastgw.requestlog.record import build_record, decode_record, encode_record, pack_record
+from tests.native.twins import TWINS, load_twin
+
+NOW = 10_000_000_000  # perf_counter_ns as both paths will read it
+
+texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+header_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12).map(str.strip)
+
+
+@st.composite
+def contexts(draw):
+    """A RequestContext as the stages leave it, over the fields the record reads."""
+    raw = [(b"host", b"gw.test"), (b"content-type", b"application/json")]
+    if draw(st.booleans()):
+        raw.append((b"authorization", b"Bearer sk-SECRET"))
+    if draw(st.booleans()):
+        raw.append((b"x-goog-api-key", b"GOOG-SECRET"))
+    for name in ("user-id", "session-id", "session-path", "session-name"):
+        if draw(st.booleans()):
+            raw.append((b"helicone-" + name.encode(), draw(header_values).encode() or b"x"))
+    for name in ("omit-request", "omit-response"):
+        if draw(st.booleans()):
+            raw.append((b"helicone-" + name.encode(), draw(st.sampled_from([b"true", b"TRUE", b"false", b"1"]))))
+    for i in range(draw(st.integers(0, 3))):
+        raw.append((b"helicone-property-p%d" % i, draw(header_values).encode() or b"v"))
+    target = draw(st.sampled_from([b"/v1/chat/completions", b"/v1/models/g:generate?key=SECRET&alt=sse",
+                                   b"/caf\xe9/v1/messages"]))
+    t_start = draw(st.integers(0, NOW))
+    body = draw(st.binary(max_size=300))
+    ctx = context_from_raw(draw(st.sampled_from([b"POST", b"GET"])), target, raw, body, t_start)
+    if draw(st.booleans()):
+        fmt = draw(st.sampled_from(["openai", "anthropic", "gemini"]))
+        host = draw(st.sampled_from(["api.test", "b\u00fccher.test"]))
+        ctx.provider = Provider.from_config(fmt, ProviderConfig(base_url=f"https://{host}", format=fmt))
+        ctx.upstream_path = draw(st.sampled_from([b"/v1/chat/completions", b"/v1/x?api_key=SECRET"]))
+        if draw(st.booleans()):
+            ctx.unified = {"model": "m"}
+    ctx.upstream_ns = draw(st.integers(0, NOW))  # may exceed the elapsed time: negative spans floor alike
+    ctx.usage_injected = draw(st.booleans())
+    ctx.hidden_usage = draw(st.sampled_from([b"", b'data: {"usage":{"total_tokens":3}}\n\n', b"\xff\xfe"]))
+    ctx.cache_status = draw(st.sampled_from(["", "hit", "miss", "bypass"]))
+    ctx.retry_count = draw(st.integers(0, 5))
+    ctx.fallback_index = draw(st.integers(-1, 3))
+    if draw(st.booleans()):
+        ctx.attempts = [{"provider": "openai", "status": 500, "error": draw(texts)}]
+    if draw(st.booleans()):
+        record = KeyRecord(key_hash="0" * 64, key_id="key_" + "0" * 16, name="k", hint="fgw-...0000", created_at=0.0)
+        ctx.principal = Principal(record, Config())
+    if draw(st.booleans()):
+        ctx.model_override = draw(texts)
+    return ctx
+
+
+def outcome(draw_from):
+    return dict(
+        status=draw_from(st.sampled_from([200, 400, 499, 502])),
+        error=draw_from(st.sampled_from([None, ("upstream_error", "upstream said no"), ("bad", "caf\u00e9 \u2713 \ud800")])),
+        response_body=draw_from(st.binary(max_size=200)),
+        response_truncated=draw_from(st.booleans()),
+        response_content_type=draw_from(st.sampled_from(["", "application/json", "text/event-stream"])),
+        t_first_byte=draw_from(st.sampled_from([0, 1, NOW // 2, NOW])),
+        client_left=draw_from(st.booleans()),
+        body_limit=draw_from(st.sampled_from([64, 65536])),
+        omit_request=draw_from(st.booleans()),
+        omit_response=draw_from(st.booleans()),
+        worker=draw_from(st.integers(0, 7)),
+    )
+
+
+@pytest.fixture(scope="module")
+def frozen_clock():
+    """Both paths read the same perf_counter_ns, so the spans they compute can be compared."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(record_mod, "time", SimpleNamespace(perf_counter_ns=lambda: NOW))
+        yield
+
+
+def _readable(ctx, kw) -> dict:
+    """build_record's dict as the exporter used to receive it (JSON meta), hidden usage included."""
+    error = kw["error"]
+    if error is not None and "\ud800" in error[1]:
+        # orjson refuses a lone surrogate; the packed record keeps the message, with U+FFFD.
+        kw = {**kw, "error": (error[0], error[1].encode("utf-8", "replace").decode())}
+    meta, request_body, response_body = build_record(ctx, **kw)
+    if ctx.hidden_usage:
+        meta["hidden_usage"] = ctx.hidden_usage.decode("utf-8", "replace")
+    return decode_record(encode_record(meta, request_body, response_body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_packed_record_reads_back_as_the_readable_record(frozen_clock, data) -> None:
+    ctx = data.draw(contexts())
+    kw = outcome(data.draw)
+    packed = pack_record(ctx, **kw)
+    got = decode_record(packed)
+    want = _readable(ctx, kw)
+    assert got == want
+    assert list(got) == list(want)  # the same key order, for any sink that writes keys in order
+    for secret in (b"SECRET", b"sk-SECRET"):
+        assert secret not in packed
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_the_twins_pack_and_unpack_the_same_bytes(data) -> None:
+    compiled, pure = (load_twin(name, "recordwire") for name in TWINS)
+    ctx = data.draw(contexts())
+    error_type, error_message = data.draw(st.sampled_from([("", ""), ("e", "caf\u00e9"), ("e", "x\udfff")]))
+    args = (
+        ctx, data.draw(st.sampled_from([200, 503])), error_type, error_message, data.draw(st.binary(max_size=40)),
+        data.draw(texts), data.draw(st.binary(max_size=60)), data.draw(st.binary(max_size=100)), data.draw(st.booleans()),
+        data.draw(st.binary(max_size=100)), data.draw(st.booleans()), data.draw(texts),
+        data.draw(st.sampled_from([0, 5, NOW])), data.draw(st.booleans()), data.draw(st.booleans()),
+        data.draw(st.booleans()), data.draw(st.integers(0, 64)), NOW,
+    )
+    packed = compiled.pack_request(*args)
+    assert packed == pure.pack_request(*args)
+    n_meta = int.from_bytes(packed[:4], "little") & ~compiled.BINARY
+    assert compiled.unpack_meta(packed, 12, n_meta) == pure.unpack_meta(packed, 12, n_meta)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_a_cut_meta_is_a_value_error_never_a_crash(twin) -> None:
+    wire = load_twin(twin, "recordwire")
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], b"{}", 0)
+    packed = wire.pack_request(ctx, 200, "", "", b"/p", "", b"", b"{}", False, b"", False, "", 0, False, False,
+                               False, 0, NOW)
+    n_meta = int.from_bytes(packed[:4], "little") & ~wire.BINARY
+    for n in (0, 10, 60, 61, n_meta - 1):
+        with pytest.raises(ValueError):
+            wire.unpack_meta(packed[: 12 + n], 12, n)
+    with pytest.raises(ValueError):
+        wire.unpack_meta(packed, 12, len(packed))  # past the end of the record
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_contains_any(twin) -> None:
+    wire = load_twin(twin, "recordwire")
+    hints = (b"key:", b"auth:", b"cookie:")
+    assert wire.contains_any(b"x-goog-api-key: v\r\n", hints)
+    assert wire.contains_any(b"a: b\r\ncookie: c\r\n", hints)
+    assert not wire.contains_any(b"content-type: application/json\r\nx-keys: 1\r\n", hints)
+    assert not wire.contains_any(b"", hints)
+
+
+def test_json_records_of_older_versions_and_events_still_decode() -> None:
+    meta = {"kind": "request", "request_id": "r", "properties": {"a": "b"}, "request_headers": "x: y\r\n"}
+    assert decode_record(encode_record(meta, b"q", b"s")) == {**meta, "request_headers": {"x": "y"},
+                                                               "request_body": "q", "response_body": "s"}
+    event = {"kind": "feedback", "request_id": "r", "rating": True}
+    assert decode_record(encode_record(event)) == event
+
+
+def test_the_logger_pushes_packed_records_that_read_back_whole(tmp_path) -> None:
+    """The worker's own call, end to end: RequestLogger, the ring, the exporter's drain."""
+    from fastgw.config import LoggingConfig
+    from fastgw.requestlog.buffer import RecordBuffer, RecordDrain
+    from fastgw.requestlog.logger import RequestLogger
+
+    buffer = RecordBuffer(str(tmp_path / "ring-0.shm"), str(tmp_path / "spill"), 1 << 16)
+    drain = RecordDrain(str(tmp_path / "ring-0.shm"), str(tmp_path / "spill"))
+    logger = RequestLogger(LoggingConfig(), buffer, worker=3)
+    raw = [(b"host", b"h"), (b"authorization", b"Bearer sk-SECRET"), (b"helicone-property-env", b"prod")]
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", raw, b'{"model":"m"}', time.perf_counter_ns())
+    ctx.provider = Provider.from_config("openai", ProviderConfig(base_url="https://api.test"))
+    ctx.upstream_path = b"/v1/chat/completions"
+    logger.log_request(ctx, status=200, error=None, body=b'{"ok":1}', content_type="application/json",
+                       t_first_byte=time.perf_counter_ns(), client_left=False)
+    pushed = drain.read_batch(10, 1 << 20).records
+    buffer.close()
+    drain.close()
+    assert logger.failures == 0 and len(pushed) == 1
+    assert b"sk-SECRET" not in pushed[0]
+    got = decode_record(pushed[0])
+    assert got["properties"] == {"env": "prod"} and got["worker"] == 3 and got["status"] == 200
+    assert got["request_headers"]["authorization"] == "[redacted]"
+    assert got["request_body"] == '{"model":"m"}' and got["response_body"] == '{"ok":1}'
+    assert got["target_url"] == "https://api.test:443/v1/chat/completions"
+    assert orjson.loads(got["request_body"]) == {"model": "m"}
