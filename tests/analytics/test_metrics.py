@@ -197,7 +197,7 @@ def test_metrics_match_known_traffic(start_gateway: Any, mock: MockUpstreamThrea
     assert value(smp, "fastgw_log_records_exported_total", worker="0") == n
     assert value(smp, "fastgw_log_records_pending", worker="0") == 0
     assert value(smp, "fastgw_log_records_dropped_total", worker="0") == 0
-    assert value(smp, "fastgw_log_ring_capacity_bytes", worker="0") == 16 * 1024 * 1024
+    assert value(smp, "fastgw_log_ring_capacity_bytes", worker="0") == 64 * 1024 * 1024
     assert value(smp, "fastgw_exporter_rows_exported_total") == n
     assert value(smp, "fastgw_exporter_batches_total") >= 1
     assert value(smp, "fastgw_exporter_sink_failures_total") == 0

@@ -65,7 +65,7 @@ __all__ = ["Batch", "RecordBuffer", "RecordDrain", "segment_path"]
 log = logging.getLogger("fastgw.requestlog")
 _T = TypeVar("_T")
 
-DEFAULT_CAPACITY = 1 << 24  # 16 MiB of ring per worker: ~5000 records of 3 KB
+DEFAULT_CAPACITY = 1 << 26  # 64 MiB of ring per worker: two batches of 5,000 records of ~3 KB, and room
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
 _SEG = struct.Struct("<8sIIQQ")  # magic, version, header size, seq, ring_pos
