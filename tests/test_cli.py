@@ -10,9 +10,10 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import chat_request, connect, gateway_config, read_responses
+from tests.helpers import chat_request, connect, free_port, gateway_config, read_responses
 
 
 @pytest.mark.parametrize(("pure", "word"), [(False, "native: cython"), (True, "native: pure")])
@@ -87,3 +88,33 @@ def test_the_shipped_example_config_is_valid() -> None:
     out = subprocess.run([sys.executable, "-m", "fastgw", "check-config", "fastgw.example.yaml"],
                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
+
+
+def test_a_second_gateway_on_the_same_log_folders_is_refused(start_gateway, mock: MockUpstreamThread, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two gateways sharing a ring or spill folder would take over each other's records; the second
+    one is refused at start, naming the key and the first one's PID, and the first goes on."""
+    gw = start_gateway(gateway_config(mock.url))
+    first = yaml.safe_load(gw.config_path.read_text())["logging"]
+    clashes = [
+        ("logging.run_dir", {"run_dir": first["run_dir"], "spill_dir": str(tmp_path / "other-spill")}),
+        ("logging.spill_dir", {"run_dir": str(tmp_path / "other-run"), "spill_dir": first["spill_dir"]}),
+    ]
+    for key, folders in clashes:
+        cfg = gateway_config(mock.url, server={"port": free_port()}, admin={"port": free_port()},
+                             logging={"sink": f"jsonl://{tmp_path}/other-sink", **folders})
+        path = tmp_path / "second.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        out = subprocess.run([sys.executable, "-m", "fastgw", "serve", "--config", str(path)], capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 1, out.stderr
+        assert f"{key}: " in out.stderr and f"(pid {gw.proc.pid})" in out.stderr, out.stderr
+    with connect(gw.port) as s:  # the first gateway never noticed
+        s.sendall(chat_request())
+        assert read_responses(s, 1)[0].status == 200
+    assert gw.stop() == 0
+    # Gone, it leaves the folders free: a gateway started on them takes them over.
+    again = start_gateway(gateway_config(mock.url, logging=first))
+    with connect(again.port) as s:
+        s.sendall(chat_request())
+        assert read_responses(s, 1)[0].status == 200
+    assert again.stop() == 0

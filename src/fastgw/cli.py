@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -98,17 +99,29 @@ def serve_forever(config: Config) -> int:
 
     paths = LogPaths.for_config(config) if config.logging.enabled else None
     exporter = None
+    locks: list[int] = []
     if paths is not None:
+        from fastgw.requestlog.paths import FolderInUse
+
+        try:
+            locks = paths.lock()  # held, through the children that inherit it, until the last of them exits
+        except FolderInUse as exc:
+            print(f"fastgw: {exc}", file=sys.stderr)
+            return 1
         from fastgw.requestlog.exporter import run_exporter
 
         def exporter() -> None:
             run_exporter(config, paths, workers)
 
     print(banner, file=sys.stderr, flush=True)
-    return Supervisor(
-        workers, lambda index: run_worker(config, index, reuse_port=workers > 1, paths=paths),
-        s.graceful_timeout, exporter=exporter,
-    ).run()
+    try:
+        return Supervisor(
+            workers, lambda index: run_worker(config, index, reuse_port=workers > 1, paths=paths),
+            s.graceful_timeout, exporter=exporter,
+        ).run()
+    finally:
+        for fd in locks:
+            os.close(fd)
 
 
 def run_worker(

@@ -3,15 +3,31 @@
 Rings live in shared memory (``/dev/shm``) so they outlive a worker that dies; spill files live on
 disk so they outlive everything. Both are per worker index, so a restarted worker takes over its
 predecessor's ring and the exporter keeps draining it.
+
+That takeover also means two gateways given the same folders would push into each other's rings
+and commit each other's spill segments, losing records without a word. So ``fastgw serve`` takes
+a lock on both folders (``LogPaths.lock``) before it starts anything, and a second gateway is
+refused at start, naming the key and the process that holds the folder.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import tempfile
 from dataclasses import dataclass
 
 from fastgw.config import Config
+
+LOCK_NAME = ".fastgw.lock"
+
+
+class FolderInUse(Exception):
+    def __init__(self, key: str, folder: str, holder: str) -> None:
+        super().__init__(f"{key}: {folder} is in use by another fastgw (pid {holder or 'unknown'}); "
+                         f"give each gateway its own {key}")
+        self.key, self.folder = key, folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +51,33 @@ class LogPaths:
 
     def spill_dir(self, worker: int) -> str:
         return os.path.join(self.spill_root, f"worker-{worker}")
+
+    def lock(self) -> list[int]:
+        """Lock the ring and spill folders for this gateway; raises FolderInUse when another holds one.
+
+        The locks are ``flock``s on open files: the processes this one forks (workers, the
+        exporter) inherit them, so they last until every process that may touch a ring or a spill
+        file has exited, and no longer. The caller closes the returned descriptors once its
+        children are gone.
+        """
+        fds: list[int] = []
+        folders = [("logging.run_dir", self.run_dir)]
+        if not os.path.samefile(self.spill_root, self.run_dir):  # one folder for both: one lock
+            folders.append(("logging.spill_dir", self.spill_root))
+        try:
+            for key, folder in folders:
+                fd = os.open(os.path.join(folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+                fds.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    raise FolderInUse(key, folder, os.pread(fd, 32, 0).decode("ascii", "replace").strip()) from None
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
