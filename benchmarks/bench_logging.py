@@ -111,10 +111,13 @@ class Renumbered:
     def __init__(self, records: list[bytes]) -> None:
         import uuid
 
+        from fastgw.requestlog.record import decode_record
+
         self.parts = []
         for raw in records:
-            at = raw.index(b'"request_id":"') + 14
-            uuid.UUID(raw[at:at + 36].decode())  # it is where we think
+            rid = decode_record(raw)["request_id"]
+            uuid.UUID(rid)
+            at = raw.index(rid.encode())  # the id's bytes, in a packed record as in a JSON one
             self.parts.append((raw[:at], raw[at + 36:]))
         self.n = 0
 
