@@ -21,6 +21,9 @@ import pytest
 
 from fastgw import config as config_mod
 from fastgw.analytics.metrics import LabelCap, fold_rows, raw_label
+from fastgw.app import context_from_raw
+from fastgw.config import ProviderConfig
+from fastgw.providers.table import Provider
 from fastgw.requestlog import exporter as exporter_module
 from fastgw.requestlog import prepare_helpers
 from fastgw.requestlog.buffer import RecordBuffer
@@ -29,7 +32,7 @@ from fastgw.requestlog.exporter import Exporter, _batch_id
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prepare_helpers import PrepareHelpers, prepare_part
 from fastgw.requestlog.prices import PriceTable
-from fastgw.requestlog.record import decode_record, encode_record
+from fastgw.requestlog.record import decode_record, encode_record, pack_record
 from fastgw.requestlog.sinks.clickhouse import encode_native
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "no-such-model")
@@ -54,11 +57,39 @@ def record(i: int) -> bytes:
         response = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
     else:
         response = orjson.dumps({"model": model, "choices": [{"message": {"content": "hi"}}], "usage": usage})
+    if i % 2:  # half of them packed as a worker packs them, half JSON (events, older versions)
+        return packed(i, meta, request, response)
     return encode_record(meta, request, response)
 
 
+_ORIGINS = {name: Provider.from_config(name, ProviderConfig(base_url="https://api.test")) for name in ("openai", "anthropic")}
+
+
+def packed(i: int, meta: dict[str, Any], request: bytes, response: bytes) -> bytes:
+    """The same request as ``meta`` says, through the worker's own pack_record."""
+    raw = [(b"host", b"h"), (b"x-ok", b"1"), (b"authorization", b"Bearer sk-x"),
+           (b"helicone-property-team", meta["properties"]["team"].encode()),
+           (b"helicone-request-id", meta["request_id"].encode())]
+    ctx = context_from_raw(b"POST", meta["path"].encode(), raw, request, time.perf_counter_ns() - 1_000_000)
+    ctx.created_ms = meta["created_at_ms"]
+    ctx.provider, ctx.upstream_path = _ORIGINS[meta["provider"]], meta["path"].encode()
+    ctx.unified = {} if meta["provider"] == "anthropic" else None  # answered in OpenAI's format
+    ctx.retry_count, ctx.fallback_index = meta["retry_count"], meta["fallback_index"]
+    ctx.hidden_usage = meta.get("hidden_usage", "").encode()
+    return pack_record(
+        ctx, status=meta["status"], error=(meta["error_type"], "") if meta["error_type"] else None,
+        response_body=response, response_truncated=False, response_content_type=meta["response_content_type"],
+        t_first_byte=ctx.t_start + 500_000, client_left=False, body_limit=1 << 20, omit_request=False,
+        omit_response=False, worker=0,
+    )
+
+
+# Unreadable records of both kinds: a JSON meta that isn't JSON, a packed meta cut short.
+GARBAGE = (b"\x05\x00\x00\x00garbage", b"\x05\x00\x00\x80" + bytes(8) + b"garbage")
+
+
 def records(n: int, broken: tuple[int, ...] = ()) -> list[bytes]:
-    return [b"\x05\x00\x00\x00garbage" if i in broken else record(i) for i in range(n)]
+    return [GARBAGE[i % 2] if i in broken else record(i) for i in range(n)]
 
 
 def ready(helpers: PrepareHelpers, want: int = 1, timeout: float = 60.0) -> None:
