@@ -21,6 +21,13 @@ from fastgw.requestlog.record import build_record, decode_record, encode_record,
 from tests.native.twins import TWINS, load_twin
 
 NOW = 10_000_000_000  # perf_counter_ns as both paths will read it
+# Header blocks as they come (CRLF lines) and as they might: lines without ": ", several ": ", a bare
+# CR, empty names and values, bytes past ASCII; and arbitrary bytes.
+header_blocks = st.one_of(
+    st.lists(st.sampled_from([b"a: b", b"no-sep", b"c: d: e", b": v", b"x:y", b"z: ", b"", b"\r", b"k:  v",
+                              b"\xe9: \xff", b"a: again", b"t:\r: u"]), max_size=6).map(b"\r\n".join),
+    st.binary(max_size=60),
+)
 
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 header_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12).map(str.strip)
@@ -128,7 +135,7 @@ def test_the_twins_pack_and_unpack_the_same_bytes(data) -> None:
     error_type, error_message = data.draw(st.sampled_from([("", ""), ("e", "caf\u00e9"), ("e", "x\udfff")]))
     args = (
         ctx, data.draw(st.sampled_from([200, 503])), error_type, error_message, data.draw(st.binary(max_size=40)),
-        data.draw(texts), data.draw(st.binary(max_size=60)), data.draw(st.binary(max_size=100)), data.draw(st.booleans()),
+        data.draw(texts), data.draw(header_blocks), data.draw(st.binary(max_size=100)), data.draw(st.booleans()),
         data.draw(st.binary(max_size=100)), data.draw(st.booleans()), data.draw(texts),
         data.draw(st.sampled_from([0, 5, NOW])), data.draw(st.booleans()), data.draw(st.booleans()),
         data.draw(st.booleans()), data.draw(st.integers(0, 64)), NOW,
@@ -136,7 +143,10 @@ def test_the_twins_pack_and_unpack_the_same_bytes(data) -> None:
     packed = compiled.pack_request(*args)
     assert packed == pure.pack_request(*args)
     n_meta = int.from_bytes(packed[:4], "little") & ~compiled.BINARY
-    assert compiled.unpack_meta(packed, 12, n_meta) == pure.unpack_meta(packed, 12, n_meta)
+    unpacked = compiled.unpack_meta(packed, 12, n_meta)
+    assert unpacked == pure.unpack_meta(packed, 12, n_meta)
+    # The header block comes back as the dict the JSON path made of it: line by line, ": " splits.
+    assert unpacked["request_headers"] == pure.header_lines(args[6].decode("latin-1"))
 
 
 @pytest.mark.parametrize("twin", TWINS)

@@ -35,5 +35,6 @@ def pack_request(
     """
 
 def unpack_meta(raw: bytes, start: int, n: int) -> dict[str, Any]:
-    """The binary meta at ``raw[start:start + n]`` as the dict the JSON meta gave (same keys, same
-    order, same values). ValueError (UnicodeDecodeError among them) when it is not one."""
+    """The binary meta at ``raw[start:start + n]`` as the dict the JSON meta gave, after
+    ``record.decode_record`` (same keys, same order, same values: request_headers as a dict).
+    ValueError (UnicodeDecodeError among them) when it is not one."""

@@ -219,6 +219,23 @@ def pack_request(
     return result
 
 
+cdef dict _header_lines(const char* p, Py_ssize_t n):
+    """``name: value`` lines (latin-1, CRLF-separated) as a dict: a line without ": " is skipped."""
+    cdef dict out = {}
+    cdef Py_ssize_t start = 0, end, sep
+    while start <= n:
+        end = start
+        while end < n and not (p[end] == 13 and end + 1 < n and p[end + 1] == 10):
+            end += 1
+        sep = start
+        while sep + 1 < end and not (p[sep] == 58 and p[sep + 1] == 32):  # ": "
+            sep += 1
+        if sep + 1 < end:
+            out[PyUnicode_DecodeLatin1(p + start, sep - start, NULL)] = PyUnicode_DecodeLatin1(p + sep + 2, end - sep - 2, NULL)
+        start = end + 2
+    return out
+
+
 cdef inline int64_t _i32(const unsigned char* at) noexcept nogil:
     return <int64_t>(<int>_get_u32(at))
 
@@ -276,7 +293,7 @@ def unpack_meta(bytes raw, Py_ssize_t start, Py_ssize_t n):
         "request_truncated": bool(flags & 16),
         "response_truncated": bool(flags & 32),
         "response_content_type": PyUnicode_DecodeUTF8(s[12].p, s[12].n, NULL),
-        "request_headers": PyUnicode_DecodeLatin1(s[13].p, s[13].n, NULL),
+        "request_headers": _header_lines(s[13].p, s[13].n),
         "worker": _i32(p + 44),
     }
     if s[14].n:

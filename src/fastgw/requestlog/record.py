@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgw._native import recordwire
+from fastgw._native._pure.recordwire import header_lines
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -79,13 +80,8 @@ def _redacted_lines(ctx: RequestContext) -> bytes:
     return block
 
 
-def headers_from_block(block: str) -> dict[str, str]:
-    out = {}
-    for line in block.split("\r\n"):
-        name, sep, value = line.partition(": ")
-        if sep:
-            out[name] = value
-    return out
+# A header block of a JSON record as a dict (a packed record's comes as one from unpack_meta).
+headers_from_block = header_lines
 
 
 # A record on the wire: three lengths, the JSON of everything but the bodies, then the two bodies

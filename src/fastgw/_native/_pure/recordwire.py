@@ -109,6 +109,16 @@ def pack_request(
     return b"".join((LENGTHS.pack(len(meta) | BINARY, len(request_body), len(response_body)), meta, request_body, response_body))
 
 
+def header_lines(block: str) -> dict[str, str]:
+    """``name: value`` lines (CRLF-separated) as a dict: a line without ": " is skipped."""
+    out = {}
+    for line in block.split("\r\n"):
+        name, sep, value = line.partition(": ")
+        if sep:
+            out[name] = value
+    return out
+
+
 def unpack_meta(raw: bytes, start: int, n: int) -> dict[str, Any]:
     """The binary meta at ``raw[start:start + n]`` as the dict the JSON meta gave (same keys, same
     order, same values). ValueError (UnicodeDecodeError among them) when it is not one."""
@@ -159,7 +169,7 @@ def unpack_meta(raw: bytes, start: int, n: int) -> dict[str, Any]:
         "request_truncated": bool(flags & REQUEST_TRUNCATED),
         "response_truncated": bool(flags & RESPONSE_TRUNCATED),
         "response_content_type": content_type.decode("utf-8"),
-        "request_headers": headers.decode("latin-1"),
+        "request_headers": header_lines(headers.decode("latin-1")),
         "worker": worker,
     }
     if cache_status:
