@@ -57,6 +57,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import run_bench as rb  # noqa: E402
 from log_records import make_records  # noqa: E402
 
+from fastgw.config import LoggingConfig  # noqa: E402
 from fastgw.requestlog.buffer import RecordBuffer  # noqa: E402
 
 PROMPT = "Summarise the following text in two sentences. " * 10  # ~480 bytes
@@ -152,8 +153,8 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
     data = tmp / "chdb"
     cfg = tmp / "exporter.yaml"
     cfg.write_text(f"logging: {{sink: 'chdb://{data}', run_dir: '{rings_dir(tmp)}', spill_dir: '{tmp / 'spill'}', "
-                   f"ring_size: 16MiB, exporter_helpers: {p['exporter_helpers']}}}\n")
-    bufs = [RecordBuffer(str(rings_dir(tmp) / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), 16 * 1024 * 1024)
+                   f"ring_size: {p['ring_size']}, exporter_helpers: {p['exporter_helpers']}}}\n")
+    bufs = [RecordBuffer(str(rings_dir(tmp) / f"ring-{w}.shm"), str(tmp / "spill" / f"worker-{w}"), p["ring_size"])
             for w in range(2)]
     exporter = procs.start("exporter", rb.pinned(p["exporter_cpus"], [rb.PY, "-c", EXPORTER_MAIN, str(cfg)]),
                            tmp / "exporter.log")
@@ -559,9 +560,11 @@ def main() -> int:
                     help="A: the cores the exporter may use (default 1, the layout the issue asks for; "
                          "'0,1' shows what it does with the machine to itself)")
     ap.add_argument("--rates", help="A: comma-separated offered rates (records/s)")
+    ap.add_argument("--ring-mib", type=int, default=int(LoggingConfig().ring_size) >> 20,
+                    help="A: each ring's size in MiB (default: logging.ring_size's default)")
     args = ap.parse_args()
     p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus,
-             exporter_helpers=args.exporter_helpers)
+             exporter_helpers=args.exporter_helpers, ring_size=args.ring_mib << 20)
     if args.rates:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:
