@@ -21,6 +21,9 @@ WORKDIR /var/lib/fastgw
 ENV FASTGW__SERVER__HOST=0.0.0.0 \
     FASTGW__SERVER__PORT=8787
 EXPOSE 8787
+# The request-log rings live in /dev/shm, logging.ring_size (64 MiB) per worker: run with
+# --shm-size of at least workers x ring_size (Docker's default is 64 MB; a ring that doesn't fit
+# is made smaller, with a warning).
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8787/healthz', timeout=1)"
 STOPSIGNAL SIGTERM

@@ -10,6 +10,8 @@ import os
 import random
 import signal
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -531,3 +533,34 @@ def test_concurrent_producer_process(name, paths):
     assert got == [rec(i, rng.randrange(9, 1500)) for i in range(n)]
     assert drain.spilled > 0 and drain.exported == n and drain.dropped == 0
     drain.close(), os.close(r), os.close(w)
+
+
+SMALL_SHM_CHILD = r"""
+import os, subprocess, sys
+mnt, spill = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], check=True)
+from fastgw.requestlog.buffer import RecordBuffer
+rings = [RecordBuffer(os.path.join(mnt, f"ring-{w}.shm"), os.path.join(spill, f"worker-{w}"), 4 << 20) for w in range(2)]
+record = b"r" * 3000
+for buf in rings:  # every page of every ring written: a ring the tmpfs can't hold dies of SIGBUS here
+    while not buf.spilling:
+        buf.push(record)
+print(" ".join(str(buf.ring.capacity) for buf in rings), sum(buf.spilled for buf in rings))
+"""
+
+
+def test_rings_shrink_to_fit_a_small_dev_shm(tmp_path) -> None:
+    """A container's /dev/shm is 64 MB unless it is given more: less than one default ring. Two
+    rings of 4 MiB asked for in a 4 MiB tmpfs (in a mount namespace of its own) are made smaller,
+    with a warning, and filled to the last page without a SIGBUS."""
+    (tmp_path / "shm").mkdir()
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", SMALL_SHM_CHILD,
+         str(tmp_path / "shm"), str(tmp_path / "spill")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    first, second, spilled = (int(x) for x in out.stdout.split())
+    assert (first, second) == (2 << 20, 1 << 20)  # each fits what is left after the rings before it
+    assert spilled == 2  # each ring, once full, spilled its next record to disk
+    assert out.stderr.count("not enough for a ring of 4 MiB (logging.ring_size)") == 2

@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 from fastgw import _native
 
-__all__ = ["Batch", "RecordBuffer", "RecordDrain", "segment_path"]
+__all__ = ["Batch", "RecordBuffer", "RecordDrain", "fitting_capacity", "segment_path"]
 
 log = logging.getLogger("fastgw.requestlog")
 _T = TypeVar("_T")
@@ -157,6 +157,40 @@ class _Closing:
         self.close()  # type: ignore[attr-defined]
 
 
+def fitting_capacity(ring_path: str, wanted: int) -> int:
+    """The largest power of two up to ``wanted`` that the ring's filesystem still has room for.
+
+    A ring file is sparse: its pages are claimed as records first reach them, and a write to a
+    page that a full tmpfs cannot provide kills the process with SIGBUS. A container's /dev/shm
+    is 64 MB unless it is given more (``docker run --shm-size``), less than one default ring. So
+    a ring is made smaller, with a warning, when the free space, less what the other rings in the
+    folder have yet to claim, cannot hold it. (Other users of the filesystem can still fill it
+    later; this catches the configuration that never fits.)
+    """
+    folder = os.path.dirname(ring_path) or "."
+    try:
+        st = os.statvfs(folder)
+        room = st.f_bavail * st.f_frsize
+        for entry in os.scandir(folder):
+            if entry.name.endswith(".shm") and entry.path != ring_path and entry.is_file(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                room -= max(0, info.st_size - info.st_blocks * 512)  # promised, not yet claimed
+    except OSError:
+        return wanted  # nothing to go by: as configured
+    capacity = wanted
+    floor = _native.ring.MIN_CAPACITY * 16  # 64 KiB, the smallest logging.ring_size
+    page = os.sysconf("SC_PAGE_SIZE")
+    # The ring's header takes a page of its own, and its control file another.
+    while capacity > floor and capacity + 2 * page > room:
+        capacity //= 2
+    if capacity < wanted:
+        log.warning("request log: %s has %d MiB free, not enough for a ring of %d MiB (logging.ring_size); "
+                    "this one gets %d KiB. Give it more room (docker run --shm-size, or logging.run_dir "
+                    "elsewhere) or lower logging.ring_size", folder, max(room, 0) >> 20, wanted >> 20,
+                    capacity >> 10)
+    return capacity
+
+
 class RecordBuffer(_Closing):
     """The worker's end: ``push`` never blocks, never awaits and never raises.
 
@@ -179,7 +213,7 @@ class RecordBuffer(_Closing):
         except (FileNotFoundError, ValueError) as exc:
             if isinstance(exc, ValueError):
                 log.error("request log: %s; replacing it with an empty ring", exc)
-            ring, created = cls.create(ring_path, capacity), True
+            ring, created = cls.create(ring_path, fitting_capacity(ring_path, capacity)), True
         try:
             self._ctl = _Control(_control_path(ring_path), self._spill_dir, replace=created)
         except BaseException:
