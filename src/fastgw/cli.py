@@ -108,6 +108,10 @@ def serve_forever(config: Config) -> int:
         except FolderInUse as exc:
             print(f"fastgw: {exc}", file=sys.stderr)
             return 1
+        except OSError as exc:  # a folder that refuses locks (some network filesystems) or our file
+            print(f"fastgw: cannot lock the request-log folders {paths.run_dir} and {paths.spill_root} "
+                  f"(logging.run_dir, logging.spill_dir): {exc}", file=sys.stderr)
+            return 1
         from fastgw.requestlog.exporter import run_exporter
 
         def exporter() -> None:

@@ -3,6 +3,7 @@ dict the readable ``build_record`` describes, for every kind of request the work
 
 from __future__ import annotations
 
+import base64
 import time
 from types import SimpleNamespace
 
@@ -105,7 +106,7 @@ def _readable(ctx, kw) -> dict:
     """build_record's dict as the exporter used to receive it (JSON meta), hidden usage included."""
     error = kw["error"]
     if error is not None and "\ud800" in error[1]:
-        # orjson refuses a lone surrogate; the packed record keeps the message, with U+FFFD.
+        # orjson refuses a lone surrogate; the packed record keeps the message, with '?' for it.
         kw = {**kw, "error": (error[0], error[1].encode("utf-8", "replace").decode())}
     meta, request_body, response_body = build_record(ctx, **kw)
     if ctx.hidden_usage:
@@ -161,6 +162,36 @@ def test_a_cut_meta_is_a_value_error_never_a_crash(twin) -> None:
             wire.unpack_meta(packed[: 12 + n], 12, n)
     with pytest.raises(ValueError):
         wire.unpack_meta(packed, 12, len(packed))  # past the end of the record
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_hostile_arguments_are_errors_never_a_crash(twin) -> None:
+    wire = load_twin(twin, "recordwire")
+    for start, n in ((2**62, 2**62), (50, 2**62), (2**62, 1), (-1, 5), (5, -1)):
+        with pytest.raises(ValueError):
+            wire.unpack_meta(b"x" * 100, start, n)
+    with pytest.raises(TypeError):
+        wire.unpack_meta(None, 0, 0)
+    with pytest.raises(TypeError):
+        wire.contains_any(None, (b"key:",))
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], b"{}", 0)
+    with pytest.raises(TypeError):
+        wire.pack_request(ctx, 200, "", "", b"/p", "", b"", b"{}", False, None, False, "", 0, False, False, False, 0, NOW)
+
+
+def test_rejected_records_are_kept_readable() -> None:
+    """The rejected file is for a human: a packed record goes there decoded, or else as base64."""
+    from fastgw.requestlog.record import rejected_entry
+
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], b'{"m":1}', 0)
+    packed = pack_record(ctx, status=200, error=None, response_body=b"ok", response_truncated=False,
+                         response_content_type="", t_first_byte=0, client_left=False, body_limit=100,
+                         omit_request=False, omit_response=False, worker=0)
+    assert rejected_entry(packed, 2) == {"worker": 2, "decoded": decode_record(packed)}
+    cut = packed[:40]
+    assert base64.b64decode(rejected_entry(cut, 2)["raw_base64"]) == cut
+    assert rejected_entry(b"\x05\x00\x00\x00garbage", 1) == {"worker": 1, "raw": "\x05\x00\x00\x00garbage"}
+    assert rejected_entry(b"ab", 1) == {"worker": 1, "raw": "ab"}
 
 
 @pytest.mark.parametrize("twin", TWINS)

@@ -80,7 +80,7 @@ cdef int _text(Piece* out, object s, list keep) except -1:
         return 0
     try:
         out.p = PyUnicode_AsUTF8AndSize(s, &out.n)
-    except UnicodeEncodeError:  # a lone surrogate: kept as U+FFFD, never a lost record
+    except UnicodeEncodeError:  # a lone surrogate: kept as '?', never a lost record
         b = (<str>s).encode("utf-8", "replace")
         keep.append(b)
         out.p = PyBytes_AS_STRING(b)
@@ -101,7 +101,7 @@ cdef inline bint _true(object value):
     return value is not None and (<str>value).lower() == "true"
 
 
-def contains_any(bytes data, tuple needles):
+def contains_any(bytes data not None, tuple needles not None):
     cdef bytes needle
     cdef const char* p = PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
@@ -112,8 +112,8 @@ def contains_any(bytes data, tuple needles):
 
 
 def pack_request(
-    ctx, int status, str error_type, str error_message, bytes path, str target_url, bytes headers,
-    bytes request_body, bint request_truncated, bytes response_body, bint response_truncated,
+    ctx, int status, str error_type, str error_message, bytes path not None, str target_url, bytes headers not None,
+    bytes request_body not None, bint request_truncated, bytes response_body not None, bint response_truncated,
     str content_type, long long t_first_byte, bint client_left, bint omit_request, bint omit_response,
     int worker, long long now,
 ):
@@ -240,12 +240,12 @@ cdef inline int64_t _i32(const unsigned char* at) noexcept nogil:
     return <int64_t>(<int>_get_u32(at))
 
 
-def unpack_meta(bytes raw, Py_ssize_t start, Py_ssize_t n):
+def unpack_meta(bytes raw not None, Py_ssize_t start, Py_ssize_t n):
     cdef const unsigned char* p
     cdef Py_ssize_t at, end, i
     cdef uint32_t length, flags
     cdef Piece s[NSTR]
-    if start < 0 or n < 0 or start + n > PyBytes_GET_SIZE(raw):
+    if start < 0 or n < 0 or start > PyBytes_GET_SIZE(raw) or n > PyBytes_GET_SIZE(raw) - start:
         raise ValueError("binary record meta is cut short")
     if n < FIXED_SIZE:
         raise ValueError("binary record meta is cut short")

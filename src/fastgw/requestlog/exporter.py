@@ -43,7 +43,7 @@ from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prepare_helpers import PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
-from fastgw.requestlog.record import decode_record
+from fastgw.requestlog.record import decode_record, rejected_entry
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
 
 log = logging.getLogger("fastgw.exporter")
@@ -360,7 +360,7 @@ class Exporter:
         for i, (part, r) in enumerate(zip(parts, done)):
             for index, why in r.rejected:
                 raw, worker = part[index]
-                flight.rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, ValueError(why)))
+                flight.rejected.append((rejected_entry(raw, worker), ValueError(why)))
             if i in helped:  # this thread's parts were counted as they were enriched
                 self.enricher.counted += r.counted
                 self.enricher.unpriced += r.unpriced
@@ -428,7 +428,7 @@ class Exporter:
         try:
             return self.enricher.row(decode_record(raw))
         except Exception as exc:
-            rejected.append(({"worker": worker, "raw": raw.decode("utf-8", "replace")}, exc))
+            rejected.append((rejected_entry(raw, worker), exc))
             return None
 
     def _keep_rejected(self, rejected: list[_Rejected]) -> None:

@@ -13,6 +13,7 @@ pricing. Two things do happen here, on purpose:
 
 from __future__ import annotations
 
+import base64
 import re
 import struct
 import time
@@ -110,6 +111,25 @@ def decode_record(raw: bytes) -> dict[str, Any]:
     if isinstance(record.get("request_headers"), str):
         record["request_headers"] = headers_from_block(record["request_headers"])
     return record
+
+
+def rejected_entry(raw: bytes, worker: int) -> dict[str, Any]:
+    """A record the exporter could not make a row of, as kept in the rejected file for a human.
+
+    A JSON record is kept as its text, as it always was. A packed one is kept decoded when it
+    decodes (it failed later, in enrichment), else as base64: its length words and fixed fields
+    would come out of a text decode as replacement characters, unreadable and unrecoverable.
+    """
+    entry: dict[str, Any] = {"worker": worker}
+    packed = len(raw) >= _LENGTHS.size and _LENGTHS.unpack_from(raw)[0] & recordwire.BINARY
+    if not packed:
+        entry["raw"] = raw.decode("utf-8", "replace")
+        return entry
+    try:
+        entry["decoded"] = decode_record(raw)
+    except Exception:
+        entry["raw_base64"] = base64.b64encode(raw).decode("ascii")
+    return entry
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -14,7 +14,7 @@ The binary meta: the fixed part (``FIXED``: created_at_ms, total_us, ttfb_us, up
 gateway_us as i64; status, worker, retry_count, fallback_index as i32; flags as u32), then each
 of ``STRINGS`` in order as ``u32 length`` + bytes. method, path and request_headers are latin-1
 (as they came off the wire); hidden_usage is the provider's bytes; the others are UTF-8
-(unencodable characters replaced); properties and attempts are JSON, empty when there are none.
+(unencodable characters become '?'); properties and attempts are JSON, empty when there are none.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _utf8(s: str | None) -> bytes:
         return b""
     try:
         return s.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: kept as U+FFFD, never a lost record
+    except UnicodeEncodeError:  # a lone surrogate: kept as '?', never a lost record
         return s.encode("utf-8", "replace")
 
 
