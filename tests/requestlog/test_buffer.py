@@ -564,3 +564,42 @@ def test_rings_shrink_to_fit_a_small_dev_shm(tmp_path) -> None:
     assert (first, second) == (2 << 20, 1 << 20)  # each fits what is left after the rings before it
     assert spilled == 2  # each ring, once full, spilled its next record to disk
     assert out.stderr.count("not enough for a ring of 4 MiB (logging.ring_size)") == 2
+
+
+TOGETHER_CHILD = r"""
+import os, subprocess, sys
+mnt, spill = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], check=True)
+from fastgw.requestlog.buffer import RecordBuffer
+go_r, go_w = os.pipe()
+out_r, out_w = os.pipe()
+pids = []
+for w in range(2):  # two workers forked at once, as the supervisor starts them
+    pid = os.fork()
+    if pid == 0:
+        os.read(go_r, 1)
+        buf = RecordBuffer(os.path.join(mnt, f"ring-{w}.shm"), os.path.join(spill, f"worker-{w}"), 4 << 20)
+        while not buf.spilling:  # every page written
+            buf.push(b"r" * 3000)
+        os.write(out_w, b"%d\n" % buf.ring.capacity)
+        os._exit(0)
+    pids.append(pid)
+os.write(go_w, b"xx")
+codes = [os.waitpid(pid, 0)[1] for pid in pids]
+os.close(out_w)
+print(sorted(int(x) for x in os.read(out_r, 100).split()), codes)
+"""
+
+
+def test_rings_of_workers_started_together_fit_a_small_dev_shm(tmp_path) -> None:
+    """Workers forked together size their rings one at a time (a lock in the folder), so two rings
+    in a 4 MiB tmpfs take 2 and 1 MiB; each counting the free space as its own would take 2 and 2
+    and one would die of SIGBUS filling its last pages."""
+    (tmp_path / "shm").mkdir()
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", TOGETHER_CHILD,
+         str(tmp_path / "shm"), str(tmp_path / "spill")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.split("\n")[0] == "[1048576, 2097152] [0, 0]", out.stdout + out.stderr[-2000:]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import mmap
 import os
@@ -157,6 +158,17 @@ class _Closing:
         self.close()  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Any:
+    # Not the gateway's own lock file (paths.py): the workers hold that one, inherited, already.
+    fd = os.open(os.path.join(folder, ".rings-sizing.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def fitting_capacity(ring_path: str, wanted: int) -> int:
     """The largest power of two up to ``wanted`` that the ring's filesystem still has room for.
 
@@ -168,18 +180,31 @@ def fitting_capacity(ring_path: str, wanted: int) -> int:
     later; this catches the configuration that never fits.)
     """
     folder = os.path.dirname(ring_path) or "."
+    page = os.sysconf("SC_PAGE_SIZE")
     try:
         st = os.statvfs(folder)
-        room = st.f_bavail * st.f_frsize
-        for entry in os.scandir(folder):
-            if entry.name.endswith(".shm") and entry.path != ring_path and entry.is_file(follow_symlinks=False):
-                info = entry.stat(follow_symlinks=False)
-                room -= max(0, info.st_size - info.st_blocks * 512)  # promised, not yet claimed
+        entries = list(os.scandir(folder))
     except OSError:
         return wanted  # nothing to go by: as configured
+    # Two measures, the smaller kept. The free space, less what this folder's sparse rings have
+    # yet to claim; and, as the free count of a tmpfs can lag behind pages just written, the
+    # filesystem's size less everything this folder's files hold or will hold.
+    free = st.f_bavail * st.f_frsize
+    held = 0
+    for entry in entries:
+        try:
+            if entry.path == ring_path or not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+        except OSError:  # gone meanwhile: another worker's file renamed into place
+            continue
+        claimed, size = info.st_blocks * 512, -(-info.st_size // page) * page
+        if entry.name.endswith(".shm"):
+            free -= max(0, size - claimed)  # promised, not yet claimed
+        held += max(size, claimed)
+    room = min(free, st.f_blocks * st.f_frsize - held)
     capacity = wanted
     floor = _native.ring.MIN_CAPACITY * 16  # 64 KiB, the smallest logging.ring_size
-    page = os.sysconf("SC_PAGE_SIZE")
     # The ring's header takes a page of its own, and its control file another.
     while capacity > floor and capacity + 2 * page > room:
         capacity //= 2
@@ -213,7 +238,10 @@ class RecordBuffer(_Closing):
         except (FileNotFoundError, ValueError) as exc:
             if isinstance(exc, ValueError):
                 log.error("request log: %s; replacing it with an empty ring", exc)
-            ring, created = cls.create(ring_path, fitting_capacity(ring_path, capacity)), True
+            # Sized and created under a lock of the folder: workers forked together would otherwise
+            # each count the free space as theirs alone.
+            with _folder_lock(os.path.dirname(ring_path) or "."):
+                ring, created = cls.create(ring_path, fitting_capacity(ring_path, capacity)), True
         try:
             self._ctl = _Control(_control_path(ring_path), self._spill_dir, replace=created)
         except BaseException:
