@@ -1,5 +1,6 @@
 """The packed log record: both twins write the same bytes, and the exporter reads back exactly the
-dict the readable ``build_record`` describes, for every kind of request the worker logs."""
+dict the readable oracle (tests/requestlog/record_oracle.py) describes, for every kind of request
+the worker logs."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from fastgw.config import Config, ProviderConfig
 from fastgw.keys.principal import Principal
 from fastgw.keys.record import KeyRecord
 from fastgw.providers.table import Provider
-from fastgw.requestlog.record import build_record, decode_record, encode_record, pack_record
+from fastgw.requestlog.record import decode_record, encode_record, pack_record
 from tests.native.twins import TWINS, load_twin
+from tests.requestlog import record_oracle
+from tests.requestlog.record_oracle import build_record
 
 NOW = 10_000_000_000  # perf_counter_ns as both paths will read it
 # Header blocks as they come (CRLF lines) and as they might: lines without ": ", several ": ", a bare
@@ -98,7 +101,9 @@ def outcome(draw_from):
 def frozen_clock():
     """Both paths read the same perf_counter_ns, so the spans they compute can be compared."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(record_mod, "time", SimpleNamespace(perf_counter_ns=lambda: NOW))
+        clock = SimpleNamespace(perf_counter_ns=lambda: NOW)
+        mp.setattr(record_mod, "time", clock)
+        mp.setattr(record_oracle, "time", clock)
         yield
 
 

@@ -535,6 +535,19 @@ def test_concurrent_producer_process(name, paths):
     drain.close(), os.close(r), os.close(w)
 
 
+def _in_a_small_tmpfs(child: str, tmp_path) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """Run ``child`` in a mount namespace of its own, where it mounts a 4 MiB tmpfs on tmp/shm (a
+    container's /dev/shm, scaled down); it must exit cleanly, not die of SIGBUS."""
+    (tmp_path / "shm").mkdir()
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", child,
+         str(tmp_path / "shm"), str(tmp_path / "spill")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    return out
+
+
 SMALL_SHM_CHILD = r"""
 import os, subprocess, sys
 mnt, spill = sys.argv[1], sys.argv[2]
@@ -553,13 +566,7 @@ def test_rings_shrink_to_fit_a_small_dev_shm(tmp_path) -> None:
     """A container's /dev/shm is 64 MB unless it is given more: less than one default ring. Two
     rings of 4 MiB asked for in a 4 MiB tmpfs (in a mount namespace of its own) are made smaller,
     with a warning, and filled to the last page without a SIGBUS."""
-    (tmp_path / "shm").mkdir()
-    out = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", SMALL_SHM_CHILD,
-         str(tmp_path / "shm"), str(tmp_path / "spill")],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    out = _in_a_small_tmpfs(SMALL_SHM_CHILD, tmp_path)
     first, second, spilled = (int(x) for x in out.stdout.split())
     assert (first, second) == (2 << 20, 1 << 20)  # each fits what is left after the rings before it
     assert spilled == 2  # each ring, once full, spilled its next record to disk
@@ -595,11 +602,5 @@ def test_rings_of_workers_started_together_fit_a_small_dev_shm(tmp_path) -> None
     """Workers forked together size their rings one at a time (a lock in the folder), so two rings
     in a 4 MiB tmpfs take 2 and 1 MiB; each counting the free space as its own would take 2 and 2
     and one would die of SIGBUS filling its last pages."""
-    (tmp_path / "shm").mkdir()
-    out = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", TOGETHER_CHILD,
-         str(tmp_path / "shm"), str(tmp_path / "spill")],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    out = _in_a_small_tmpfs(TOGETHER_CHILD, tmp_path)
     assert out.stdout.split("\n")[0] == "[1048576, 2097152] [0, 0]", out.stdout + out.stderr[-2000:]

@@ -89,13 +89,14 @@ def test_a_row_keeps_every_field_of_a_worker_record_and_none_of_the_exporters_ow
     """The row is the record less enrich.RECORD_ONLY: a field the worker adds reaches the sinks, and
     the keys of a fully featured record are exactly the request table's columns and the observers'."""
     import time
-    from types import SimpleNamespace
 
     from fastgw.app import context_from_raw
-    from fastgw.config import ProviderConfig
+    from fastgw.config import Config, ProviderConfig
+    from fastgw.keys.principal import Principal
+    from fastgw.keys.record import KeyRecord
     from fastgw.providers.table import Provider
     from fastgw.requestlog.enrich import RECORD_ONLY
-    from fastgw.requestlog.record import build_record, decode_record, encode_record
+    from fastgw.requestlog.record import decode_record, pack_record
     from fastgw.requestlog.schema import REQUESTS
 
     ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h"), (b"authorization", b"Bearer sk-x")],
@@ -104,13 +105,13 @@ def test_a_row_keeps_every_field_of_a_worker_record_and_none_of_the_exporters_ow
     ctx.upstream_path = b"/v1/chat/completions"
     ctx.cache_status, ctx.retry_count, ctx.fallback_index, ctx.model_override = "miss", 1, 0, "gpt-4o"
     ctx.attempts = [{"target": "openai", "status": 500, "error": "x", "start_us": 0, "dur_us": 1, "fallback_index": 0}]
-    ctx.principal = SimpleNamespace(key_id="k1")
-    meta, request, response = build_record(
+    ctx.principal = Principal(KeyRecord(key_hash="0" * 64, key_id="key_k1", name="k", hint="fgw-...k1", created_at=0.0),
+                              Config())
+    ctx.hidden_usage = _chunk("gpt-4o-mini", usage={"prompt_tokens": 3, "completion_tokens": 2}).encode()
+    record = decode_record(pack_record(
         ctx, status=200, error=None, response_body=b"data: [DONE]\n\n", response_truncated=False,
         response_content_type="text/event-stream", t_first_byte=0, client_left=True, body_limit=1000,
-        omit_request=False, omit_response=False, worker=3)
-    meta["hidden_usage"] = _chunk("gpt-4o-mini", usage={"prompt_tokens": 3, "completion_tokens": 2})
-    record = decode_record(encode_record(meta, request, response))
+        omit_request=False, omit_response=False, worker=3))
     row = Enricher(PriceTable.load()).row(dict(record))
     assert set(RECORD_ONLY) <= set(record) and not set(RECORD_ONLY) & set(row)
     kept = [k for k in record if k not in RECORD_ONLY and k not in ("request_body", "response_body", "error_type")]

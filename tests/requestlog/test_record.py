@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastgw.app import context_from_raw
-from fastgw.requestlog.record import BodyCapture, decode_record, encode_record, redacted_block
+from fastgw.requestlog.record import BodyCapture, decode_record, encode_record, redacted_lines
 
 SECRETS = [b"AZ-SECRET", b"cookie-secret", b"GOOG-SECRET", b"sk-bearer-secret", b"sk-ant-secret", b"AMZ-SECRET"]
 
@@ -12,7 +12,7 @@ def test_every_credential_header_is_redacted() -> None:
     raw = [(b"Host", b"h"), (b"api-key", SECRETS[0]), (b"Cookie", SECRETS[1]), (b"X-Goog-Api-Key", SECRETS[2]),
            (b"Authorization", b"Bearer " + SECRETS[3]), (b"x-api-key", SECRETS[4]),
            (b"X-Amz-Security-Token", SECRETS[5]), (b"X-Ok", b"fine")]
-    block = redacted_block(context_from_raw(b"POST", b"/v1/x", raw, b"", 0))
+    block = redacted_lines(context_from_raw(b"POST", b"/v1/x", raw, b"", 0)).decode("latin-1")
     assert not any(secret.decode() in block for secret in SECRETS), block
     headers = decode_record(encode_record({"request_headers": block}))["request_headers"]
     assert headers == {"api-key": "[redacted]", "cookie": "[redacted]", "x-goog-api-key": "[redacted]",
@@ -40,7 +40,7 @@ def test_body_capture_keeps_head_and_tail() -> None:
 
 
 def test_the_fast_redaction_check_covers_every_credential_name() -> None:
-    """redacted_block skips its regex unless a hint matches: each credential name must hit one."""
+    """redacted_lines skips its regex unless a hint matches: each credential name must hit one."""
     from fastgw.requestlog.record import _CREDENTIAL_HINTS, CREDENTIAL_HEADERS
 
     for name in CREDENTIAL_HEADERS:
@@ -53,15 +53,16 @@ def test_a_key_in_the_query_is_redacted_from_path_and_target_url() -> None:
 
     from fastgw.config import ProviderConfig
     from fastgw.providers.table import Provider
-    from fastgw.requestlog.record import build_record
+    from fastgw.requestlog.record import pack_record
 
     target = b"/gemini/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
     ctx = context_from_raw(b"POST", target, [(b"host", b"h")], b"{}", time.perf_counter_ns())
     ctx.provider = Provider.from_config("gemini", ProviderConfig(base_url="https://g.test", format="gemini"))
     ctx.upstream_path = b"/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
-    meta, _, _ = build_record(ctx, status=200, error=None, response_body=b"", response_truncated=False,
-                              response_content_type="", t_first_byte=0, client_left=False, body_limit=100,
-                              omit_request=False, omit_response=False, worker=0)
-    assert "GOOG-SECRET" not in str(meta)
+    packed = pack_record(ctx, status=200, error=None, response_body=b"", response_truncated=False,
+                         response_content_type="", t_first_byte=0, client_left=False, body_limit=100,
+                         omit_request=False, omit_response=False, worker=0)
+    assert b"GOOG-SECRET" not in packed
+    meta = decode_record(packed)
     assert meta["path"] == "/gemini/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse"
     assert meta["target_url"].endswith("/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse")

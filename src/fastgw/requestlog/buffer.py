@@ -61,7 +61,7 @@ from typing import Any, TypeVar
 
 from fastgw import _native
 
-__all__ = ["Batch", "RecordBuffer", "RecordDrain", "fitting_capacity", "segment_path"]
+__all__ = ["Batch", "RecordBuffer", "RecordDrain", "segment_path"]
 
 log = logging.getLogger("fastgw.requestlog")
 _T = TypeVar("_T")

@@ -75,7 +75,7 @@ def _hidden_usage(fmt: str, path: str, hidden: str) -> Usage | None:
 
 
 # What a record carries for the exporter alone: read here, never a row's field. Every other field
-# of a record (record.build_record, the manual logger) is the row's, as it is.
+# of a record (record.pack_record, the manual logger) is the row's, as it is.
 RECORD_ONLY = ("created_at_ms", "format", "response_content_type", "hidden_usage", "omit_request",
                "omit_response", "client_left", "usage_injected")
 

@@ -63,12 +63,8 @@ def _redacted_target(target: bytes) -> bytes:
     return target
 
 
-def redacted_block(ctx: RequestContext) -> str:
+def redacted_lines(ctx: RequestContext) -> bytes:
     """The request's headers for the log, as ``name: value`` lines, credentials replaced."""
-    return _redacted_lines(ctx).decode("latin-1")
-
-
-def _redacted_lines(ctx: RequestContext) -> bytes:
     h = ctx.headers
     block = h.forward
     # The substring test costs tens of ns; the regex, microseconds. Most requests carry none.
@@ -79,10 +75,6 @@ def _redacted_lines(ctx: RequestContext) -> bytes:
     if h.api_key is not None:
         block += b"x-api-key: [redacted]\r\n"
     return block
-
-
-# A header block of a JSON record as a dict (a packed record's comes as one from unpack_meta).
-headers_from_block = header_lines
 
 
 # A record on the wire: three lengths, the JSON of everything but the bodies, then the two bodies
@@ -109,7 +101,7 @@ def decode_record(raw: bytes) -> dict[str, Any]:
         record["request_body"] = raw[start : start + n_req].decode("utf-8", "replace")
         record["response_body"] = raw[start + n_req : start + n_req + n_resp].decode("utf-8", "replace")
     if isinstance(record.get("request_headers"), str):
-        record["request_headers"] = headers_from_block(record["request_headers"])
+        record["request_headers"] = header_lines(record["request_headers"])  # a packed record's is one already
     return record
 
 
@@ -200,75 +192,6 @@ def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
     return body[:half] + body[-half:], True
 
 
-def build_record(
-    ctx: RequestContext,
-    *,
-    status: int,
-    error: tuple[str, str] | None,
-    response_body: bytes,
-    response_truncated: bool,
-    response_content_type: str,
-    t_first_byte: int,
-    client_left: bool,
-    body_limit: int,
-    omit_request: bool,
-    omit_response: bool,
-    worker: int,
-) -> tuple[dict[str, Any], bytes, bytes]:
-    """The raw record the exporter turns into a row (timings in microseconds), and the two bodies."""
-    now = time.perf_counter_ns()
-    h = ctx.headers.helicone
-    provider = ctx.provider
-    request_body, request_truncated = capped(ctx.body, body_limit)
-    meta = {
-        "kind": "request",
-        "request_id": ctx.request_id,
-        "created_at_ms": ctx.created_ms,
-        "total_us": (now - ctx.t_start) // 1000,
-        "ttfb_us": (t_first_byte - ctx.t_start) // 1000 if t_first_byte else 0,
-        "upstream_us": ctx.upstream_ns // 1000,
-        "gateway_us": ((t_first_byte or now) - ctx.t_start - ctx.upstream_ns) // 1000,
-        "method": ctx.method.decode("latin-1"),
-        "path": _redact_query(ctx.target),
-        "provider": provider.name if provider is not None else "",
-        # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
-        "format": ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else "",
-        "target_url": (str(provider.origin) + _redact_query(ctx.upstream_path)) if provider is not None else "",
-        "status": status,
-        "error_type": error[0] if error else "",
-        "error_message": error[1] if error else "",
-        "client_left": client_left,
-        "usage_injected": ctx.usage_injected,
-        "user_id": h.user_id or "",
-        "properties": h.properties,
-        "session_id": h.session_id or "",
-        "session_path": h.session_path or "",
-        "session_name": h.session_name or "",
-        # The exporter reads the model from the request body even when the body is not to be
-        # stored, so the omit flags travel with the body and the exporter drops it before the sink.
-        "omit_request": omit_request or (h.omit_request or "").lower() == "true",
-        "omit_response": omit_response or (h.omit_response or "").lower() == "true",
-        "request_truncated": request_truncated,
-        "response_truncated": response_truncated,
-        "response_content_type": response_content_type,
-        "request_headers": redacted_block(ctx),
-        "worker": worker,
-    }
-    if ctx.cache_status:
-        meta["cache_status"] = ctx.cache_status
-    if ctx.retry_count:
-        meta["retry_count"] = ctx.retry_count
-    if ctx.fallback_index >= 0:
-        meta["fallback_index"] = ctx.fallback_index
-    if ctx.attempts:
-        meta["attempts"] = ctx.attempts
-    if ctx.principal is not None:
-        meta["key_id"] = ctx.principal.key_id
-    if ctx.model_override is not None:
-        meta["target_model"] = ctx.model_override
-    return meta, request_body, response_body
-
-
 def pack_record(
     ctx: RequestContext,
     *,
@@ -284,11 +207,11 @@ def pack_record(
     omit_response: bool,
     worker: int,
 ) -> bytes:
-    """The record of ``build_record`` (``hidden_usage`` included), packed for the ring.
+    """The request's log record (timings in microseconds), packed for the ring: what the worker pushes.
 
-    This is what the worker pushes: ``decode_record`` gives back build_record's dict, and the
-    tests hold the two equal. Only the redaction happens in Python, and its regexes only run
-    when a cheap substring test says a credential may be there.
+    ``decode_record`` unpacks it into the dict the exporter turns into a row. Only the redaction
+    happens in Python, and its regexes only run when a cheap substring test says a credential may
+    be there.
     """
     now = time.perf_counter_ns()
     provider = ctx.provider
@@ -296,6 +219,6 @@ def pack_record(
     return recordwire.pack_request(
         ctx, status, error[0] if error else "", error[1] if error else "", _redacted_target(ctx.target),
         (provider.origin.url + _redact_query(ctx.upstream_path)) if provider is not None else "",
-        _redacted_lines(ctx), request_body, request_truncated, response_body, response_truncated,
+        redacted_lines(ctx), request_body, request_truncated, response_body, response_truncated,
         response_content_type, t_first_byte, client_left, omit_request, omit_response, worker, now,
     )
