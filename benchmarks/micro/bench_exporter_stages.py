@@ -5,7 +5,8 @@
 The benchmark's realistic records (log_records.py: 1 KB of bodies, a quarter of them streams) go
 through each stage of ``Exporter.flush_once`` in turn, pinned to core 1: decoding the ring record,
 enrichment (usage, cost, the row), the Prometheus observer, the batch id, the Native block, and
-chDB's insert of those blocks, then 4 s more for its background merges. CPU time of the whole
+chDB's insert of those blocks, then 4 s more for its background merges. Then the path the
+exporter takes (``prepare_part``: all but chDB, in pieces), and the same with each part whole. CPU time of the whole
 process (chDB's threads included), so the stages add up to what one core can do; the Python
 stages report the best of three passes, chDB's single pass is into a fresh folder.
 """
@@ -27,11 +28,12 @@ from log_records import make_records  # noqa: E402
 from fastgw._native import nativeblock  # noqa: E402
 from fastgw.analytics.metrics import GatewayMetrics  # noqa: E402
 from fastgw.config import MetricsConfig  # noqa: E402
+from fastgw.requestlog import prepare_helpers  # noqa: E402
 from fastgw.requestlog.enrich import Enricher  # noqa: E402
 from fastgw.requestlog.exporter import _batch_id  # noqa: E402
 from fastgw.requestlog.prices import PriceTable  # noqa: E402
 from fastgw.requestlog.record import decode_record  # noqa: E402
-from fastgw.requestlog.sinks.clickhouse import _BLOCK_SPECS, INSERT_SETTINGS, ClickHouseSink  # noqa: E402
+from fastgw.requestlog.sinks.clickhouse import _BLOCK_SPECS, INSERT_SETTINGS, ClickHouseSink, encode_native  # noqa: E402
 
 
 def best_cpu(n: int, fn: Callable[[], Any], passes: int = 3) -> tuple[float, Any]:
@@ -62,6 +64,19 @@ def main() -> None:
     figures["batch id"], _ = best_cpu(n, lambda: [_batch_id(rows[i:i + chunk]) for i in range(0, n, chunk)])
     figures["Native block"], blocks = best_cpu(
         n, lambda: [nativeblock.encode_block(spec, rows[i:i + chunk]) for i in range(0, n, chunk)])
+    # The exporter's own path: prepare_part over parts of half a chunk (one prepare helper), in
+    # pieces of PIECE records, then the same with each part in one piece.
+    part = chunk // 2
+    piece = prepare_helpers.PIECE
+
+    def parts() -> None:
+        for i in range(0, n, part):
+            prepare_helpers.prepare_part(enricher, records[i:i + part], encode_native, True)
+
+    figures[f"prepare_part, pieces of {piece}"], _ = best_cpu(n, parts)
+    prepare_helpers.PIECE = part
+    figures["prepare_part, one piece"], _ = best_cpu(n, parts)
+    prepare_helpers.PIECE = piece
     gc.enable()
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-stages-") as tmp:
         sink = ClickHouseSink(chdb_path=os.path.join(tmp, "chdb"))
@@ -88,6 +103,11 @@ def main() -> None:
     total = sum(figures[k] for k in ("decode + enrich", "metrics observer", "batch id", "Native block",
                                      "chDB insert + 4 s of merges"))
     print(f"  {'sum (one core)':30s} {total:6.1f}  -> at most {1e6 / total:,.0f} records/s")
+    print(f"The exporter's path (decode, enrich, metric totals, ids, Native blocks), parts of {part}:")
+    for name in (f"prepare_part, pieces of {piece}", "prepare_part, one piece"):
+        print(f"  {name:30s} {figures[name]:6.1f}")
+    total = figures[f"prepare_part, pieces of {piece}"] + figures["chDB insert + 4 s of merges"]
+    print(f"  {'with chDB (one core)':30s} {total:6.1f}  -> at most {1e6 / total:,.0f} records/s")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,31 @@ def test_a_helper_prepares_a_part_as_the_exporter_would() -> None:
     assert not os.path.exists(f"/proc/{pid}")  # reaped
 
 
+def test_a_part_prepared_in_pieces_equals_its_records_prepared_whole() -> None:
+    """prepare_part lets each piece of PIECE records go before the next: the encoding is the pieces'
+    blocks in record order, and the ids, metric totals, counts and rejected indexes are those of
+    the whole list, with unreadable records in the first, a middle and the last piece."""
+    n = prepare_helpers.PIECE * 2 + 37
+    broken = (3, prepare_helpers.PIECE + 5, n - 1)
+    raws = records(n, broken=broken)
+    part = prepare_part(Enricher(PriceTable.load(None)), raws, encode_native, True, keep_rows=True)
+    enricher = Enricher(PriceTable.load(None))
+    rows = [enricher.row(decode_record(raw)) for i, raw in enumerate(raws) if i not in broken]
+    assert part.count == len(rows) == n - 3
+    assert [i for i, _ in part.rejected] == list(broken)
+    assert part.ids == prepare_helpers.row_ids(rows)
+    assert totals_dicts(part.totals) == totals_dicts(fold_rows(rows, raw_label, raw_label, raw_label))
+    assert (part.counted, part.unpriced, part.unknown) == (enricher.counted, enricher.unpriced,
+                                                          dict(enricher.prices.unknown_counts))
+    # The blocks: each piece's readable rows encoded on their own, one after another.
+    readable = [i for i in range(n) if i not in broken]
+    pieces = [[rows[k] for k, i in enumerate(readable) if start <= i < start + prepare_helpers.PIECE]
+              for start in range(0, n, prepare_helpers.PIECE)]
+    assert part.encoded == [block for piece in pieces for block in encode_native(piece)]
+    assert len(part.encoded) == 3
+    assert [r["request_id"] for r in part.rows or ()] == [r["request_id"] for r in rows]
+
+
 def test_metrics_folded_with_raw_labels_then_capped_equal_the_capped_fold() -> None:
     """What the exporter gets from a helper (raw labels) under its caps is what fold_rows with those
     caps gives, the overflow counts included, with the caps small enough to overflow."""

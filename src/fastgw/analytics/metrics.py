@@ -255,8 +255,9 @@ def raw_label(value: str) -> str:
 
 
 def fold_rows(rows: list[dict[str, Any]], providers: Callable[[str], str], models: Callable[[str], str],
-              error_types: Callable[[str], str]) -> _Totals:
-    t = _Totals()
+              error_types: Callable[[str], str], into: _Totals | None = None) -> _Totals:
+    """``rows`` counted; into ``into`` when given (rows folded in pieces, in order, count as one list)."""
+    t = _Totals() if into is None else into
     requests, usage, errors = t.requests, t.usage, t.errors
     for row in rows:
         if row.get("kind", "request") != "request":

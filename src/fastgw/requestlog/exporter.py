@@ -310,7 +310,7 @@ class Exporter:
         flight = _Flight(batches)
         for start in range(0, len(records), WRITE_CHUNK):
             chunk = records[start : start + WRITE_CHUNK]
-            if len(chunk) >= HELPED_MIN_RECORDS and self._parted(chunk, flight):
+            if self._parted(chunk, flight):
                 continue
             rows = [row for raw, worker in chunk if (row := self._row(raw, worker, flight.rejected)) is not None]
             if rows:
@@ -318,24 +318,28 @@ class Exporter:
         return flight
 
     def _parted(self, chunk: list[tuple[bytes, int]], flight: _Flight) -> bool:
-        """``chunk`` encoded in ``helper_count + 1`` parts, a Native block each: the first parts by the
-        helpers that are ready, the others here. False (nothing added) without helpers, for a sink
-        without ``helper_prepare`` (only chDB's Native blocks have it), or when the sink's encoder
-        refuses a row (the in-process path writes that chunk row by row).
+        """``chunk`` prepared in parts (``prepare_part``: in pieces, Native blocks): a large chunk
+        (``HELPED_MIN_RECORDS``) in ``helper_count + 1`` parts, the first by the helpers that are
+        ready and the others here; a smaller one, or any without helpers, in one part here. False
+        (nothing added) for a sink without ``helper_prepare`` (only chDB's Native blocks have it),
+        or when the sink's encoder refuses a row (the in-process path writes that chunk row by row).
 
         The parts depend on the chunk and the configured helper count alone, never on how many
         helpers are ready: ClickHouse applies a deduplication token block by block, so a chunk
         written again after a failure or a restart must arrive in the same blocks to be dropped.
         """
         encode = getattr(self.sink, "helper_prepare", None)
-        if encode is None or self.helper_count <= 0:
+        if encode is None:
             return False
-        size = -(-len(chunk) // (self.helper_count + 1))
+        split = len(chunk) >= HELPED_MIN_RECORDS and self.helper_count > 0
+        size = -(-len(chunk) // (self.helper_count + 1)) if split else len(chunk)
         parts = [chunk[at : at + size] for at in range(0, len(chunk), size)]
         raws = [[raw for raw, _ in part] for part in parts]
-        # Helpers only when the metrics are the one observer: others (traces) need the rows themselves.
-        ready = self._ready_helpers(encode) if all(o is self.metrics for o in self.observers) else 0
-        fold = ready > 0  # rows from helpers come as metric totals; then so do this thread's
+        # Rows come as metric totals when the metrics are the one observer (or there is none):
+        # nothing then keeps a chunk's rows alive. Others (traces) need the rows themselves, and
+        # then no helper runs either.
+        fold = all(o is self.metrics for o in self.observers)
+        ready = self._ready_helpers(encode) if split and fold else 0
         before = (self.enricher.counted, self.enricher.unpriced, Counter(self.prices.unknown_counts))
 
         def own() -> list[PartResult | None]:

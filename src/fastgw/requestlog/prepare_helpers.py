@@ -70,28 +70,53 @@ def row_ids(rows: list[dict[str, Any]]) -> bytes:
     return b"".join(str(row.get("request_id", "")).encode() + str(row.get("kind", "")).encode() for row in rows)
 
 
-def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[str, Any]]], Any],
+# Records a part is prepared in at a time: decoded, enriched, encoded, counted, then let go. A
+# part's thousands of rows alive at once (about 6 KB of dicts and strings each) outgrow the CPU's
+# caches, and the encoder then reads them back column by column; 250 at a time, the same memory is
+# reused while it is still cached. Prepare CPU per record, 2,500 records a part
+# (benchmarks/micro/bench_exporter_stages.py): 16.5-17.3 µs in one piece, 13.1-13.3 in pieces of 200.
+PIECE = 250
+
+
+def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[str, Any]]], list[Any]],
                  metrics: bool, keep_rows: bool = False) -> PartResult:
-    """Decode and enrich ``raws``, encode the rows. ``encode`` raising is the caller's to handle."""
+    """Decode and enrich ``raws``, encode the rows, in pieces of ``PIECE`` records.
+
+    ``encode`` returns a list (``encode_native``: a Native block per table); the part's encoding
+    is the pieces' lists, one after another, so a table's blocks stay in record order and its
+    blocks cut at the same records whenever the same records come (a retried insert repeats its
+    blocks). ``encode`` raising is the caller's to handle."""
     from fastgw.analytics.metrics import fold_rows, raw_label
     from fastgw.requestlog.record import decode_record
 
     counted, unpriced = enricher.counted, enricher.unpriced
     unknown_before = dict(enricher.prices.unknown_counts)
-    rows: list[dict[str, Any]] = []
+    encoded: list[Any] = []
+    ids: list[bytes] = []
+    totals = None
+    kept: list[dict[str, Any]] = []
+    count = 0
     rejected: list[tuple[int, str]] = []
-    for i, raw in enumerate(raws):
-        try:
-            rows.append(enricher.row(decode_record(raw)))
-        except Exception as exc:
-            rejected.append((i, f"{type(exc).__name__}: {exc}"))
-    encoded = encode(rows) if rows else []
+    for start in range(0, len(raws), PIECE):
+        rows: list[dict[str, Any]] = []
+        for i in range(start, min(start + PIECE, len(raws))):
+            try:
+                rows.append(enricher.row(decode_record(raws[i])))
+            except Exception as exc:
+                rejected.append((i, f"{type(exc).__name__}: {exc}"))
+        if not rows:
+            continue
+        encoded += encode(rows)
+        ids.append(row_ids(rows))
+        if metrics:
+            totals = fold_rows(rows, raw_label, raw_label, raw_label, totals)
+        if keep_rows:
+            kept += rows
+        count += len(rows)
     unknown = {model: n - unknown_before.get(model, 0) for model, n in enricher.prices.unknown_counts.items()
                if n != unknown_before.get(model, 0)}
-    return PartResult(encoded, len(rows), row_ids(rows),
-                      fold_rows(rows, raw_label, raw_label, raw_label) if metrics and rows else None,
-                      rejected, enricher.counted - counted, enricher.unpriced - unpriced, unknown,
-                      rows if keep_rows else None)
+    return PartResult(encoded, count, b"".join(ids), totals, rejected, enricher.counted - counted,
+                      enricher.unpriced - unpriced, unknown, kept if keep_rows else None)
 
 
 def pack(raws: list[bytes]) -> tuple[bytes, bytes]:
