@@ -414,6 +414,7 @@ def test_helper_ids_hash_to_the_batch_id() -> None:
 def test_the_helper_count_is_the_setting_or_one_fewer_than_the_cores(tmp_path: Path, setting: int) -> None:
     for value, expected in ((setting, setting), (-1, exporter_module._usable_cpus() - 1)):
         cfg_file = tmp_path / "fastgw.yaml"
-        cfg_file.write_text(f"logging: {{sink: 'none', run_dir: '{tmp_path / 'run'}', exporter_helpers: {value}}}\n")
+        cfg_file.write_text(f"logging: {{sink: 'none', run_dir: '{tmp_path / 'run'}', spill_dir: '{tmp_path / 'spill'}', "
+                            f"exporter_helpers: {value}}}\n")
         cfg = config_mod.load(str(cfg_file))
         assert Exporter(cfg, LogPaths.for_config(cfg), 1).helper_count == expected
