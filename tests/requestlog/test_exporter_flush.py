@@ -411,3 +411,66 @@ def test_a_write_refused_for_too_many_parts_starts_merges_and_loses_nothing(tmp_
         assert exporter.stats.exported == 200
         assert _query(sink, "SELECT count() FROM fastgw.requests FINAL") == 200
         assert _query(sink, "SELECT uniqExact(request_id) FROM fastgw.requests") == len(set(ids)) == 200
+
+
+@contextmanager
+def metrics_only(tmp_path: Path, extra: str = "") -> Iterator[tuple[Exporter, RecordBuffer]]:
+    """An exporter into chDB whose only observer is its metrics: its chunks come as metric totals,
+    with no rows kept, however small they are (prepare_part, in pieces)."""
+    exporter, buf, probe = setup(tmp_path, f"chdb://{tmp_path / 'chdb'}", extra)
+    exporter.observers = [o for o in exporter.observers if o is not probe]
+    assert exporter.metrics is not None and exporter.observers == [exporter.metrics]
+    try:
+        yield exporter, buf
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def _stored(exporter: Exporter) -> list[str]:
+    assert isinstance(exporter.sink, ClickHouseSink)
+    rows = exporter.sink.client.query("SELECT request_id FROM fastgw.requests").result_rows
+    return sorted(str(r[0]) for r in rows)
+
+
+def test_a_small_chunk_with_only_the_metrics_observing_keeps_its_bad_record_and_counts_the_rest(tmp_path: Path) -> None:
+    with metrics_only(tmp_path) as (exporter, buf):
+        good = push(buf, 3)
+        buf.push(encode_record({"kind": "bogus", "request_id": "not-a-row"}, b"", b""))  # the encoder refuses it
+        good += push(buf, 3)
+        exporter._attach_drains()
+        assert exporter.flush_once() == 7
+        assert exporter.stats.rejected == 1 and "not-a-row" in Path(exporter.paths.rejected_file).read_text()
+        assert _stored(exporter) == sorted(good)
+        assert sum(exporter.metrics.totals.requests.values()) == 6
+        assert exporter.stats.observer_failures == 0
+
+
+def test_a_chunk_refused_at_insert_is_enriched_again_from_its_records_with_the_price_file_broken(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The chunk came without rows (metrics only), so the sink thread enriches its records again to
+    write them one by one. The price file broke after the start: the last good table prices them,
+    as it does for the exporter, and each row is stored and counted once."""
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("{}\n")
+    with metrics_only(tmp_path, f", prices_file: '{prices}'") as (exporter, buf):
+        ids = push(buf, 20)
+        exporter._attach_drains()
+        assert exporter._open_sink()
+        sink = exporter.sink
+        assert isinstance(sink, ClickHouseSink)
+        insert, calls = sink._insert, []
+
+        def refuse_the_first(table: Any, data: Any, batch_id: str) -> None:
+            calls.append(batch_id)
+            if len(calls) == 1:
+                raise ValueError("refused")
+            insert(table, data, batch_id)
+
+        monkeypatch.setattr(sink, "_insert", refuse_the_first)
+        prices.write_text("{{{ not yaml")
+        assert exporter.flush_once() == 20
+        assert _stored(exporter) == sorted(ids)
+        assert len(calls) == 21  # the chunk, refused, then its rows one by one
+        assert sum(exporter.metrics.totals.requests.values()) == 20
+        assert exporter.stats.rejected == 0

@@ -134,6 +134,12 @@ def test_a_part_prepared_in_pieces_equals_its_records_prepared_whole() -> None:
     n = prepare_helpers.PIECE * 2 + 37
     broken = (3, prepare_helpers.PIECE + 5, n - 1)
     raws = records(n, broken=broken)
+    for i in (8, prepare_helpers.PIECE + 8, n - 8):  # answers without usage: their tokens are counted
+        raws[i] = encode_record({"kind": "request", "request_id": str(uuid.uuid4()), "created_at_ms": 1790000000000,
+                                 "provider": "openai", "format": "openai", "path": "/v1/chat/completions",
+                                 "status": 200, "response_content_type": "application/json"},
+                                orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "count me"}]}),
+                                orjson.dumps({"model": "gpt-4o", "choices": [{"message": {"content": "counted"}}]}))
     part = prepare_part(Enricher(PriceTable.load(None)), raws, encode_native, True, keep_rows=True)
     enricher = Enricher(PriceTable.load(None))
     rows = [enricher.row(decode_record(raw)) for i, raw in enumerate(raws) if i not in broken]
@@ -143,6 +149,7 @@ def test_a_part_prepared_in_pieces_equals_its_records_prepared_whole() -> None:
     assert totals_dicts(part.totals) == totals_dicts(fold_rows(rows, raw_label, raw_label, raw_label))
     assert (part.counted, part.unpriced, part.unknown) == (enricher.counted, enricher.unpriced,
                                                           dict(enricher.prices.unknown_counts))
+    assert part.counted == 3 and part.unpriced > 0
     # The blocks: each piece's readable rows encoded on their own, one after another.
     readable = [i for i in range(n) if i not in broken]
     pieces = [[rows[k] for k, i in enumerate(readable) if start <= i < start + prepare_helpers.PIECE]

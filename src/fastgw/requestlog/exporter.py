@@ -118,6 +118,10 @@ class Exporter:
         self.drains: dict[int, RecordDrain] = {}
         self.prices = PriceTable.load(self.lc.prices_file)
         self.enricher = Enricher(self.prices)
+        # The sink thread's own table, for the rare chunk it enriches again (``_write``): loaded now,
+        # while the file is known to parse; later it reloads as the exporter's does, keeping the
+        # last good table when the file is broken.
+        self._sink_prices = PriceTable.load(self.lc.prices_file)
         self.sink: Sink | None = None
         self.stats = ExporterStats()
         self.stopping = False
@@ -415,10 +419,11 @@ class Exporter:
                 raise
             except Exception as exc:  # the sink refused the data itself: find the bad rows, keep the rest
                 log.error("sink refused a batch (%s); writing its rows one by one", exc)
-        if rows is None:  # prepared with helpers: enriched again here, apart from the exporter's own
+        if rows is None:  # prepared in parts: enriched again here, apart from the exporter's own
             # enricher and price table (in use on the exporter's thread), whose counts it already has;
             # its unreadable records are kept already.
-            enricher = Enricher(PriceTable.load(self.lc.prices_file))
+            self._sink_prices.reload_if_changed()
+            enricher = Enricher(self._sink_prices)
             rows = [row for raw, _ in chunk.raws if (row := _enriched(enricher, raw)) is not None]
         for row in rows:
             try:
