@@ -414,10 +414,10 @@ def test_a_write_refused_for_too_many_parts_starts_merges_and_loses_nothing(tmp_
 
 
 @contextmanager
-def metrics_only(tmp_path: Path, extra: str = "") -> Iterator[tuple[Exporter, RecordBuffer]]:
+def metrics_only(tmp_path: Path, extra: str = "", **buffer: Any) -> Iterator[tuple[Exporter, RecordBuffer]]:
     """An exporter into chDB whose only observer is its metrics: its chunks come as metric totals,
     with no rows kept, however small they are (prepare_part, in pieces)."""
-    exporter, buf, probe = setup(tmp_path, f"chdb://{tmp_path / 'chdb'}", extra)
+    exporter, buf, probe = setup(tmp_path, f"chdb://{tmp_path / 'chdb'}", extra, **buffer)
     exporter.observers = [o for o in exporter.observers if o is not probe]
     assert exporter.metrics is not None and exporter.observers == [exporter.metrics]
     try:
@@ -474,3 +474,42 @@ def test_a_chunk_refused_at_insert_is_enriched_again_from_its_records_with_the_p
         assert len(calls) == 21  # the chunk, refused, then its rows one by one
         assert sum(exporter.metrics.totals.requests.values()) == 20
         assert exporter.stats.rejected == 0
+
+
+def test_a_chunk_comes_in_the_same_blocks_whatever_the_helper_count(tmp_path: Path) -> None:
+    """ClickHouse drops a repeated deduplication token only when the insert has as many blocks: a
+    chunk written again after a restart on a machine with more or fewer cores (another helper
+    count) must be cut the same way. Here by none, one and two helpers, all of them ready."""
+    metas = [{"kind": "request", "request_id": str(uuid.UUID(int=i + 1)), "created_at_ms": 1790000000000 + i,
+              "provider": "openai", "format": "openai", "path": "/v1/chat/completions", "status": 200,
+              "response_content_type": "application/json", "request_headers": "x-ok: 1\r\n"} for i in range(2600)]
+    raws = [encode_record(m, b'{"model":"gpt-4o-mini","messages":[]}',
+                          orjson.dumps({"model": "gpt-4o-mini", "usage": {"prompt_tokens": 3, "completion_tokens": i}}))
+            for i, m in enumerate(metas)]
+    raws[1234] = b"not a record"
+    seen = []
+    for helpers in (0, 1, 2):
+        folder = tmp_path / f"h{helpers}"
+        folder.mkdir()
+        with metrics_only(folder, f", batch_max_records: 2600, exporter_helpers: {helpers}", ring=8 << 20) as (exporter, buf):
+            for raw in raws:
+                buf.push(raw)
+            exporter._attach_drains()
+            assert exporter._open_sink()
+            if helpers:
+                exporter._read_next()  # the first large chunk starts the helpers
+                exporter._in_flight = None
+                assert exporter.helpers is not None
+                deadline = time.monotonic() + 60
+                while exporter.helpers.usable() < helpers:
+                    assert time.monotonic() < deadline, "the prepare helpers did not start"
+                    time.sleep(0.05)
+            parts_before = exporter.helpers.parts if exporter.helpers else 0
+            flight = exporter._read_next()
+            assert flight is not None
+            assert (exporter.helpers.parts if exporter.helpers else 0) - parts_before == helpers  # they took part
+            seen.append([(c.batch_id, c.count, [(t.name, data) for t, data in c.prepared.tables])
+                         for c in flight.chunks])
+            exporter._in_flight = None
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0][0][1] == 2599

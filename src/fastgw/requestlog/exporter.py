@@ -41,7 +41,7 @@ from fastgw.config import Config
 from fastgw.requestlog.buffer import Batch, RecordDrain
 from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
-from fastgw.requestlog.prepare_helpers import PartResult, PrepareHelpers, prepare_part, row_ids
+from fastgw.requestlog.prepare_helpers import PIECE, PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
 from fastgw.requestlog.record import decode_record, rejected_entry
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
@@ -328,15 +328,18 @@ class Exporter:
         (nothing added) for a sink without ``helper_prepare`` (only chDB's Native blocks have it),
         or when the sink's encoder refuses a row (the in-process path writes that chunk row by row).
 
-        The parts depend on the chunk and the configured helper count alone, never on how many
-        helpers are ready: ClickHouse applies a deduplication token block by block, so a chunk
-        written again after a failure or a restart must arrive in the same blocks to be dropped.
+        The blocks depend on the chunk alone: ClickHouse drops an insert repeating a deduplication
+        token only when it comes in as many blocks, so a chunk written again after a failure or a
+        restart must arrive in the same blocks. Parts are cut at multiples of ``PIECE``, and each
+        part in pieces of ``PIECE`` from its start: every block is the same ``PIECE`` records of the
+        chunk whatever the helper count (a restart on another machine) and however many are ready.
         """
         encode = getattr(self.sink, "helper_prepare", None)
         if encode is None:
             return False
         split = len(chunk) >= HELPED_MIN_RECORDS and self.helper_count > 0
         size = -(-len(chunk) // (self.helper_count + 1)) if split else len(chunk)
+        size = -(-size // PIECE) * PIECE
         parts = [chunk[at : at + size] for at in range(0, len(chunk), size)]
         raws = [[raw for raw, _ in part] for part in parts]
         # Rows come as metric totals when the metrics are the one observer (or there is none):
