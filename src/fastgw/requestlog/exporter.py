@@ -323,7 +323,7 @@ class Exporter:
 
     def _parted(self, chunk: list[tuple[bytes, int]], flight: _Flight) -> bool:
         """``chunk`` prepared in parts (``prepare_part``: in pieces, Native blocks): a large chunk
-        (``HELPED_MIN_RECORDS``) in ``helper_count + 1`` parts, the first by the helpers that are
+        (``HELPED_MIN_RECORDS``) in up to ``helper_count + 1`` parts, the first by the helpers that are
         ready and the others here; a smaller one, or any without helpers, in one part here. False
         (nothing added) for a sink without ``helper_prepare`` (only chDB's Native blocks have it),
         or when the sink's encoder refuses a row (the in-process path writes that chunk row by row).
