@@ -15,15 +15,28 @@ cdef extern from "Python.h":
 cdef extern from "string.h":
     void* memmem(const void* haystack, size_t n, const void* needle, size_t m) nogil
 
-BINARY = 0x80000000
-CLIENT_LEFT = 1
-USAGE_INJECTED = 2
-OMIT_REQUEST = 4
-OMIT_RESPONSE = 8
-REQUEST_TRUNCATED = 16
-RESPONSE_TRUNCATED = 32
-HAS_KEY_ID = 64
-HAS_TARGET_MODEL = 128
+# The flag bits (the pure twin's and the .pyi's names, without the F_).
+cdef enum:
+    F_CLIENT_LEFT = 1
+    F_USAGE_INJECTED = 2
+    F_OMIT_REQUEST = 4
+    F_OMIT_RESPONSE = 8
+    F_REQUEST_TRUNCATED = 16
+    F_RESPONSE_TRUNCATED = 32
+    F_HAS_KEY_ID = 64
+    F_HAS_TARGET_MODEL = 128
+
+cdef uint32_t F_BINARY = 0x80000000u
+
+BINARY = F_BINARY
+CLIENT_LEFT = F_CLIENT_LEFT
+USAGE_INJECTED = F_USAGE_INJECTED
+OMIT_REQUEST = F_OMIT_REQUEST
+OMIT_RESPONSE = F_OMIT_RESPONSE
+REQUEST_TRUNCATED = F_REQUEST_TRUNCATED
+RESPONSE_TRUNCATED = F_RESPONSE_TRUNCATED
+HAS_KEY_ID = F_HAS_KEY_ID
+HAS_TARGET_MODEL = F_HAS_TARGET_MODEL
 STRINGS = (
     "request_id", "method", "path", "provider", "format", "target_url", "error_type", "error_message",
     "user_id", "session_id", "session_path", "session_name", "response_content_type", "request_headers",
@@ -89,12 +102,8 @@ cdef int _text(Piece* out, object s, list keep) except -1:
 
 
 cdef inline void _raw(Piece* out, bytes b) noexcept:
-    if b is None:
-        out.n = 0
-        out.p = NULL
-    else:
-        out.p = PyBytes_AS_STRING(b)
-        out.n = PyBytes_GET_SIZE(b)
+    out.p = PyBytes_AS_STRING(b)
+    out.n = PyBytes_GET_SIZE(b)
 
 
 cdef inline bint _true(object value):
@@ -127,60 +136,44 @@ def pack_request(
     cdef char* at
     h = ctx.headers.helicone
     provider = ctx.provider
-    if client_left:
-        flags |= 1
-    if ctx.usage_injected:
-        flags |= 2
-    if omit_request or _true(h.omit_request):
-        flags |= 4
-    if omit_response or _true(h.omit_response):
-        flags |= 8
-    if request_truncated:
-        flags |= 16
-    if response_truncated:
-        flags |= 32
     principal = ctx.principal
     model_override = ctx.model_override
+    if client_left:
+        flags |= F_CLIENT_LEFT
+    if ctx.usage_injected:
+        flags |= F_USAGE_INJECTED
+    if omit_request or _true(h.omit_request):
+        flags |= F_OMIT_REQUEST
+    if omit_response or _true(h.omit_response):
+        flags |= F_OMIT_RESPONSE
+    if request_truncated:
+        flags |= F_REQUEST_TRUNCATED
+    if response_truncated:
+        flags |= F_RESPONSE_TRUNCATED
     if principal is not None:
-        flags |= 64
+        flags |= F_HAS_KEY_ID
     if model_override is not None:
-        flags |= 128
-    # One tuple holds a reference to every string until the copy, whoever else owns it.
-    texts = (
-        ctx.request_id,
+        flags |= F_HAS_TARGET_MODEL
+    properties = h.properties
+    attempts = ctx.attempts
+    # In STRINGS order: bytes go as they are, str as UTF-8. The tuple holds a reference to every
+    # value until the copy, whoever else owns it.
+    values = (
+        ctx.request_id, ctx.method, path,
         provider.name if provider is not None else None,
         # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
         ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else None,
-        target_url, error_type, error_message, h.user_id, h.session_id, h.session_path, h.session_name, content_type,
-        ctx.cache_status, principal.key_id if principal is not None else None, model_override,
+        target_url, error_type, error_message, h.user_id, h.session_id, h.session_path, h.session_name,
+        content_type, headers, ctx.cache_status, principal.key_id if principal is not None else None,
+        model_override, ctx.hidden_usage,
+        orjson.dumps(properties) if properties else None, orjson.dumps(attempts) if attempts else None,
     )
-    _text(&s[0], texts[0], keep)
-    _raw(&s[1], ctx.method)
-    _raw(&s[2], path)
-    _text(&s[3], texts[1], keep)
-    _text(&s[4], texts[2], keep)
-    for i in range(3, 11):
-        _text(&s[i + 2], texts[i], keep)
-    _raw(&s[13], headers)
-    _text(&s[14], texts[11], keep)
-    _text(&s[15], texts[12], keep)
-    _text(&s[16], texts[13], keep)
-    hidden_usage = ctx.hidden_usage
-    _raw(&s[17], hidden_usage)
-    properties = h.properties
-    if properties:
-        b = orjson.dumps(properties)
-        keep.append(b)
-        _raw(&s[18], b)
-    else:
-        s[18].n = 0
-    attempts = ctx.attempts
-    if attempts:
-        b = orjson.dumps(attempts)
-        keep.append(b)
-        _raw(&s[19], b)
-    else:
-        s[19].n = 0
+    for i in range(NSTR):
+        value = values[i]
+        if type(value) is bytes:
+            _raw(&s[i], value)
+        else:
+            _text(&s[i], value, keep)
 
     meta_n = FIXED_SIZE + 4 * NSTR
     for i in range(NSTR):
@@ -190,7 +183,7 @@ def pack_request(
     total = LENGTHS_SIZE + meta_n + n_request + n_response
     result = PyBytes_FromStringAndSize(NULL, total)
     out = PyBytes_AS_STRING(result)
-    _put_u32(out, <uint32_t>meta_n | 0x80000000u)
+    _put_u32(out, <uint32_t>meta_n | F_BINARY)
     _put_u32(out + 4, <uint32_t>n_request)
     _put_u32(out + 8, <uint32_t>n_response)
     at = out + LENGTHS_SIZE
@@ -281,17 +274,17 @@ def unpack_meta(bytes raw not None, Py_ssize_t start, Py_ssize_t n):
         "status": _i32(p + 40),
         "error_type": PyUnicode_DecodeUTF8(s[6].p, s[6].n, NULL),
         "error_message": PyUnicode_DecodeUTF8(s[7].p, s[7].n, NULL),
-        "client_left": bool(flags & 1),
-        "usage_injected": bool(flags & 2),
+        "client_left": bool(flags & F_CLIENT_LEFT),
+        "usage_injected": bool(flags & F_USAGE_INJECTED),
         "user_id": PyUnicode_DecodeUTF8(s[8].p, s[8].n, NULL),
         "properties": orjson.loads(PyBytes_FromStringAndSize(s[18].p, s[18].n)) if s[18].n else {},
         "session_id": PyUnicode_DecodeUTF8(s[9].p, s[9].n, NULL),
         "session_path": PyUnicode_DecodeUTF8(s[10].p, s[10].n, NULL),
         "session_name": PyUnicode_DecodeUTF8(s[11].p, s[11].n, NULL),
-        "omit_request": bool(flags & 4),
-        "omit_response": bool(flags & 8),
-        "request_truncated": bool(flags & 16),
-        "response_truncated": bool(flags & 32),
+        "omit_request": bool(flags & F_OMIT_REQUEST),
+        "omit_response": bool(flags & F_OMIT_RESPONSE),
+        "request_truncated": bool(flags & F_REQUEST_TRUNCATED),
+        "response_truncated": bool(flags & F_RESPONSE_TRUNCATED),
         "response_content_type": PyUnicode_DecodeUTF8(s[12].p, s[12].n, NULL),
         "request_headers": _header_lines(s[13].p, s[13].n),
         "worker": _i32(p + 44),
@@ -304,9 +297,9 @@ def unpack_meta(bytes raw not None, Py_ssize_t start, Py_ssize_t n):
         record["fallback_index"] = fallback_index
     if s[19].n:
         record["attempts"] = orjson.loads(PyBytes_FromStringAndSize(s[19].p, s[19].n))
-    if flags & 64:
+    if flags & F_HAS_KEY_ID:
         record["key_id"] = PyUnicode_DecodeUTF8(s[15].p, s[15].n, NULL)
-    if flags & 128:
+    if flags & F_HAS_TARGET_MODEL:
         record["target_model"] = PyUnicode_DecodeUTF8(s[16].p, s[16].n, NULL)
     if s[17].n:
         record["hidden_usage"] = PyUnicode_DecodeUTF8(s[17].p, s[17].n, "replace")

@@ -74,7 +74,7 @@ def row_ids(rows: list[dict[str, Any]]) -> bytes:
 # part's thousands of rows alive at once (about 6 KB of dicts and strings each) outgrow the CPU's
 # caches, and the encoder then reads them back column by column; 250 at a time, the same memory is
 # reused while it is still cached. Prepare CPU per record, 2,500 records a part
-# (benchmarks/micro/bench_exporter_stages.py): 16.5-17.3 µs in one piece, 13.1-13.3 in pieces of 200.
+# (benchmarks/micro/bench_exporter_stages.py): 16.9 µs in one piece, 14.9 in pieces of 250.
 PIECE = 250
 
 
