@@ -138,7 +138,7 @@ class LoggingConfig:
     # it, so a ring should hold two batches: 5,000 records of ~2.5 KB are ~12 MB. At 16 MiB a
     # worker at saturation spilled 25-60% of its records to disk in 5-s bursts; at 64 MiB, none.
     ring_size: Size = Size(64 * 1024 * 1024)
-    # Rings and spill files live here; None: /dev/shm/fastgw-<port> for rings, <sink dir>/spill.
+    # Rings and spill files live here; None: /dev/shm/fastgw-<port> for rings, ./fastgw-spill for spills.
     run_dir: str | None = None
     spill_dir: str | None = None
     batch_max_records: int = 5000
