@@ -604,3 +604,37 @@ def test_rings_of_workers_started_together_fit_a_small_dev_shm(tmp_path) -> None
     and one would die of SIGBUS filling its last pages."""
     out = _in_a_small_tmpfs(TOGETHER_CHILD, tmp_path)
     assert out.stdout.split("\n")[0] == "[1048576, 2097152] [0, 0]", out.stdout + out.stderr[-2000:]
+
+
+CLAIM_CHILD = r"""
+import os, subprocess, sys
+mnt, spill = sys.argv[1], sys.argv[2]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt], check=True)
+from fastgw._native.ring import Ring
+from fastgw.requestlog.buffer import RecordBuffer
+path = os.path.join(mnt, "ring-0.shm")
+with RecordBuffer(path, os.path.join(spill, "worker-0"), 1 << 20) as buf:  # claimed whole at start
+    print(os.stat(path).st_blocks * 512 >= buf.ring.capacity)
+os.unlink(path)
+Ring.create(path, 2 << 20).close()  # a ring left sparse (by a version before claim)
+fd = os.open(os.path.join(mnt, "filler"), os.O_WRONLY | os.O_CREAT)
+try:  # then someone else fills the tmpfs
+    while True:
+        os.write(fd, b"x" * 4096)
+except OSError:
+    pass
+os.ftruncate(fd, os.fstat(fd).st_size - 65536)  # leaving room for a control file, not for the ring
+os.close(fd)
+with RecordBuffer(path, os.path.join(spill, "worker-0"), 2 << 20) as buf:  # a restarted worker attaches it
+    print(buf.push(b"r" * 100) is None, buf.ring.pushed)
+"""
+
+
+def test_a_ring_is_claimed_at_start_or_says_why_not(tmp_path) -> None:
+    """The worker claims its ring's pages when it opens it (no page fault per new page in push);
+    a tmpfs too full for that is said loudly at start, naming the file and the setting, instead
+    of the first push to an unclaimed page killing the worker with SIGBUS."""
+    out = _in_a_small_tmpfs(CLAIM_CHILD, tmp_path)
+    assert out.stdout.split() == ["True", "True", "1"], out.stdout + out.stderr[-2000:]
+    assert out.stderr.count("could not claim the memory of") == 1
+    assert "ring-0.shm" in out.stderr and "logging.ring_size" in out.stderr

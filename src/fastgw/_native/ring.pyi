@@ -46,6 +46,16 @@ class Ring:
     ) -> None: ...
 
     # Producer
+    def claim(self) -> bool:
+        """Back every page of the mapping with memory now, writable (madvise MADV_POPULATE_WRITE).
+
+        Why: a ring file is sparse, so until a record first reaches a page, writing it costs a page
+        fault (the page allocated and zeroed) inside ``push``: about 3 µs a record on a 2-core VM,
+        for the first lap of the ring. Returns False when the kernel does not know the advice
+        (before Linux 5.14): the pages are then claimed by the pushes, as before. Raises OSError
+        when the memory is not there to claim (a full tmpfs), where a push would have died of SIGBUS.
+        Claimed pages are never returned, so ``push`` then writes only mapped pages.
+        """
     def push(self, record: bytes) -> bool:
         """Append ``record``; never blocks, never waits for the consumer.
 

@@ -11,9 +11,9 @@ commit. Every byte written matches the pure twin, so either twin can read what t
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint32_t, uint64_t
-from libc.errno cimport errno
+from libc.errno cimport EINVAL, errno
 from libc.string cimport memcpy
-from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, madvise, mmap, munmap
 
 import os
 
@@ -54,6 +54,7 @@ cdef enum:
     OFF_TAIL = 256
 
 cdef uint32_t C_WRAP = 0xFFFFFFFF
+cdef int C_MADV_POPULATE_WRITE = 23  # linux/mman.h, since 5.14 (not in every libc's headers yet)
 
 
 cdef inline uint64_t _slot(uint64_t n) noexcept nogil:
@@ -173,6 +174,15 @@ cdef class Ring:
         return 0
 
     ### Producer ###
+
+    def claim(self):
+        """Back every page with memory now, writable; see ring.pyi."""
+        self._check_open()
+        if madvise(self._base, self._size, C_MADV_POPULATE_WRITE) == 0:
+            return True
+        if errno == EINVAL:  # a kernel before 5.14
+            return False
+        raise OSError(errno, os.strerror(errno), self.path)
 
     def push(self, bytes record not None):
         """Append one record; False (and ``full`` counted) when it does not fit. Never blocks."""

@@ -251,6 +251,13 @@ class RecordBuffer(_Closing):
         if self._q[OPEN] > self._q[SEALED]:  # invariant 7
             self._q[SEALED] = self._q[OPEN]
         ring.producer_pid = os.getpid()
+        try:
+            ring.claim()  # its pages now, not one page fault per new page inside push
+        except OSError as exc:
+            log.error("request log: could not claim the memory of %s (%s): its folder has no room for it, and "
+                      "a record reaching an unclaimed page will kill this worker (SIGBUS). Give it more room "
+                      "(docker run --shm-size, or logging.run_dir elsewhere) or lower logging.ring_size",
+                      ring_path, exc.strerror)
         self.ring = ring
         self._ring_push = ring.push
         self._max_record = ring.max_record

@@ -37,6 +37,7 @@ with one aligned store, which the platform makes atomic, but with no fence: publ
 then only guaranteed by a total-store-order CPU (x86-64). Use the compiled twin across processes
 on weakly ordered CPUs (aarch64); this one is the fallback and the oracle.
 """
+import errno
 import mmap
 import os
 import struct
@@ -48,6 +49,7 @@ VERSION = 1
 HEADER_SIZE = 512
 MIN_CAPACITY = 4096
 WRAP = 0xFFFFFFFF
+_MADV_POPULATE_WRITE = 23  # linux/mman.h, since 5.14; the mmap module names it from Python 3.13
 
 _CONST = struct.Struct("=8sIIQ")  # magic, version, header size, capacity (at offset 0)
 # Header words, as indexes into the mapping viewed as u64.
@@ -176,6 +178,17 @@ class Ring:
         return self._q
 
     # --- Producer --------------------------------------------------------------------------
+
+    def claim(self):
+        """Back every page with memory now, writable; see ring.pyi."""
+        self._words()
+        try:
+            self._mm.madvise(_MADV_POPULATE_WRITE)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:  # a kernel before 5.14
+                return False
+            raise OSError(exc.errno, exc.strerror, self.path) from None
+        return True
 
     def push(self, record):
         """Append one record; False (and ``full`` counted) when it does not fit. Never blocks."""
