@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import os
 import socket
@@ -128,6 +129,14 @@ def serve_forever(config: Config) -> int:
             os.close(fd)
 
 
+def _freeze_startup_objects() -> None:
+    """Move what start-up built (modules, config, tables: tens of thousands of objects) out of the
+    garbage collector's reach. They live as long as the worker, yet each full collection walked them
+    all again, a pause of milliseconds in the middle of requests every few seconds under load."""
+    gc.collect()
+    gc.freeze()
+
+
 def run_worker(
     config: Config, index: int, reuse_port: bool, banner: str | None = None, paths: LogPaths | None = None
 ) -> None:
@@ -148,6 +157,7 @@ def run_worker(
 
             buffer = RecordBuffer(paths.ring_file(index), paths.spill_dir(index), int(config.logging.ring_size))
             server.state.logger = server.gateway.logger = RequestLogger(config.logging, buffer, index)
+        _freeze_startup_objects()
         await server.serve(sock, on_ready=(lambda: print(banner, file=sys.stderr, flush=True)) if banner else None)
 
     try:
