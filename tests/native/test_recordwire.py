@@ -209,6 +209,32 @@ def test_contains_any(twin) -> None:
     assert not wire.contains_any(b"", hints)
 
 
+@pytest.mark.parametrize("twin", TWINS)
+def test_header_value(twin) -> None:
+    value = load_twin(twin, "recordwire").header_value
+    block = b"X-Content-Type: nope\r\nContent-Type:  text/event-stream; charset=utf-8 \r\ncontent-type: second\r\n"
+    assert value(block, b"content-type") == "text/event-stream; charset=utf-8"  # the first, at a line start
+    assert value(b"x-content-type: nope\r\n", b"content-type") == ""
+    assert value(b"content-typex: nope\r\ncontent-type:\tjson\t", b"content-type") == "json"  # no CRLF at the end
+    assert value(b"a: b\ncontent-type: lf only\nc: d", b"content-type") == "lf only"
+    assert value(b"content-type:\r\n", b"content-type") == ""
+    assert value(b"content-type: caf\xe9\r\n", b"content-type") == "caf\xe9"  # latin-1, as it came
+    assert value(b"", b"content-type") == value(b"\r\n", b"content-type") == value(b"content-type", b"content-type") == ""
+
+
+_HEADER_BYTES = st.sampled_from([b"content-type", b"Content-Type", b"CONTENT-TYPE", b"x-content-type", b"a", b":",
+                                 b" ", b"\t", b"\r", b"\n", b"\r\n", b"json", b"\xe9", b"content-typ"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_HEADER_BYTES, max_size=24).map(b"".join))
+def test_the_twins_find_the_same_header_value(block) -> None:
+    compiled, pure = (load_twin(name, "recordwire") for name in TWINS)
+    for name in (b"content-type", b"a", b"x-content-type"):
+        assert compiled.header_value(block, name) == pure.header_value(block, name), (block, name)
+    assert record_mod.content_type_of(block) == pure.header_value(block, b"content-type")
+
+
 def test_json_records_of_older_versions_and_events_still_decode() -> None:
     meta = {"kind": "request", "request_id": "r", "properties": {"a": "b"}, "request_headers": "x: y\r\n"}
     assert decode_record(encode_record(meta, b"q", b"s")) == {**meta, "request_headers": {"x": "y"},

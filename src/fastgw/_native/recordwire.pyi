@@ -21,6 +21,15 @@ STRINGS: tuple[str, ...]  # the meta's strings, in order
 def contains_any(data: bytes, needles: tuple[bytes, ...]) -> bool:
     """Whether any of ``needles`` occurs in ``data``: the redaction's cheap test, one C pass a needle."""
 
+def header_value(block: bytes, name: bytes) -> str:
+    """The value of the first line of ``block`` (``name: value`` lines, CRLF or LF) whose name is
+    ``name`` (given in lower case; matched without regard to ASCII case), spaces and tabs around it
+    removed, as latin-1; "" when no line has that name. A line must start with the name: one
+    ``x-content-type:`` line is not a ``content-type:`` line.
+
+    Why C: the log record takes the answer's Content-Type from its header block once a request;
+    lower-casing the block to search it cost 0.5 µs of the worker's time."""
+
 def pack_request(
     ctx: Any, status: int, error_type: str, error_message: str, path: bytes, target_url: str, headers: bytes,
     request_body: bytes, request_truncated: bool, response_body: bytes, response_truncated: bool,

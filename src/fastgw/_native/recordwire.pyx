@@ -5,7 +5,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 import orjson
 
@@ -118,6 +118,39 @@ def contains_any(bytes data not None, tuple needles not None):
         if memmem(p, n, PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle)) != NULL:
             return True
     return False
+
+
+def header_value(bytes block not None, bytes name not None):
+    """The value of the first ``name:`` line of a header block; see recordwire.pyi."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(block)
+    cdef const unsigned char* q = <const unsigned char*>PyBytes_AS_STRING(name)
+    cdef const unsigned char* nl
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(block), k = PyBytes_GET_SIZE(name)
+    cdef Py_ssize_t start = 0, end, i, a, b
+    cdef unsigned char c
+    while start <= n:
+        nl = <const unsigned char*>memchr(p + start, 10, <size_t>(n - start))
+        end = (nl - p) if nl != NULL else n
+        if end - start > k and p[start + k] == 58:  # ':'
+            i = 0
+            while i < k:
+                c = p[start + i]
+                if 65 <= c <= 90:  # ASCII upper case, as bytes.lower()
+                    c += 32
+                if c != q[i]:
+                    break
+                i += 1
+            if i == k:
+                a, b = start + k + 1, end
+                if b > a and p[b - 1] == 13:
+                    b -= 1
+                while a < b and (p[a] == 32 or p[a] == 9):
+                    a += 1
+                while b > a and (p[b - 1] == 32 or p[b - 1] == 9):
+                    b -= 1
+                return PyUnicode_DecodeLatin1(<const char*>p + a, b - a, NULL)
+        start = end + 1
+    return ""
 
 
 def pack_request(

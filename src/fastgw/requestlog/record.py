@@ -173,12 +173,7 @@ class BodyCapture:
 
 def content_type_of(headers: bytes) -> str:
     """The Content-Type in a serialised header block, for the log; "" when there is none."""
-    lower = headers.lower()
-    at = lower.find(b"content-type:")
-    if at < 0:
-        return ""
-    end = lower.find(b"\r\n", at)
-    return headers[at + 13 : end if end >= 0 else None].strip().decode("latin-1")
+    return recordwire.header_value(headers, b"content-type")
 
 
 def is_event_stream(headers: bytes) -> bool:

@@ -63,6 +63,16 @@ def contains_any(data: bytes, needles: tuple[bytes, ...]) -> bool:
     return any(needle in data for needle in needles)
 
 
+def header_value(block: bytes, name: bytes) -> str:
+    for line in block.split(b"\n"):
+        if len(line) > len(name) and line[len(name)] == 58 and line[: len(name)].lower() == name:
+            value = line[len(name) + 1 :]
+            if value.endswith(b"\r"):
+                value = value[:-1]
+            return value.strip(b" \t").decode("latin-1")
+    return ""
+
+
 def pack_request(
     ctx: Any, status: int, error_type: str, error_message: str, path: bytes, target_url: str, headers: bytes,
     request_body: bytes, request_truncated: bool, response_body: bytes, response_truncated: bool,
