@@ -251,18 +251,22 @@ class RecordBuffer(_Closing):
         if self._q[OPEN] > self._q[SEALED]:  # invariant 7
             self._q[SEALED] = self._q[OPEN]
         ring.producer_pid = os.getpid()
+        # Its pages now, not one page fault per new page inside push. A ring whose folder can't back
+        # every page is left alone: a write to such a page would kill the worker (SIGBUS). Its
+        # records then all go to the spill folder, which the exporter reads as it reads the ring.
+        self._ring_usable = True
         try:
-            ring.claim()  # its pages now, not one page fault per new page inside push
+            ring.claim()
         except OSError as exc:
-            log.error("request log: could not claim the memory of %s (%s): its folder has no room for it, and "
-                      "a record reaching an unclaimed page will kill this worker (SIGBUS). Give it more room "
-                      "(docker run --shm-size, or logging.run_dir elsewhere) or lower logging.ring_size",
-                      ring_path, exc.strerror)
+            self._ring_usable = False
+            log.error("request log: could not claim the memory of %s (%s): its folder has no room for it, so "
+                      "this worker's records go to %s instead. Give it more room (docker run --shm-size, or "
+                      "logging.run_dir elsewhere) or lower logging.ring_size", ring_path, exc.strerror, spill_dir)
         self.ring = ring
         self._ring_push = ring.push
         self._max_record = ring.max_record
         self._segment_bytes = segment_bytes
-        self._spilling = False
+        self._spilling = not self._ring_usable  # spilling for good when the ring can't be used
         # The segment open for appends: its fd (None: none open), seq and size.
         self._fd: int | None = None
         self._seq = self._size = 0
@@ -287,7 +291,7 @@ class RecordBuffer(_Closing):
             fits = len(record) <= self._max_record
             # There are three cases (numbers of the module docstring's invariants).
             # 2. Spilling, and the exporter has caught up with everything before the spill.
-            if self._spilling and fits and self.ring.used == 0:
+            if self._spilling and fits and self._ring_usable and self.ring.used == 0:
                 self._seal()
                 self._spilling = False
                 if self._ring_push(record):
@@ -299,7 +303,7 @@ class RecordBuffer(_Closing):
             if self._append(record):
                 return
             # 3. The disk failed and the segment is sealed: the ring takes it if it can.
-            if fits and self._ring_push(record):
+            if fits and self._ring_usable and self._ring_push(record):
                 self._spilling = False
                 return
             raise self._error or OSError("spill failed")
