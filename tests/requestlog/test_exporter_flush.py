@@ -447,33 +447,26 @@ def test_a_small_chunk_with_only_the_metrics_observing_keeps_its_bad_record_and_
 
 
 def test_a_chunk_refused_at_insert_is_enriched_again_from_its_records_with_the_price_file_broken(
-        tmp_path: Path, monkeypatch: Any) -> None:
-    """The chunk came without rows (metrics only), so the sink thread enriches its records again to
-    write them one by one. The price file broke after the start: the last good table prices them,
-    as it does for the exporter, and each row is stored and counted once."""
+        tmp_path: Path) -> None:
+    """The chunk came without rows (metrics only), so when ClickHouse refuses it (here a CHECK
+    constraint one row breaks) the sink thread enriches its records again to write them one by
+    one. The price file broke after the start: the last good table prices them, as it does for
+    the exporter. Every other row is stored once, and the one ClickHouse refuses is kept."""
     prices = tmp_path / "prices.yaml"
     prices.write_text("{}\n")
     with metrics_only(tmp_path, f", prices_file: '{prices}'") as (exporter, buf):
-        ids = push(buf, 20)
+        ids = push(buf, 20)  # completion_tokens = 0 .. 19
         exporter._attach_drains()
         assert exporter._open_sink()
-        sink = exporter.sink
-        assert isinstance(sink, ClickHouseSink)
-        insert, calls = sink._insert, []
-
-        def refuse_the_first(table: Any, data: Any, batch_id: str) -> None:
-            calls.append(batch_id)
-            if len(calls) == 1:
-                raise ValueError("refused")
-            insert(table, data, batch_id)
-
-        monkeypatch.setattr(sink, "_insert", refuse_the_first)
+        assert isinstance(exporter.sink, ClickHouseSink)
+        exporter.sink.client.command("ALTER TABLE fastgw.requests ADD CONSTRAINT not_seven CHECK completion_tokens != 7")
         prices.write_text("{{{ not yaml")
         assert exporter.flush_once() == 20
-        assert _stored(exporter) == sorted(ids)
-        assert len(calls) == 21  # the chunk, refused, then its rows one by one
-        assert sum(exporter.metrics.totals.requests.values()) == 20
-        assert exporter.stats.rejected == 0
+        assert _stored(exporter) == sorted(ids[:7] + ids[8:])
+        assert exporter.stats.rejected == 1
+        kept = Path(exporter.paths.rejected_file).read_text()
+        assert ids[7] in kept and "not_seven" in kept
+        assert sum(exporter.metrics.totals.requests.values()) == 20  # counted as prepared, as rows are
 
 
 def test_a_chunk_comes_in_the_same_blocks_whatever_the_helper_count(tmp_path: Path) -> None:
