@@ -5,7 +5,8 @@ with its sink down, in one run.
   .venv/bin/python benchmarks/bench_logging.py [--quick] [--out benchmarks/results/<version>/logging.md]
 
 Layout (2 cores), as the issue asks: the gateway's worker on core 0, its exporter on core 1 (moved
-there with sched_setaffinity after start); the mock and the load generators on core 1 too.
+there with sched_setaffinity after start); the provider stand-in and the load generators on core 1
+too. In B the stand-in is nginx replaying the mock's answer (``--upstream mock`` for the mock).
 
 A. Rings -> chDB. The real exporter (``run_exporter``, the code ``fastgw serve`` runs) on core 1;
    this script on core 0 plays two workers, pushing records shaped like a worker's (1 KB of
@@ -43,6 +44,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -56,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
+import replay_upstream  # noqa: E402
 import run_bench as rb  # noqa: E402
 from log_records import make_records  # noqa: E402
 
@@ -418,12 +421,44 @@ def write_wrk_lua() -> None:
     )
 
 
-def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
+def start_upstream(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> tuple[int, list[int]]:
+    """The provider stand-in on core 1: its port and processes. "replay" (the default): nginx
+    answering with the mock's recorded answer (replay_upstream.py says why); "mock": the mock."""
     st = rb.Stack(procs, tmp)
     st.start_mock()
+    assert st.mock is not None
+    if p["upstream"] == "mock":
+        return st.mock_port, [st.mock.pid]
+    answer, content_type = replay_upstream.record_answer(st.mock_port, BODY_1K, MOCK_HEADERS)
+    procs.stop(st.mock)
+    port, pids = replay_upstream.start(procs, tmp, answer, content_type)
+    replay_upstream.check(port, answer, BODY_1K, MOCK_HEADERS)
+    log(f"B upstream: nginx :{port} replaying the mock's {len(answer)}-byte answer")
+    return port, pids
+
+
+def measured_loadgen(url: str, args: list[str], upstream: list[int], exporter: int | None) -> dict[str, Any]:
+    """rb.run_loadgen, with what the run cost core 1 per request: the client, the upstream and the
+    exporter (its CPU over the run, warm-up included, per request answered in the counted part)."""
+    c0, u0 = resource.getrusage(resource.RUSAGE_CHILDREN), rb.cpu_ticks(upstream)
+    e0 = rb.cpu_ticks([exporter]) if exporter else 0
+    r = rb.run_loadgen(url, *args)
+    c1, u1 = resource.getrusage(resource.RUSAGE_CHILDREN), rb.cpu_ticks(upstream)
+    n = r["count"]
+    r["core1_us_per_req"] = {
+        "client": (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) / n * 1e6,
+        "upstream": (u1 - u0) / rb.CLK_TCK / n * 1e6,
+        "exporter": (rb.cpu_ticks([exporter]) - e0) / rb.CLK_TCK / n * 1e6 if exporter else 0.0,
+    }
+    return r
+
+
+def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any]:
+    upstream_port, upstream = start_upstream(p, tmp, procs)
+    direct_url = f"http://127.0.0.1:{upstream_port}{rb.CHAT_PATH}"
     for name in TARGETS:
         (tmp / name).mkdir()
-    gws = {name: Gateway(name, tmp, procs, st.mock_port) for name in TARGETS}
+    gws = {name: Gateway(name, tmp, procs, upstream_port) for name in TARGETS}
     log("B " + ", ".join(f"{g.name}: :{g.port} worker {g.worker} exporter {g.exporter}" for g in gws.values()))
     write_wrk_lua()
     lg_args = ["--body", BODY_1K, *sum((["-H", h] for h in MOCK_HEADERS), [])]
@@ -437,10 +472,11 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     for rep in range(p["reps"]):
         order = rb.rotate(TARGETS, rep)
         for key, how in lat_keys:
-            d = rb.run_loadgen(st.url("direct"), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+            lg_run = [*how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args]
+            d = measured_loadgen(direct_url, lg_run, upstream, None)
             direct[key].append(d)
             for t in order:
-                r = rb.run_loadgen(gws[t].url(), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+                r = measured_loadgen(gws[t].url(), lg_run, upstream, gws[t].exporter)
                 if r.get("errors") or r.get("queued_max"):
                     log(f"B rep{rep} {t} {key}: {r.get('errors')} errors, queued up to {r.get('queued_max')}")
                 runs[key][t].append(r)
@@ -480,7 +516,8 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
                 os.kill(g.exporter, signal.SIGSTOP)
             try:
                 for key, how in lat_keys:
-                    r = rb.run_loadgen(g.url(), *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+                    r = measured_loadgen(g.url(), [*how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args],
+                                         upstream, g.exporter)
                     controls[key][t].append(r)
                     log(f"B control rep{rep} {t:22s} {key:5s} p50 {r['latency_us']['p50']:7.1f} µs p99 "
                         f"{r['latency_us']['p99']:7.1f} µs")
@@ -492,7 +529,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
         wait_idle([g.exporter for g in gws.values() if g.exporter])
     for g in gws.values():
         procs.stop(g.proc, timeout=180)
-    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls}
+    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls, "upstream": p["upstream"]}
 
 
 def _label(key: str) -> str:
@@ -545,9 +582,12 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
         def d(key: str, pct: str) -> float:
             return med([r["latency_us"][pct] for r in direct[key]]) / 1000
 
+        stand_in = ("nginx replaying the mock's answer" if b.get("upstream", "mock") == "replay"
+                    else "the Python mock")
         lines += ["## B. Gateway: logging off, on, and on with the sink down", "",
-                  "The exporter runs under SCHED_IDLE (the default), on core 1 with the mock and the client; "
-                  "\"on, nice 10\" is the same with `logging.exporter_idle: false`.", "",
+                  f"The exporter runs under SCHED_IDLE (the default), on core 1 with the client and the "
+                  f"provider stand-in ({stand_in}); \"on, nice 10\" is the same with "
+                  "`logging.exporter_idle: false`.", "",
                   "Latency in ms (medians over repetitions); added = gateway minus direct in the same repetition order.", "",
                   "| figure | direct | off | on | sink down | on vs off | down vs on | on, nice 10 | nice vs off |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -589,6 +629,16 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
             cells = [q(key, "off", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[0]]]) / 1000,
                      q(key, "on", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[1]]]) / 1000]
             lines.append(f"| p99 @{label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines += ["", "Core 1 at the open-loop rates: CPU µs per request answered (medians) of the client, "
+                  "the upstream and the exporter, and the share of core 1 they take together at the offered rate.", "",
+                  "| rate | target | client | upstream | exporter | % of core 1 |", "|---|---|---:|---:|---:|---:|"]
+        for key in (k for k in keys if k[0] == "r"):
+            for t, rs in (("direct", direct[key]), *((t, runs[key][t]) for t in TARGETS)):
+                if not rs or "core1_us_per_req" not in rs[0]:
+                    continue
+                parts = [med([r["core1_us_per_req"][part] for r in rs]) for part in ("client", "upstream", "exporter")]
+                lines.append(f"| {key[1:]}/s | {t} | " + " | ".join(f"{x:.1f}" for x in parts)
+                             + f" | {sum(parts) * int(key[1:]) / 1e4:.0f}% |")
         lines += [""]
         lines += ["Per-repetition values:", "", "```"]
         for key in keys:
@@ -618,11 +668,14 @@ def main() -> int:
                     help="A: the cores the exporter may use (default 1, the layout the issue asks for; "
                          "'0,1' shows what it does with the machine to itself)")
     ap.add_argument("--rates", help="A: comma-separated offered rates (records/s)")
+    ap.add_argument("--upstream", choices=("replay", "mock"), default="replay",
+                    help="B: the provider stand-in on core 1: nginx replaying the mock's answer (default; "
+                         "replay_upstream.py says why) or the Python mock itself")
     ap.add_argument("--ring-mib", type=int, default=int(LoggingConfig().ring_size) >> 20,
                     help="A: each ring's size in MiB (default: logging.ring_size's default)")
     args = ap.parse_args()
     p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus,
-             exporter_helpers=args.exporter_helpers, ring_size=args.ring_mib << 20)
+             exporter_helpers=args.exporter_helpers, ring_size=args.ring_mib << 20, upstream=args.upstream)
     if args.rates:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:
