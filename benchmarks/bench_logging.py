@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -437,16 +436,17 @@ def start_upstream(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> tuple[int, 
     return port, pids
 
 
-def measured_loadgen(url: str, args: list[str], upstream: list[int], exporter: int | None) -> dict[str, Any]:
-    """rb.run_loadgen, with what the run cost core 1 per request: the client, the upstream and the
-    exporter (its CPU over the run, warm-up included, per request answered in the counted part)."""
-    c0, u0 = resource.getrusage(resource.RUSAGE_CHILDREN), rb.cpu_ticks(upstream)
-    e0 = rb.cpu_ticks([exporter]) if exporter else 0
-    r = rb.run_loadgen(url, *args)
-    c1, u1 = resource.getrusage(resource.RUSAGE_CHILDREN), rb.cpu_ticks(upstream)
-    n = r["count"]
+def measured_loadgen(url: str, how: list[str], p: dict[str, Any], lg_args: list[str], upstream: list[int],
+                     exporter: int | None) -> dict[str, Any]:
+    """rb.run_loadgen for p["lat_s"] after p["lat_warm"], with what the run cost core 1 per request:
+    the client (its own count, without its interpreter's start-up), the upstream and the exporter.
+    CPU over the whole run, warm-up included, per request of the whole run (the answers counted,
+    scaled by its length over the counted part's)."""
+    u0, e0 = rb.cpu_ticks(upstream), rb.cpu_ticks([exporter]) if exporter else 0
+    r = rb.run_loadgen(url, *how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args)
+    u1, n = rb.cpu_ticks(upstream), r["count"] * (p["lat_s"] + p["lat_warm"]) / p["lat_s"]
     r["core1_us_per_req"] = {
-        "client": (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) / n * 1e6,
+        "client": r["cpu_s"] / n * 1e6,
         "upstream": (u1 - u0) / rb.CLK_TCK / n * 1e6,
         "exporter": (rb.cpu_ticks([exporter]) - e0) / rb.CLK_TCK / n * 1e6 if exporter else 0.0,
     }
@@ -472,11 +472,10 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
     for rep in range(p["reps"]):
         order = rb.rotate(TARGETS, rep)
         for key, how in lat_keys:
-            lg_run = [*how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args]
-            d = measured_loadgen(direct_url, lg_run, upstream, None)
+            d = measured_loadgen(direct_url, how, p, lg_args, upstream, None)
             direct[key].append(d)
             for t in order:
-                r = measured_loadgen(gws[t].url(), lg_run, upstream, gws[t].exporter)
+                r = measured_loadgen(gws[t].url(), how, p, lg_args, upstream, gws[t].exporter)
                 if r.get("errors") or r.get("queued_max"):
                     log(f"B rep{rep} {t} {key}: {r.get('errors')} errors, queued up to {r.get('queued_max')}")
                 runs[key][t].append(r)
@@ -516,8 +515,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
                 os.kill(g.exporter, signal.SIGSTOP)
             try:
                 for key, how in lat_keys:
-                    r = measured_loadgen(g.url(), [*how, "-d", str(p["lat_s"]), "--warmup", str(p["lat_warm"]), *lg_args],
-                                         upstream, g.exporter)
+                    r = measured_loadgen(g.url(), how, p, lg_args, upstream, g.exporter)
                     controls[key][t].append(r)
                     log(f"B control rep{rep} {t:22s} {key:5s} p50 {r['latency_us']['p50']:7.1f} µs p99 "
                         f"{r['latency_us']['p99']:7.1f} µs")

@@ -362,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 0.0 if args.count else args.warmup
     if args.rate and args.count:
         ap.error("--rate runs for -d seconds; -n is for the closed loop")
+    cpu0 = time.process_time()
     elapsed = runner(drive(host, port, run, args.connections, warmup, args.duration, args.rate))
+    cpu_s = time.process_time() - cpu0  # the run's, warm-up included; not the interpreter's start-up
 
     out: dict = {
         "url": args.url, "connections": args.connections, "sse": args.sse,
@@ -370,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "statuses": {str(k): v for k, v in run.statuses.items()},
         "elapsed_s": round(elapsed, 4), "rps": round(len(run.latency) / elapsed, 1) if elapsed else 0.0,
         "latency_us": percentiles(run.latency),
+        "cpu_s": round(cpu_s, 4),
     }
     if args.rate:
         out.update(rate=args.rate, queued_max=run.queued_max)
