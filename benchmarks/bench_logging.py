@@ -525,9 +525,56 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
                 else:
                     os.kill(g.exporter, signal.SIGCONT)  # type: ignore[arg-type]
         wait_idle([g.exporter for g in gws.values() if g.exporter])
+    split = worker_cpu_split(p, tmp, procs, gws)
     for g in gws.values():
         procs.stop(g.proc, timeout=180)
-    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls, "upstream": p["upstream"]}
+    return {"runs": runs, "direct": direct, "exporter_rss_mib": rss, "controls": controls, "upstream": p["upstream"],
+            "cpu_split": split}
+
+
+SPLIT = ("off", "off + busy core 1", "on, exporter stopped", "on")
+SPLIT_S = 2  # short enough that the stopped exporter's ring holds every record (no spill in the figure)
+
+
+def worker_cpu_split(p: dict[str, Any], tmp: Path, procs: rb.Procs, gws: dict[str, Gateway]) -> dict[str, list[float]]:
+    """The worker's CPU a request at saturation (wrk -c64 for SPLIT_S), in four variants alternated:
+    logging off; off with a SCHED_IDLE busy loop on core 1 (what anything running on the other core
+    costs the worker on this machine); on with the exporter stopped (the worker's own logging work,
+    nothing reading the ring); on. Each "on" run starts from drained rings."""
+    out: dict[str, list[float]] = {m: [] for m in SPLIT}
+    on = gws["on"]
+    assert on.exporter is not None
+    for rep in range(p["reps"]):
+        for mode in rb.rotate(list(SPLIT), rep):
+            g = gws["on" if mode.startswith("on") else "off"]
+            busy = None
+            if mode == "off + busy core 1":
+                busy = procs.start("busy-core-1", ["chrt", "--idle", "0", *rb.pinned(rb.CLIENT_CPU, [rb.PY, "-c", "while True: pass"])],
+                                   tmp / "busy.log")
+                time.sleep(0.3)
+            elif mode == "on, exporter stopped":
+                os.kill(on.exporter, signal.SIGSTOP)
+            spilled = sum(1 for _ in (tmp / "on" / "spill").rglob("*")) if mode.startswith("on") else 0
+            try:
+                w0 = rb.cpu_ticks([g.worker])
+                cmd = rb.pinned(rb.CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{SPLIT_S}s", "-s", str(WRK_LUA), g.url()])
+                text = subprocess.run(cmd, capture_output=True, text=True, timeout=SPLIT_S + 30).stdout
+                m = re.search(r"(\d+) requests in", text)
+                if not m or "Non-2xx" in text or "Socket errors" in text:
+                    raise RuntimeError(f"wrk against {mode} failed: {text}")
+                us = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / int(m.group(1)) * 1e6
+            finally:
+                if busy is not None:
+                    procs.stop(busy, timeout=10)
+                elif mode == "on, exporter stopped":
+                    os.kill(on.exporter, signal.SIGCONT)
+            if mode.startswith("on"):
+                if sum(1 for _ in (tmp / "on" / "spill").rglob("*")) != spilled:
+                    log(f"B split rep{rep} {mode}: the worker spilled (not its usual work); figure kept")
+                wait_idle([on.exporter])
+            out[mode].append(us)
+            log(f"B split rep{rep} {mode:22s} worker {us:.1f} µs/req")
+    return out
 
 
 def _label(key: str) -> str:
@@ -627,6 +674,12 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
             cells = [q(key, "off", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[0]]]) / 1000,
                      q(key, "on", "p99"), med([r["latency_us"]["p99"] for r in ctl[key][CONTROLS[1]]]) / 1000]
             lines.append(f"| p99 @{label} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        split = b.get("cpu_split")
+        if split:
+            base = med(split["off"])
+            lines += ["", f"Where the worker's extra CPU goes (wrk -c64 for {SPLIT_S} s a variant, alternated; medians, µs a request):", "",
+                      "| variant | worker µs/request | vs off |", "|---|---:|---:|"]
+            lines += [f"| {mode} | {med(v):.1f} | {med(v) - base:+.1f} |" for mode, v in split.items()]
         lines += ["", "Core 1 at the open-loop rates: CPU µs per request answered (medians) of the client, "
                   "the upstream and the exporter, and the share of core 1 they take together at the offered rate.", "",
                   "| rate | target | client | upstream | exporter | % of core 1 |", "|---|---|---:|---:|---:|---:|"]
@@ -650,6 +703,8 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
                              + " | p99 " + " ".join(f"{r['latency_us']['p99']:.0f}" for r in ctl[key][t]))
         for t in TARGETS:
             lines.append(f"wrk {t:4s} " + " ".join(f"{x['worker_us_per_req']:.1f}" for x in runs["wrk"][t]))
+        for mode, v in (b.get("cpu_split") or {}).items():
+            lines.append(f"split {mode} " + " ".join(f"{x:.1f}" for x in v))
         lines += ["```", ""]
     return "\n".join(lines)
 
