@@ -106,13 +106,15 @@ def cases() -> list[tuple[dict, bytes, bytes]]:
 
 
 def run() -> dict:
-    enricher = Enricher(PriceTable.load())
+    enricher, again = Enricher(PriceTable.load()), Enricher(PriceTable.load())
     metrics = GatewayMetrics(MetricsConfig())
     records, rows = [], []
     for i, (over, request, response) in enumerate(cases()):
         raw = encode_record(_meta(i, **over), request, response)
         records.append(hashlib.sha256(raw).hexdigest())
-        rows.append(enricher.row(decode_record(raw)))
+        rows.append(enricher.row_of(raw))  # the exporter's call
+        if again.row(decode_record(raw)) != rows[-1]:
+            raise SystemExit(f"case {i}: row_of(raw) and row(decode_record(raw)) differ")
     metrics.observe(rows)
     _, text = metrics.render()
     used, total = _compiled.report()

@@ -120,3 +120,49 @@ def test_a_row_keeps_every_field_of_a_worker_record_and_none_of_the_exporters_ow
     assert set(row) - columns == {"kind", "attempts", "target_model"} - columns, set(row) - columns
     assert columns - set(row) == {"gateway_instance"}, columns - set(row)  # the sink's own
     assert row["error_type"] == "client_disconnected" and row["prompt_tokens"] == 3
+
+
+def test_row_of_the_ring_bytes_is_the_row_of_the_decoded_record() -> None:
+    """``row_of`` (the exporter's call) enriches the decoded dict in place and reads usage from the
+    body's own bytes when they are valid UTF-8; ``row`` copies. Same rows either way, including
+    bodies that are not valid UTF-8 (usage then comes from the replaced text, as before) and bodies
+    that hold a real U+FFFD."""
+    import time
+
+    from fastgw.app import context_from_raw
+    from fastgw.config import ProviderConfig
+    from fastgw.providers.table import Provider
+    from fastgw.requestlog.record import decode_record, encode_record, pack_record
+
+    answer = orjson.dumps({"model": "gpt-4o-mini-2024-07-18", "choices": [{"message": {"content": "ok \ufffd 世界"}}],
+                           "usage": {"prompt_tokens": 11, "completion_tokens": 4}})
+    # Not UTF-8 inside a string, and a nested "model" first: the replaced text parses (the top-level
+    # model serves), the raw bytes would not (salvage would take the first "model" it finds).
+    nested = (b'{"choices":[{"message":{"content":"x\xff","metadata":{"model":"gpt-4o"}}}],'
+              b'"model":"gpt-4o-mini","usage":{"prompt_tokens":5,"completion_tokens":1}}')
+    bodies = [answer, answer[:-30], answer.replace("世".encode(), b"\xe4\xb8"), b"\xff\xfe" + answer, b"", nested,
+              b'data: {"choices":[{"delta":{"content":"hi \\ufffd"}}]}\n\ndata: [DONE]\n\n',
+              b"data: " + "\ufffd".encode() + b"\xc3\n\n"]
+    datas = []
+    for i, body in enumerate(bodies):
+        for omit in (False, True):
+            ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], raw()["request_body"].encode(),
+                                   time.perf_counter_ns())
+            ctx.provider = Provider.from_config("openai", ProviderConfig(base_url="https://o.test", format="openai"))
+            ctx.upstream_path = b"/v1/chat/completions"
+            ctx.hidden_usage = _chunk("gpt-4o", usage={"prompt_tokens": 3, "completion_tokens": 2}).encode() if i == 6 else b""
+            datas.append(pack_record(
+                ctx, 200 if i != 1 else 502, None, body, False, "text/event-stream" if i >= 6 else "application/json",
+                0, i == 4, 1000, omit, omit, 1))
+    datas.append(encode_record({k: v for k, v in raw().items() if not k.endswith("_body")}, b"{}", answer))
+    datas.append(encode_record({"kind": "feedback", "request_id": raw()["request_id"], "created_at": 1.0, "rating": True}))
+    one, other = Enricher(PriceTable.load()), Enricher(PriceTable.load())
+    for data in datas:
+        decoded = decode_record(data)
+        before = dict(decoded)
+        row = one.row(decoded)
+        assert decoded == before  # row() leaves its argument as it was
+        assert other.row_of(data) == row
+        assert "response_bytes" not in row
+    assert (one.counted, one.unpriced) == (other.counted, other.unpriced)
+    assert one.row(decode_record(datas[10]))["model_served"] == "gpt-4o-mini"  # the nested case, as said

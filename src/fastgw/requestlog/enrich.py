@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.record import decode_for_row
 from fastgw.requestlog.usage import Usage, extract_usage, stream_content
 
 # OpenAI's documented chat framing: each message costs 3 tokens beyond its text, and the reply is
@@ -87,6 +88,15 @@ class Enricher:
         self.unpriced = 0  # rows with a null cost
 
     def row(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The row of a decoded record (``decode_record``); ``raw`` is left as it was."""
+        return self._enriched(raw, False)
+
+    def row_of(self, data: bytes) -> dict[str, Any]:
+        """The row of a record as the ring holds it: ``row(decode_record(data))``, made in the decoded
+        dict itself rather than a copy of it, and with usage read from the body's own bytes."""
+        return self._enriched(decode_for_row(data), True)
+
+    def _enriched(self, raw: dict[str, Any], in_place: bool) -> dict[str, Any]:
         kind = raw.get("kind", "request")
         if kind != "request":
             return raw  # feedback and scores are already rows
@@ -94,7 +104,9 @@ class Enricher:
         model_requested = model_of(request)
         fmt = raw.get("format", "")
         path = raw.get("path", "")
-        body = raw.get("response_body", "").encode("utf-8", "replace")
+        body = raw.get("response_bytes")
+        if body is None:
+            body = raw.get("response_body", "").encode("utf-8", "replace")
         hidden = raw.get("hidden_usage", "")
         stream = "event-stream" in raw.get("response_content_type", "")
         status = int(raw.get("status", 0))
@@ -112,14 +124,21 @@ class Enricher:
             reason = None
         elif cost is None:
             self.unpriced += 1
+        # Read before the record-only keys go (in place, raw is the row).
+        created_at = raw["created_at_ms"] / 1000
+        request_body = "" if raw.get("omit_request") else raw.get("request_body", "")
+        response_body = "" if raw.get("omit_response") else raw.get("response_body", "")
+        client_left = raw.get("client_left")
         # The record's own fields, less what only the exporter reads: copying the dict and dropping
-        # a few keys costs a third of picking the row's ~30 keys one by one.
-        row = raw.copy()
+        # a few keys costs a third of picking the row's ~30 keys one by one; a record decoded for
+        # this row alone (row_of) is not even copied.
+        row = raw if in_place else raw.copy()
         for key in RECORD_ONLY:
             row.pop(key, None)
+        row.pop("response_bytes", None)  # decode_for_row's, for the usage above
         row.update(
             kind="request",
-            created_at=raw["created_at_ms"] / 1000,
+            created_at=created_at,
             model_requested=model_requested,
             model_served=model_served,
             stream=stream,
@@ -132,10 +151,10 @@ class Enricher:
             cost_nanousd=cost,
             cache_saved_nanousd=saved or 0,
             cost_null_reason=reason or "",
-            request_body="" if raw.get("omit_request") else raw.get("request_body", ""),
-            response_body="" if raw.get("omit_response") else raw.get("response_body", ""),
+            request_body=request_body,
+            response_body=response_body,
         )
-        if raw.get("client_left") and not row.get("error_type"):
+        if client_left and not row.get("error_type"):
             row["error_type"] = "client_disconnected"
         return row
 

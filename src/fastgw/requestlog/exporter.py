@@ -43,7 +43,7 @@ from fastgw.requestlog.enrich import Enricher
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prepare_helpers import PIECE, PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
-from fastgw.requestlog.record import decode_record, rejected_entry
+from fastgw.requestlog.record import rejected_entry
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
 
 log = logging.getLogger("fastgw.exporter")
@@ -438,7 +438,7 @@ class Exporter:
 
     def _row(self, raw: bytes, worker: int, rejected: list[_Rejected]) -> dict[str, Any] | None:
         try:
-            return self.enricher.row(decode_record(raw))
+            return self.enricher.row_of(raw)
         except Exception as exc:
             rejected.append((rejected_entry(raw, worker), exc))
             return None
@@ -575,7 +575,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _enriched(enricher: Enricher, raw: bytes) -> dict[str, Any] | None:
     try:
-        return enricher.row(decode_record(raw))
+        return enricher.row_of(raw)
     except Exception:
         return None
 

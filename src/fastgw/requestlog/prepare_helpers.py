@@ -87,7 +87,6 @@ def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[s
     blocks cut at the same records whenever the same records come (a retried insert repeats its
     blocks). ``encode`` raising is the caller's to handle."""
     from fastgw.analytics.metrics import fold_rows, raw_label
-    from fastgw.requestlog.record import decode_record
 
     counted, unpriced = enricher.counted, enricher.unpriced
     unknown_before = dict(enricher.prices.unknown_counts)
@@ -101,7 +100,7 @@ def prepare_part(enricher: Any, raws: list[bytes], encode: Callable[[list[dict[s
         rows: list[dict[str, Any]] = []
         for i in range(start, min(start + PIECE, len(raws))):
             try:
-                rows.append(enricher.row(decode_record(raws[i])))
+                rows.append(enricher.row_of(raws[i]))
             except Exception as exc:
                 rejected.append((i, f"{type(exc).__name__}: {exc}"))
         if not rows:

@@ -88,6 +88,17 @@ def encode_record(meta: dict[str, Any], request_body: bytes = b"", response_body
 
 
 def decode_record(raw: bytes) -> dict[str, Any]:
+    return _decoded(raw, False)
+
+
+def decode_for_row(raw: bytes) -> dict[str, Any]:
+    """``decode_record``, plus the response body's own bytes under ``response_bytes`` when they are
+    valid UTF-8 (the body's text then holds no replacement character), for ``Enricher.row_of``:
+    usage is read from bytes, and encoding the text back would cost a copy of the body a record."""
+    return _decoded(raw, True)
+
+
+def _decoded(raw: bytes, keep_bytes: bool) -> dict[str, Any]:
     n_meta, n_req, n_resp = _LENGTHS.unpack_from(raw)
     start = _LENGTHS.size
     record: dict[str, Any]
@@ -99,7 +110,10 @@ def decode_record(raw: bytes) -> dict[str, Any]:
     start += n_meta
     if n_req or n_resp:
         record["request_body"] = raw[start : start + n_req].decode("utf-8", "replace")
-        record["response_body"] = raw[start + n_req : start + n_req + n_resp].decode("utf-8", "replace")
+        response = raw[start + n_req : start + n_req + n_resp]
+        text = record["response_body"] = response.decode("utf-8", "replace")
+        if keep_bytes and "\ufffd" not in text:
+            record["response_bytes"] = response
     if isinstance(record.get("request_headers"), str):
         record["request_headers"] = header_lines(record["request_headers"])  # a packed record's is one already
     return record
