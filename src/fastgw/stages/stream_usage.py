@@ -13,19 +13,25 @@ from typing import Any
 
 import orjson
 
+from fastgw._native import recordwire
 from fastgw.context import RequestContext
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Handler, Response, RewrittenStream
 from fastgw.stream.sse import UsageChunkFilter
+
+# memmem in C: Python's ``in`` took 0.5–1.2 µs to find nothing in a 0.5–1 KB chat body, on every
+# OpenAI-compatible chat request.
+_STREAM_KEY = (b'"stream"',)
 
 
 def wants_injection(ctx: RequestContext) -> bool:
     provider = ctx.provider
     if provider is None or provider.format.name != "openai" or ctx.method != b"POST":
         return False
-    if not ctx.upstream_path.split(b"?", 1)[0].endswith(b"/chat/completions") or b'"stream"' not in ctx.body:
-        return False
-    return True
+    path = ctx.upstream_path
+    if b"?" in path:
+        path = path.split(b"?", 1)[0]
+    return path.endswith(b"/chat/completions") and recordwire.contains_any(ctx.body, _STREAM_KEY)
 
 
 class StreamUsage:
