@@ -93,10 +93,9 @@ def main() -> int:
                 else:
                     os.environ[k] = v
         try:
-            bl.write_wrk_lua()
-            rb.WRK_LUA = bl.WRK_LUA  # the 1 KB chat request of the logging benchmark
-            for g in gws.values():  # a worker answers once start-up (and its own collection) is done
-                rb.run_wrk(g.url(), 1)
+            bl.write_wrk_lua()  # the 1 KB chat request of the logging benchmark
+            for name, g in gws.items():  # a worker answers once start-up (and its own collection) is done
+                bl.saturate(g.url(), 1, name)
                 if g.exporter:
                     bl.wait_idle([g.exporter])
             since = time.monotonic()
@@ -105,7 +104,7 @@ def main() -> int:
             for rep in range(args.reps):
                 for name in rb.rotate(tuple(gws), rep):
                     g = gws[name]
-                    w = rb.run_wrk(g.url(), args.seconds)
+                    w = rb.run_wrk(g.url(), args.seconds, script=bl.WRK_LUA)
                     load_s[name] += w["elapsed_s"]
                     if g.exporter:
                         bl.wait_idle([g.exporter])

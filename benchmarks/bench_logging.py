@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -395,6 +393,14 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}{rb.CHAT_PATH}"
 
 
+def saturate(url: str, seconds: float, what: str) -> int:
+    """wrk -c64 with the 1 KB chat request for ``seconds``: the requests answered, all of them 2xx."""
+    w = rb.run_wrk(url, seconds, script=WRK_LUA)
+    if w["non2xx"] or w["socket_errors"]:
+        raise RuntimeError(f"wrk against {what}: {w['non2xx']} non-2xx answers, {w['socket_errors']} socket errors")
+    return w["requests"]
+
+
 def wait_idle(pids: list[int], timeout: float = 90.0) -> None:
     """Until each process used under 2% of a core for half a second: an exporter done catching up."""
     deadline = time.monotonic() + timeout
@@ -484,12 +490,7 @@ def gateway_runs(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, Any
         for t in order:
             g = gws[t]
             w0, e0 = rb.cpu_ticks([g.worker]), rb.cpu_ticks([g.exporter]) if g.exporter else 0
-            cmd = rb.pinned(rb.CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{p['wrk_s']}s", "-s", str(WRK_LUA), g.url()])
-            text = subprocess.run(cmd, capture_output=True, text=True, timeout=p["wrk_s"] + 30).stdout
-            m = re.search(r"(\d+) requests in", text)
-            if not m or "Non-2xx" in text or "Socket errors" in text:
-                raise RuntimeError(f"wrk against {t} failed: {text}")
-            n = int(m.group(1))
+            n = saturate(g.url(), p["wrk_s"], t)
             time.sleep(0.2)
             w = {"requests": n, "rps": n / p["wrk_s"],
                  "worker_us_per_req": (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6}
@@ -543,6 +544,10 @@ def worker_cpu_split(p: dict[str, Any], tmp: Path, procs: rb.Procs, gws: dict[st
     nothing reading the ring); on. Each "on" run starts from drained rings."""
     out: dict[str, list[float]] = {m: [] for m in SPLIT}
     on = gws["on"]
+
+    def spill_files() -> int:  # in the "on" gateway's spill folder: a change means the worker spilled
+        return sum(1 for _ in (tmp / "on" / "spill").rglob("*"))
+
     assert on.exporter is not None
     for rep in range(p["reps"]):
         for mode in rb.rotate(list(SPLIT), rep):
@@ -554,22 +559,18 @@ def worker_cpu_split(p: dict[str, Any], tmp: Path, procs: rb.Procs, gws: dict[st
                 time.sleep(0.3)
             elif mode == "on, exporter stopped":
                 os.kill(on.exporter, signal.SIGSTOP)
-            spilled = sum(1 for _ in (tmp / "on" / "spill").rglob("*")) if mode.startswith("on") else 0
+            spilled = spill_files()
             try:
                 w0 = rb.cpu_ticks([g.worker])
-                cmd = rb.pinned(rb.CLIENT_CPU, ["wrk", "-t1", "-c64", f"-d{SPLIT_S}s", "-s", str(WRK_LUA), g.url()])
-                text = subprocess.run(cmd, capture_output=True, text=True, timeout=SPLIT_S + 30).stdout
-                m = re.search(r"(\d+) requests in", text)
-                if not m or "Non-2xx" in text or "Socket errors" in text:
-                    raise RuntimeError(f"wrk against {mode} failed: {text}")
-                us = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / int(m.group(1)) * 1e6
+                n = saturate(g.url(), SPLIT_S, mode)
+                us = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6
             finally:
                 if busy is not None:
                     procs.stop(busy, timeout=10)
                 elif mode == "on, exporter stopped":
                     os.kill(on.exporter, signal.SIGCONT)
             if mode.startswith("on"):
-                if sum(1 for _ in (tmp / "on" / "spill").rglob("*")) != spilled:
+                if spill_files() != spilled:
                     log(f"B split rep{rep} {mode}: the worker spilled (not its usual work); figure kept")
                 wait_idle([on.exporter])
             out[mode].append(us)

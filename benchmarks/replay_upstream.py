@@ -13,28 +13,12 @@ usage, so the exporter's enrichment is the same), less the per-answer id and tim
 from __future__ import annotations
 
 import http.client
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import run_bench as rb
 
-CONF = """\
-worker_processes 1;
-{user}pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/client_body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    keepalive_requests 1000000;
+# The server after run_bench's shared head: every request to ``path`` gets the recorded answer.
+SERVER = """\
     keepalive_timeout 300s;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -75,24 +59,9 @@ def start(procs: rb.Procs, tmp: Path, answer: str, content_type: str, path: str 
     """nginx (one worker, on the client core) answering ``answer``; returns its port and its
     processes (master and worker), which ``procs`` stops."""
     port = rb.free_port()
-    prefix = tmp / f"replay-{port}"
-    (prefix / "tmp").mkdir(parents=True)
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = prefix / "nginx.conf"
-    conf.write_text(CONF.format(user=user, prefix=prefix, port=port, path=path,
-                                content_type=content_type.split(";")[0].strip(), body=nginx_literal(answer)))
-    test = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(prefix)], capture_output=True, text=True)
-    if test.returncode:
-        raise RuntimeError(f"nginx -t failed for the replay upstream: {test.stderr}")
-    proc = procs.start("replay-nginx", rb.pinned(rb.CLIENT_CPU, ["nginx", "-c", str(conf), "-p", str(prefix),
-                                                                  "-g", "daemon off;"]), prefix / "nginx.out")
-    rb.wait_port(port, proc, "replay nginx")
-    deadline = time.monotonic() + 10
-    while not (workers := rb.children(proc.pid)):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the replay nginx has no worker process")
-        time.sleep(0.01)
-    procs.adopt_children(proc, workers)
+    conf, prefix = rb.write_nginx_conf(tmp, port, rb.NGINX_HEAD + SERVER, "replay", path=path,
+                                       content_type=content_type.split(";")[0].strip(), body=nginx_literal(answer))
+    proc, workers = rb.start_nginx(procs, "replay nginx", conf, prefix, port, rb.CLIENT_CPU)
     return port, [proc.pid, *workers]
 
 

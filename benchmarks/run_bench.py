@@ -287,7 +287,9 @@ def write_gateway_config(tmp: Path, mock_port: int, port: int) -> Path:
     return path
 
 
-NGINX_CONF = """\
+# One worker, its files under its own prefix, no access log: what every nginx of the benchmarks
+# shares. A config is this, then its own ``http`` directives, then a closing brace.
+NGINX_HEAD = """\
 worker_processes 1;
 {user}pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -302,6 +304,9 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     keepalive_requests 1000000;
+"""
+
+NGINX_CONF = NGINX_HEAD + """\
     upstream mock {{
         server 127.0.0.1:{mock_port};
         keepalive 64;
@@ -320,13 +325,32 @@ http {{
 """
 
 
-def write_nginx_conf(tmp: Path, mock_port: int, port: int) -> tuple[Path, Path]:
-    prefix = tmp / f"nginx-{port}"
+def write_nginx_conf(tmp: Path, port: int, template: str = NGINX_CONF, name: str = "nginx", **fields: Any) -> tuple[Path, Path]:
+    """``template`` (NGINX_HEAD and more) filled in under its own prefix in ``tmp``: (config, prefix)."""
+    prefix = tmp / f"{name}-{port}"
     (prefix / "tmp").mkdir(parents=True)
     user = "user root;\n" if os.geteuid() == 0 else ""  # as root, workers would otherwise become nobody
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, mock_port=mock_port, port=port))
+    conf.write_text(template.format(user=user, prefix=prefix, port=port, **fields))
     return conf, prefix
+
+
+def start_nginx(procs: Procs, name: str, conf: Path, prefix: Path, port: int, cpu: str) -> tuple[subprocess.Popen, list[int]]:
+    """nginx on ``conf`` (checked with ``nginx -t`` first), pinned to ``cpu``, once it listens on
+    ``port`` and has its worker: the master and the workers, which ``procs`` stops."""
+    test = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(prefix)], capture_output=True, text=True)
+    if test.returncode:
+        raise RuntimeError(f"nginx -t failed for {name}: {test.stderr}")
+    proc = procs.start(name, pinned(cpu, ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]),
+                       prefix / "nginx.out")
+    wait_port(port, proc, name)
+    deadline = time.monotonic() + 10
+    while not (workers := children(proc.pid)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} has no worker process")
+        time.sleep(0.01)
+    procs.adopt_children(proc, workers)
+    return proc, workers
 
 
 class Stack:
@@ -359,21 +383,8 @@ class Stack:
 
     def start_nginx(self) -> None:
         self.ng_port = free_port()
-        conf, prefix = write_nginx_conf(self.tmp, self.mock_port, self.ng_port)
-        test = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(prefix)], capture_output=True, text=True)
-        if test.returncode:
-            raise RuntimeError(f"nginx -t failed: {test.stderr}")
-        self.nginx = self.procs.start(
-            "nginx", pinned(PROXY_CPU, ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]),
-            self.tmp / "nginx.out")
-        wait_port(self.ng_port, self.nginx, "nginx")
-        deadline = time.monotonic() + 10
-        while not (workers := children(self.nginx.pid)):
-            if time.monotonic() > deadline:
-                raise RuntimeError("nginx has no worker process")
-            time.sleep(0.01)
-        self.nginx_workers = workers
-        self.procs.adopt_children(self.nginx, workers)
+        conf, prefix = write_nginx_conf(self.tmp, self.ng_port, mock_port=self.mock_port)
+        self.nginx, self.nginx_workers = start_nginx(self.procs, "nginx", conf, prefix, self.ng_port, PROXY_CPU)
 
     def url(self, target: str, path: str = CHAT_PATH) -> str:
         port = {"gateway": self.gw_port, "nginx": self.ng_port, "direct": self.mock_port}[target]
@@ -391,8 +402,8 @@ class Stack:
 # --------------------------------------------------------------------------------------- load runs
 
 
-def run_wrk(url: str, seconds: int, conns: int = 64) -> dict[str, Any]:
-    cmd = pinned(CLIENT_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(WRK_LUA), url])
+def run_wrk(url: str, seconds: float, conns: int = 64, script: Path = WRK_LUA) -> dict[str, Any]:
+    cmd = pinned(CLIENT_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     text = out.stdout
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text)
@@ -566,7 +577,7 @@ def bench(args: argparse.Namespace, p: dict[str, Any], tmp: Path, procs: Procs) 
 
     def spawn_nginx() -> tuple[subprocess.Popen, int]:
         port = free_port()
-        conf, prefix = write_nginx_conf(tmp, st.mock_port, port)
+        conf, prefix = write_nginx_conf(tmp, port, mock_port=st.mock_port)
         return procs.start("nginx-cold", pinned(PROXY_CPU, ["nginx", "-c", str(conf), "-p", str(prefix),
                                                             "-g", "daemon off;"]), tmp / f"nginx-cold-{port}.out"), port
 
