@@ -3,6 +3,12 @@
 It packs the record (``record.pack_record``) and pushes the bytes into this worker's ring buffer.
 Nothing here awaits or blocks; a full ring spills to disk inside ``RecordBuffer.push``.
 A failure to log never fails the request: it is counted and reported, and the response goes on.
+
+Each record is pushed in the same step that wrote its response, so a worker killed right after
+answering has already handed the record over. Packing the records of one turn of the event loop
+together at the start of the next cost the worker 1-17 µs less CPU a request at saturation
+(alternated runs; about 32 records a turn), but a worker killed with -9 would then lose the
+records of its last turn, answered requests among them; so it isn't done.
 """
 
 from __future__ import annotations
