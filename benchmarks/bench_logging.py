@@ -367,10 +367,12 @@ def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
 
 
 class Gateway:
-    def __init__(self, name: str, tmp: Path, procs: rb.Procs, mock_port: int) -> None:
+    def __init__(self, name: str, tmp: Path, procs: rb.Procs, mock_port: int, cli: list[str] | None = None) -> None:
+        """``fastgw serve`` with the ``name`` config; ``cli``: another command line for fastgw's CLI
+        (bench_log_packing.py's, which changes the worker's logging before it starts)."""
         self.name, self.port = name, rb.free_port()
         cfg = gateway_config(tmp, name, mock_port, self.port)
-        self.proc = procs.start(f"fastgw-{name}", rb.pinned(rb.PROXY_CPU, [*rb.fastgw_cmd(), "serve", "--config", str(cfg)]),
+        self.proc = procs.start(f"fastgw-{name}", rb.pinned(rb.PROXY_CPU, [*(cli or rb.fastgw_cmd()), "serve", "--config", str(cfg)]),
                                 tmp / f"{name}.log")
         rb.wait_port(self.port, self.proc, f"fastgw ({name})")
         self.worker, self.exporter = self.proc.pid, None
