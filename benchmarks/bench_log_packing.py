@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -95,12 +96,10 @@ def main() -> int:
         m = bl.med(cpu[v])
         lines.append(f"| {WHAT[v]} | {m:.1f} | {m - off:+.1f} | {' '.join(f'{x:.1f}' for x in cpu[v])} |")
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    rb.emit(text, args.out)
     return 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the finally above stops what was started
     sys.exit(main())

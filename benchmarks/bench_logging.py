@@ -756,10 +756,7 @@ def main() -> int:
         finally:
             procs.stop_all()
     text = summarize(a, b, c)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    rb.emit(text, args.out)
     return 0
 
 

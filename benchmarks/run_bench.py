@@ -472,6 +472,14 @@ def cold_start(start: Callable[[], tuple[subprocess.Popen, int]], procs: Procs, 
 # --------------------------------------------------------------------------------------- the run
 
 
+def emit(text: str, out: Path | None) -> None:
+    """A benchmark's report: on stdout, and into ``out`` (its folders made) when given."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
