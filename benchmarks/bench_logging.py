@@ -395,7 +395,7 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}{rb.CHAT_PATH}"
 
 
-def saturate(url: str, seconds: float, what: str) -> int:
+def saturate(url: str, seconds: int, what: str) -> int:
     """wrk -c64 with the 1 KB chat request for ``seconds``: the requests answered, all of them 2xx."""
     w = rb.run_wrk(url, seconds, script=WRK_LUA)
     if w["non2xx"] or w["socket_errors"]:

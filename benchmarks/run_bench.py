@@ -335,14 +335,18 @@ def write_nginx_conf(tmp: Path, port: int, template: str = NGINX_CONF, name: str
     return conf, prefix
 
 
+def nginx_cmd(conf: Path, prefix: Path) -> list[str]:
+    """nginx in the foreground on ``conf``, its files under ``prefix``."""
+    return ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]
+
+
 def start_nginx(procs: Procs, name: str, conf: Path, prefix: Path, port: int, cpu: str) -> tuple[subprocess.Popen, list[int]]:
     """nginx on ``conf`` (checked with ``nginx -t`` first), pinned to ``cpu``, once it listens on
     ``port`` and has its worker: the master and the workers, which ``procs`` stops."""
     test = subprocess.run(["nginx", "-t", "-q", "-c", str(conf), "-p", str(prefix)], capture_output=True, text=True)
     if test.returncode:
         raise RuntimeError(f"nginx -t failed for {name}: {test.stderr}")
-    proc = procs.start(name, pinned(cpu, ["nginx", "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]),
-                       prefix / "nginx.out")
+    proc = procs.start(name, pinned(cpu, nginx_cmd(conf, prefix)), prefix / "nginx.out")
     wait_port(port, proc, name)
     deadline = time.monotonic() + 10
     while not (workers := children(proc.pid)):
@@ -402,7 +406,7 @@ class Stack:
 # --------------------------------------------------------------------------------------- load runs
 
 
-def run_wrk(url: str, seconds: float, conns: int = 64, script: Path = WRK_LUA) -> dict[str, Any]:
+def run_wrk(url: str, seconds: int, conns: int = 64, script: Path = WRK_LUA) -> dict[str, Any]:
     cmd = pinned(CLIENT_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30)
     text = out.stdout
@@ -586,8 +590,7 @@ def bench(args: argparse.Namespace, p: dict[str, Any], tmp: Path, procs: Procs) 
     def spawn_nginx() -> tuple[subprocess.Popen, int]:
         port = free_port()
         conf, prefix = write_nginx_conf(tmp, port, mock_port=st.mock_port)
-        return procs.start("nginx-cold", pinned(PROXY_CPU, ["nginx", "-c", str(conf), "-p", str(prefix),
-                                                            "-g", "daemon off;"]), tmp / f"nginx-cold-{port}.out"), port
+        return procs.start("nginx-cold", pinned(PROXY_CPU, nginx_cmd(conf, prefix)), tmp / f"nginx-cold-{port}.out"), port
 
     raw["cold_s"] = {"gateway": [], "nginx": []}
     for i in range(p["starts"]):
