@@ -6,10 +6,14 @@ falling inside an event, as the exporter may receive them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import fastgw.requestlog.usage as usage_mod
 from fastgw.requestlog.usage import Usage, extract_usage, iter_sse, stream_content
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "usage"
@@ -215,3 +219,59 @@ def test_stream_content_of_cut_stream_is_head_and_tail_text() -> None:
         == " Once upon a time, in town"
     assert stream_content("anthropic", "/v1/messages", body("anthropic_stream_cut.sse")) \
         == " Once upon a time, in Once upon a"
+
+
+# --------------------------------------------------------------------- shortcuts, held to the long way
+
+
+usage_objects = st.fixed_dictionaries({}, optional={
+    "prompt_tokens": st.integers(-2, 10**6) | st.none(), "completion_tokens": st.integers(0, 10**6),
+    "total_tokens": st.integers(0, 10**6), "input_tokens": st.integers(0, 9), "output_tokens": st.integers(0, 9),
+    "cache_read_input_tokens": st.integers(0, 9), "promptTokenCount": st.integers(0, 9),
+    "prompt_tokens_details": st.fixed_dictionaries({}, optional={"cached_tokens": st.integers(0, 10**6) | st.none()}),
+    "completion_tokens_details": st.fixed_dictionaries({}, optional={"reasoning_tokens": st.integers(0, 10**6)}),
+})
+answers = st.fixed_dictionaries({}, optional={
+    "id": st.text(max_size=8), "model": st.sampled_from(["gpt-4o-mini", "", "gemini-2.5-flash"]) | st.integers(0, 3) | st.none(),
+    "modelVersion": st.sampled_from(["gemini-2.5-pro", ""]),
+    "usage": usage_objects | st.none() | st.just("usage"), "usageMetadata": usage_objects | st.integers(0, 3),
+    "x_groq": st.fixed_dictionaries({}, optional={"usage": usage_objects}),
+    "response": st.fixed_dictionaries({}, optional={"usage": usage_objects, "model": st.just("gpt-5")}),
+    "choices": st.lists(st.fixed_dictionaries({"message": st.fixed_dictionaries({"content": st.text(max_size=40)})}), max_size=2),
+    "type": st.sampled_from(["message_start", "message_delta", "response.completed", "chunk"]) | st.integers(0, 2),
+    "message": st.fixed_dictionaries({"model": st.just("claude-x"), "usage": usage_objects}),
+})
+
+
+def _walked(hidden: str) -> Usage | None:
+    return extract_usage("openai", "/v1/chat/completions", hidden.encode(), True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(answers, st.sampled_from(["data: {}\n\n", "data: {}\n\n\n", "data:{}\n\n", "data: {}\r\n\r\n", "data: {}\n",
+                                 "data:  {} \n\n", "data: {}\n\ndata: [DONE]\n\n", "event: x\ndata: {}\n\n"]))
+def test_a_single_chunk_gives_the_walked_usage(answer: dict, frame: str) -> None:
+    hidden = frame.replace("{}", json.dumps(answer, separators=(",", ":")), 1)
+    short = usage_mod.single_chunk_usage(hidden)
+    if short is not False:
+        assert short == _walked(hidden)
+    if frame in ("data: {}\n\n", "data:  {} \n\n"):
+        kind = answer.get("type")
+        walked_elsewhere = isinstance(kind, str) and kind != "chunk"
+        if not walked_elsewhere:
+            assert short is not False  # a plain chunk takes the short way
+        # An Anthropic or Responses event goes the long way, unless the filter already knows it holds nothing.
+        if short is False:
+            assert walked_elsewhere
+
+
+@pytest.mark.parametrize("hidden", [
+    'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4.1","choices":[],'
+    '"usage":{"prompt_tokens":108,"completion_tokens":5,"total_tokens":113}}\n\n',
+    'data: {"model":"gpt-4.1","usage":null}\n\n', "data: [DONE]\n\n", "data: \n\n", "data: {\n\n", 'data: {"usage":{}}\n\n',
+    'data: {"x_groq":{"usage":{"prompt_tokens":3}},"model":"llama"}\n\n', 'data: ["usage"]\n\n',
+])
+def test_single_chunks(hidden: str) -> None:
+    short = usage_mod.single_chunk_usage(hidden)
+    assert short is not False
+    assert short == _walked(hidden)

@@ -337,6 +337,40 @@ def _sse_usage(body: bytes) -> Usage | None:
     return last
 
 
+def single_chunk_usage(hidden: str) -> Usage | None | bool:
+    """``_sse_usage`` of a text that is one ``data:`` line of an OpenAI-style chunk (the usage chunk
+    the gateway hid from a client), without the SSE walk: False when the text is anything else, for
+    the caller to walk it. The walk costs a stream's record about 5 µs more for this one event.
+
+    The same steps as the walk takes for one event: its filter, its decoding, and the branch for
+    an event that is not an Anthropic or Responses one."""
+    if not (hidden.startswith("data: ") and hidden.endswith("\n\n")) or "\r" in hidden:
+        return False
+    data = hidden[6:-2]
+    if "\n" in data:
+        return False
+    has_usage = "sage" in data and data.count("sage") != data.count('"usage":null')
+    if not has_usage and "odel" not in data:
+        return None
+    text = data.strip(" \t\n\r\x0b\x0c")  # bytes.strip()'s whitespace, as _obj strips
+    if text[:1] != "{":
+        return None
+    try:
+        obj = _loads(text)
+    except _JSONError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    kind = obj.get("type")
+    if isinstance(kind, str) and (kind in ("message_start", "message_delta") or kind.startswith("response.")):
+        return False
+    model = _str(obj.get("model") or obj.get("modelVersion"))
+    usage = _from_obj(obj)
+    if usage is not None and usage.model is None and model:
+        usage = replace(usage, model=model)
+    return usage
+
+
 def extract_usage(fmt: str, path: str, body: bytes, stream: bool) -> Usage | None:
     """The provider-reported usage of one response (``source="provider"``), or None if it has none.
 
