@@ -5,7 +5,7 @@
 
 A micro-benchmark times packing a record (benchmarks/micro/bench_ring.py: about 3 µs) with its
 code and data in the caches; in the worker it runs between the rest of each request's work, and
-costs more. This measures it there. Five gateways, as ``fastgw serve`` starts them, in
+costs more. This measures it there. Six gateways, as ``fastgw serve`` starts them, in
 bench_logging.py's layout: the worker on core 0, its exporter, nginx replaying the mock's answer
 (replay_upstream.py) and wrk on core 1. One has logging off; in the others the worker's
 ``RequestLogger.log_request`` stops at a given point (log_cut.py):
@@ -14,6 +14,7 @@ bench_logging.py's layout: the worker on core 0, its exporter, nginx replaying t
   none       logging on, log_request returns at once: what the stages logging adds cost
   pack       the record packed, then dropped instead of pushed
   pack-warm  the first request's context packed again on every request, then dropped
+  pack-twice packed twice in a row, both dropped: the second pack is the one whose code just ran
   full       packed and pushed (logging as it ships)
 
 Each repetition runs wrk -c64 with the 1 KB chat request for ``--seconds`` against each gateway
@@ -38,12 +39,13 @@ sys.path.insert(0, str(HERE))
 import bench_logging as bl  # noqa: E402
 import run_bench as rb  # noqa: E402
 
-VARIANTS = ("off", "none", "pack", "pack-warm", "full")
+VARIANTS = ("off", "none", "pack", "pack-warm", "pack-twice", "full")
 WHAT = {
     "off": "logging off",
     "none": "log_request returns at once",
     "pack": "packed, then dropped",
     "pack-warm": "one warm context packed, then dropped",
+    "pack-twice": "packed twice in a row, both dropped",
     "full": "packed and pushed (as shipped)",
 }
 

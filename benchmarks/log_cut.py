@@ -9,6 +9,8 @@ CUT is where ``RequestLogger.log_request`` stops, on every request:
   pack       packed as usual, then dropped instead of pushed
   pack-warm  the first request's context packed again on every request, then dropped: the same
              code as "pack" on data that stays in the caches
+  pack-twice packed twice in a row, both dropped: the second costs what packing costs with its
+             code just run, the first what it costs after the rest of a request ran
 
 The change is made before the CLI starts, so the worker (forked by the supervisor) has it too.
 Nothing here ships: it measures what each step of the worker's logging costs in place.
@@ -21,7 +23,7 @@ from typing import Any
 from fastgw.cli import main
 from fastgw.requestlog import logger
 
-CUTS = ("full", "none", "pack", "pack-warm")
+CUTS = ("full", "none", "pack", "pack-warm", "pack-twice")
 
 
 class _Dropped:
@@ -49,6 +51,8 @@ def cut(where: str) -> None:
         ring, self.buffer = self.buffer, dropped
         try:
             log_request(self, ctx, **kw)
+            if where == "pack-twice":
+                log_request(self, ctx, **kw)
         finally:
             self.buffer = ring
     logger.RequestLogger.log_request = packed  # type: ignore[method-assign]

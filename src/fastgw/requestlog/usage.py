@@ -272,6 +272,10 @@ def _salvage(body: bytes) -> Usage | None:
 
 
 def _json_usage(body: bytes) -> Usage | None:
+    # The whole answer is decoded though only a few top-level fields are read. A compiled scanner
+    # that checked the JSON and handed back just those fields' bytes (decoded alone) was tried: it
+    # read a 1 KB answer in 0.8 µs against orjson's 2.0, yet the row as a whole came out no faster
+    # (alternated, 4 pairs), so it isn't here.
     values = _json_values(body)
     if values is None:
         return _salvage(body)
