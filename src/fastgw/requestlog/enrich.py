@@ -67,7 +67,7 @@ def _hidden_usage(fmt: str, path: str, hidden: str) -> Usage | None:
     That chunk (OpenAI's format, whatever the provider) comes last, so a walk over the whole stream
     ends on the same usage: reading the one event instead of every chunk cuts a stream's
     enrichment by about 12 µs, and reading that event without the SSE walk (``single_chunk_usage``)
-    by about 3 more. The walk still runs when the chunk names no model (the stream's earlier
+    by 2-3 more. The walk still runs when the chunk names no model (the stream's earlier
     chunks would supply it) or holds no usage, so the result never differs.
     """
     if fmt != "openai":

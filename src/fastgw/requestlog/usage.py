@@ -292,6 +292,13 @@ def _json_usage(body: bytes) -> Usage | None:
 # --------------------------------------------------------------------- usage from SSE
 
 
+def _nothing_to_read(data: bytes, have_model: bool) -> bool:
+    """An event that can't change a stream's usage: a text delta, or a chat chunk with the
+    ``"usage":null`` of include_usage mode (and, once the model is known, no usage)."""
+    has_usage = b"sage" in data and data.count(b"sage") != data.count(b'"usage":null')
+    return not has_usage and (have_model or b"odel" not in data)
+
+
 def _sse_usage(body: bytes) -> Usage | None:
     """Walk the events once; decode only those that can carry usage (or a model name, until one is seen).
 
@@ -307,9 +314,8 @@ def _sse_usage(body: bytes) -> Usage | None:
     a_start: dict | None = None
     a_delta: dict | None = None
     for _, data in iter_sse(body):
-        has_usage = b"sage" in data and data.count(b"sage") != data.count(b'"usage":null')
-        if not has_usage and (model is not None or b"odel" not in data):
-            continue  # a text delta, or a chat chunk with the ``"usage":null`` of include_usage mode
+        if _nothing_to_read(data, model is not None):
+            continue
         obj = _obj(data)
         if obj is None:
             continue
@@ -341,31 +347,22 @@ def _sse_usage(body: bytes) -> Usage | None:
     return last
 
 
-def single_chunk_usage(hidden: str) -> Usage | None | bool:
+def single_chunk_usage(hidden: str) -> Usage | None | Literal[False]:
     """``_sse_usage`` of a text that is one ``data:`` line of an OpenAI-style chunk (the usage chunk
     the gateway hid from a client), without the SSE walk: False when the text is anything else, for
-    the caller to walk it. The walk costs a stream's record about 5 µs more for this one event.
+    the caller to walk it. The walk cost a stream's record 2-3 µs more for this one event.
 
-    The same steps as the walk takes for one event: its filter, its decoding, and the branch for
-    an event that is not an Anthropic or Responses one. One difference: a text holding a lone
-    surrogate gives None here, where the walk's ``hidden.encode()`` raised. A record's text never
-    holds one (it is decoded from UTF-8 with replacement)."""
+    The walk's own steps for one event (``_nothing_to_read``, ``_obj``, and its branch for an event
+    that is neither Anthropic's nor the Responses API's), on the same bytes."""
     if not (hidden.startswith("data: ") and hidden.endswith("\n\n")) or "\r" in hidden:
         return False
-    data = hidden[6:-2]
-    if "\n" in data:
+    data = hidden[6:-2].encode()
+    if b"\n" in data:
         return False
-    has_usage = "sage" in data and data.count("sage") != data.count('"usage":null')
-    if not has_usage and "odel" not in data:
+    if _nothing_to_read(data, False):
         return None
-    text = data.strip(" \t\n\r\x0b\x0c")  # bytes.strip()'s whitespace, as _obj strips
-    if text[:1] != "{":
-        return None
-    try:
-        obj = _loads(text)
-    except _JSONError:
-        return None
-    if not isinstance(obj, dict):
+    obj = _obj(data)
+    if obj is None:
         return None
     kind = obj.get("type")
     if isinstance(kind, str) and (kind in ("message_start", "message_delta") or kind.startswith("response.")):
