@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -303,17 +304,108 @@ def test_a_stopping_exporter_retries_a_failing_sink_for_a_while(tmp_path: Path, 
     exporter, buf, _ = setup(tmp_path, f"jsonl://{out}")
     monkeypatch.setattr(exporter_module, "STOP_SINK_PATIENCE", 1.5)
     try:
-        push(buf, 5)
+        ids = push(buf, 5)
         exporter._attach_drains()
         drain = exporter.drains[0]
         exporter.stopping = True
         started = time.monotonic()
-        exporter.run()  # SIGTERM's drain: retried for a while, then gives up, records kept
+        exporter.run()  # SIGTERM's drain: retried for a while, then gives up, records kept on disk
         assert 1.5 <= time.monotonic() - started < 10
         assert exporter.stats.sink_failures >= 2 and exporter.stats.exported == 0
+        # Given up: what the rings held is parked on disk (shared memory doesn't outlive a reboot).
+        assert exporter.parked.pending == 1 and exporter.parked.parked == 5
         with RecordDrain(drain.ring.path, exporter.paths.spill_dir(0)) as again:
-            assert again.exported == 0 and len(again.read_batch(100, 1 << 20).records) == 5
+            assert again.exported == 5 and again.read_batch(100, 1 << 20).records == []
+        (out / "requests.jsonl").unlink()  # the disk is back: the next exporter writes them first
+        nxt = Exporter(exporter.config, exporter.paths, 1)
+        try:
+            nxt._attach_drains()
+            assert nxt.parked.pending == 1 and nxt._batch_due(time.monotonic())
+            assert nxt.flush_once() == 5 and nxt.parked.pending == 0 and nxt.parked.unparked == 5
+            assert written_ids(out) == ids
+            assert not list(Path(exporter.paths.parked_dir).iterdir())
+        finally:
+            nxt.close()
     finally:
+        buf.close()
+
+
+def test_while_the_sink_is_down_batches_are_parked_so_the_rings_stay_empty_and_nothing_spills(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A ring of 1 MiB holds about 2,500 of these records; 6,000 are pushed while the sink is down.
+    Without parking the ring fills and the worker spills (checked: push alone, no exporter)."""
+    out = tmp_path / "out"
+    out.write_bytes(b"")  # a file where the sink's folder goes: it can't open (as a server refusing)
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 1000, batch_max_age: 50ms")
+    monkeypatch.setattr(exporter_module, "STOP_SINK_PATIENCE", 0.5)
+
+    ids: list[str] = []
+    t = threading.Thread(target=exporter.loop)
+    t.start()
+    try:
+        for _ in range(60):
+            ids += push(buf, 100)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while buf.ring.used and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exporter.stats.sink_failures >= 1 and exporter.stats.exported == 0
+        assert buf.spilled == 0 and buf.ring.used == 0
+        assert exporter.parked.parked == 6000 and exporter.parked.pending >= 2
+        # The sink comes back: the parked files go to it, oldest first, each record once.
+        out.unlink()
+        ids += push(buf, 100)  # behind the parked ones
+        deadline = time.monotonic() + 40  # the back-off grows while the sink is down (0.1, 0.2, ...)
+        while exporter.stats.exported < 6100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        exporter.stopping = True
+        t.join(60)
+    assert not t.is_alive()
+    # The last 100 are parked too when they come before the sink's next try.
+    assert exporter.stats.exported == 6100 and exporter.parked.pending == 0
+    assert exporter.parked.unparked == exporter.parked.parked in (6000, 6100)
+    assert written_ids(out) == ids
+    buf.close()
+
+
+def test_without_an_exporter_the_same_pushes_spill(tmp_path: Path) -> None:
+    """The control for the test above: the same ring and records do spill when nobody drains them."""
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}")
+    try:
+        push(buf, 6000)
+        assert buf.spilled > 0
+    finally:
+        exporter.close()
+        buf.close()
+
+
+def test_a_park_that_fails_leaves_the_records_in_the_rings(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    disk_full(out)
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}", ", batch_max_records: 100")
+    try:
+        ids = push(buf, 150)
+        exporter._attach_drains()
+        drain = exporter.drains[0]
+        assert exporter.flush_once() == 0 and exporter.stats.sink_failures == 1 and exporter._in_flight is None
+        parked_dir = Path(exporter.paths.parked_dir)
+        parked_dir.rmdir()
+        parked_dir.write_bytes(b"")  # a file where the folder was: no parked file can be made (root too)
+        try:
+            assert exporter.park() == 0 and exporter.stats.park_failures == 1
+        finally:
+            parked_dir.unlink()
+            parked_dir.mkdir()
+        assert drain.exported == 0 and exporter.parked.pending == 0
+        assert exporter.park() == 100 and exporter.park() == 50 and drain.exported == 150
+        assert sorted(f.name for f in parked_dir.iterdir()) == ["parked-000000000001.wal", "parked-000000000002.wal"]
+        disk_back(out, exporter)
+        assert exporter.flush_once() == 100 and exporter.flush_once() == 50 and exporter.flush_once() == 0
+        assert not list(parked_dir.iterdir())
+        assert written_ids(out) == ids
+    finally:
+        exporter.close()
         buf.close()
 
 

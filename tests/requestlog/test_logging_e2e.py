@@ -95,22 +95,30 @@ def test_every_request_lands_exactly_once_with_tokens_and_cost(start_gateway, mo
 
 
 def test_sink_down_for_a_while_loses_and_doubles_nothing(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """chDB's folder held by another process is the sink being down: the exporter backs off."""
+    """chDB's folder held by another process is the sink being down: the exporter backs off, and
+    parks what the rings hold in files on disk until the sink takes writes again."""
     data = tmp_path / "ch"
     query(data, "SELECT 1")  # create the folder
     holder = clickhouse_connect.get_client(dsn=f"chdb://{data}")  # ... and hold it: the sink is down
     try:
         gw = start_gateway(chdb_config(mock, data))
+        parked = gw.log_dir / "spill" / "parked"
         with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
             for _ in range(40):
                 client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
-        time.sleep(1.5)  # the exporter tried and failed at least once
+        deadline = time.monotonic() + 15  # the first park comes a second after a try (back-off 0.1, 0.2, ...)
+        while not list(parked.glob("parked-*.wal")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(parked.glob("parked-*.wal")), gw.log()
     finally:
         holder.close()  # the sink is back
-    time.sleep(2.0)
+    deadline = time.monotonic() + 40
+    while list(parked.glob("parked-*.wal")) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert gw.stop() == 0, gw.log()
     assert "sink write failed" in gw.log() or "retrying" in gw.log()
     assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests")[0] == (40, 40)
+    assert not list(parked.glob("parked-*.wal")) and not list((gw.log_dir / "spill").rglob("spill-*.wal"))
 
 
 def test_exporter_killed_mid_load_then_restarted_keeps_counts_exact(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

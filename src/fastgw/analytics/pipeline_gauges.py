@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # name, help, how to read it from a RecordDrain
 _WORKER_COUNTERS = (
     ("fastgw_log_records_pushed", "Records a worker handed to the log (ring, spill file or dropped).", "pushed"),
-    ("fastgw_log_records_exported", "Records the exporter wrote to the sink and committed.", "exported"),
+    ("fastgw_log_records_exported", "Records the exporter committed: written to the sink, or parked on disk while it was down.", "exported"),
     ("fastgw_log_records_spilled", "Records written to a spill file because the ring was full.", "spilled"),
     ("fastgw_log_records_replayed", "Spilled records read back from disk and committed.", "replayed"),
     ("fastgw_log_records_dropped", "Records lost: neither the ring nor a spill file could take them.", "dropped"),
@@ -83,6 +83,12 @@ class PipelineCollector(Collector):
             ("fastgw_exporter_rows_exported", "Rows written and committed, by this exporter process.", s.exported),
             ("fastgw_exporter_sink_failures", "Sink writes that failed (the batch is retried after a backoff).",
              s.sink_failures),
+            ("fastgw_exporter_records_parked", "Records moved from the rings to parked files while the sink was down "
+             "(the rings count them as exported).", e.parked.parked),
+            ("fastgw_exporter_records_unparked", "Records of parked files the sink took.", e.parked.unparked),
+            ("fastgw_exporter_park_failures", "Parked files that could not be written (the records stayed in the rings).",
+             s.park_failures),
+            ("fastgw_exporter_parked_files_lost", "Parked files unreadable or damaged on disk.", e.parked.lost),
             ("fastgw_exporter_records_rejected", "Records the sink refused as invalid (kept in the rejected file).",
              s.rejected),
             ("fastgw_exporter_observer_failures", "Committed batches an observer (metrics, traces) failed on.",
@@ -96,5 +102,7 @@ class PipelineCollector(Collector):
         # _backoff: the exporter's current wait before it tries a failed sink again (0: healthy).
         yield GaugeMetricFamily("fastgw_exporter_backoff_seconds", "The wait before the sink is tried again "
                                 "(0 while writes succeed).", value=getattr(e, "_backoff", 0.0))
+        yield GaugeMetricFamily("fastgw_exporter_parked_files", "Parked files waiting for the sink.",
+                                value=e.parked.pending)
         yield GaugeMetricFamily("fastgw_exporter_workers_attached", "Worker rings the exporter is draining.",
                                 value=len(e.drains))

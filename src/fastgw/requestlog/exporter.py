@@ -10,9 +10,11 @@ Two batches are in progress at a time: while the sink thread writes one (chDB an
 release the GIL while ClickHouse works), this thread reads the next from the rings, ahead of the
 uncommitted one, and decodes, enriches and encodes it.
 A batch is committed to the rings only after the sink took it: a sink that is down or slow makes
-the exporter back off and try the same batch again (with the same deduplication id), while the
-workers' rings fill and then spill to disk. Killed at any point, a restarted exporter re-reads
-from the last commit: at least once, and the sink's ReplacingMergeTree keeps counts exact.
+the exporter back off and try the same batch again (with the same deduplication id). Until the
+next try it parks each batch that comes due in a file on disk (``parking.py``), so the workers'
+rings stay empty and no worker spills on its request path; the parked files go to the sink first
+once it takes writes again. Killed at any point, a restarted exporter re-reads from the last
+commit (parked files included): at least once, and the sink's ReplacingMergeTree keeps counts exact.
 
 On SIGTERM it stops waiting for batches to fill, drains every ring and spill file to the sink,
 and exits.
@@ -40,6 +42,7 @@ from fastgw.analytics.observers import observers_for
 from fastgw.config import Config
 from fastgw.requestlog.buffer import Batch, RecordDrain
 from fastgw.requestlog.enrich import Enricher
+from fastgw.requestlog.parking import ParkedBatch, ParkedStore
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prepare_helpers import PIECE, PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
@@ -57,6 +60,8 @@ WRITE_CHUNK = 5000
 # A chunk this large goes to the prepare helpers (when there are any): the exporter has work queued.
 # Smaller ones are prepared in-process, so a lightly loaded exporter never wakes or starts a helper.
 HELPED_MIN_RECORDS = 2000
+# A park that failed (the disk) is tried again after this long; meanwhile the rings hold the records.
+PARK_RETRY = 1.0
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
 # How long a stopping exporter retries a sink that keeps failing: long enough for a blip, short
 # enough that a shutdown with the sink down doesn't hang (the records stay on disk for next time).
@@ -85,7 +90,7 @@ class _Chunk(NamedTuple):
 class _Flight:
     """A batch read, enriched and encoded, then written by the sink thread; committed by ``settle``."""
 
-    batches: list[tuple[int, Batch]]  # (worker, batch) in read order
+    batches: list[tuple[int, Batch | ParkedBatch]]  # (worker, batch) in read order: parked files, or the rings
     chunks: list[_Chunk] = field(default_factory=list)
     futures: list[Future[None]] = field(default_factory=list)
     rejected: list[_Rejected] = field(default_factory=list)  # kept once the batch is committed
@@ -105,6 +110,7 @@ class ExporterStats:
     exported: int = 0
     batches: int = 0
     sink_failures: int = 0
+    park_failures: int = 0  # parked files that could not be written (the records stayed in the rings)
     rejected: int = 0  # records the sink refused as invalid, written to the rejected file
     observer_failures: int = 0  # committed batches an observer (metrics, traces) raised on
 
@@ -116,6 +122,7 @@ class Exporter:
         self.paths = paths
         self.workers = workers
         self.drains: dict[int, RecordDrain] = {}
+        self.parked = ParkedStore(paths.parked_dir)
         self.prices = PriceTable.load(self.lc.prices_file)
         self.enricher = Enricher(self.prices)
         # The sink thread's own table, for the rare chunk it enriches again (``_write``): loaded now,
@@ -126,6 +133,8 @@ class Exporter:
         self.stats = ExporterStats()
         self.stopping = False
         self._backoff = 0.0
+        self._retry_at = 0.0  # monotonic time of the next try of a failing sink; parking until then
+        self._park_at = 0.0  # no park before this (one failed)
         self._full_batch = False
         self._backlog: Callable[[bool, bool, bool], None] = _no_backlog  # the sink's, once open
         # Helper processes for large chunks (prepare_helpers), started when the first one comes.
@@ -146,6 +155,11 @@ class Exporter:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.loop()
+
+    def loop(self) -> None:
+        """Until ``stopping`` and drained (or given up): batches as they come due, parking while
+        the sink is down; then ``close``. ``run`` without the signal handlers (any thread)."""
         last_flush = time.monotonic()
         deadline: float | None = None
         failing_since: float | None = None
@@ -154,6 +168,14 @@ class Exporter:
                 self._attach_drains()
                 if self.stopping and deadline is None:
                     deadline = time.monotonic() + SHUTDOWN_DEADLINE
+                now = time.monotonic()
+                if not self.stopping and now < self._retry_at:  # the sink failed: park until its next try
+                    if now >= self._park_at and self._batch_due(last_flush, parked=False):
+                        self.park()
+                        last_flush = now
+                    else:
+                        time.sleep(min(IDLE_SLEEP, self._retry_at - now))
+                    continue
                 if not (self.stopping or self._batch_due(last_flush)):
                     if self._in_flight is not None:
                         with _collector_paused():
@@ -169,8 +191,10 @@ class Exporter:
                 failing_since = (failing_since or now) if self._backoff else None
                 gave_up = failing_since is not None and now - failing_since > STOP_SINK_PATIENCE
                 if self.stopping and (drained or gave_up or (deadline is not None and now > deadline)):
+                    if gave_up:
+                        self._park_rest(deadline)
                     break
-                if self._backoff:
+                if self._backoff and self.stopping:
                     time.sleep(self._backoff)
         finally:
             self.close()
@@ -251,6 +275,46 @@ class Exporter:
             self._failed(exc)
             return 0
 
+    def park(self) -> int:
+        """While the sink is down: the records due, read from the rings (and spill segments) as a
+        batch would be, written to parked files (one per worker) and committed, so the rings stay
+        empty and no worker spills on its request path. Returns the records parked.
+
+        Nothing may be in flight (a failed write leaves nothing in flight). A file that can't be
+        written leaves its records where they were, read again later like any uncommitted batch."""
+        assert self._in_flight is None, "park() with a batch in flight"
+        room, parked, ends_segment = self.lc.batch_max_records, 0, False
+        for worker, drain in sorted(self.drains.items()):
+            if room <= 0:
+                break
+            batch = drain.read_batch(room, 64 * 1024 * 1024)
+            if not batch.records:
+                continue
+            try:
+                self.parked.park(worker, batch.records)
+            except OSError as exc:
+                self.stats.park_failures += 1
+                self._park_at = time.monotonic() + PARK_RETRY
+                log.error("request log: cannot park records while the sink is down (%s); they wait in the rings", exc)
+                self._full_batch = False
+                return parked
+            batch.commit()
+            room -= len(batch.records)
+            parked += len(batch.records)
+            ends_segment = ends_segment or batch.ends_segment
+        self._full_batch = room <= 0 or ends_segment
+        return parked
+
+    def _park_rest(self, deadline: float | None) -> None:
+        """A stop that gave up on the sink: what the rings still hold, to disk (where a reboot
+        doesn't lose it, as it would the rings in shared memory), until the rings are empty or the
+        shutdown deadline passes."""
+        with _collector_paused():
+            self.settle()
+            while self._in_flight is None and (deadline is None or time.monotonic() < deadline):
+                if not self.park() and not self._full_batch:
+                    break
+
     def _commit_in_flight(self) -> _Flight | None:
         """Wait for the batch in flight and commit it. SinkError if a chunk failed: nothing is
         committed, and the same records are read again after the back-off."""
@@ -292,10 +356,19 @@ class Exporter:
         when its rows are the same, and ReplacingMergeTree keeps one copy either way.
         """
         flight = self._in_flight
-        ahead = {worker: batch for worker, batch in flight.batches} if flight is not None else {}
-        batches: list[tuple[int, Batch]] = []
+        ahead = {worker: batch for worker, batch in flight.batches if isinstance(batch, Batch)} if flight is not None else {}
+        batches: list[tuple[int, Batch | ParkedBatch]] = []
         records: list[tuple[bytes, int]] = []
         room = self.lc.batch_max_records
+        # Parked files first (they came from the rings before anything still there), each whole;
+        # the rings only once none is left but those in flight.
+        parked_ahead = sum(isinstance(b, ParkedBatch) for _, b in flight.batches) if flight is not None else 0
+        if self.parked.pending > parked_ahead:
+            for pb in self.parked.read(room, parked_ahead):
+                batches.append((pb.worker, pb))
+                records.extend((raw, pb.worker) for raw in pb.records)
+            if batches:
+                room = 0
         for worker, drain in sorted(self.drains.items()):
             if room <= 0:
                 break
@@ -465,6 +538,7 @@ class Exporter:
     def _failed(self, exc: SinkError) -> None:
         self.stats.sink_failures += 1
         self._backoff = min(MAX_BACKOFF, max(0.1, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff  # parking until then (``loop``)
         log.warning("sink write failed (%s); retrying in %.1fs", exc, self._backoff)
         if self.stopping:
             self._backoff = min(self._backoff, 1.0)
@@ -521,9 +595,11 @@ class Exporter:
             except (FileNotFoundError, ValueError) as exc:
                 log.debug("ring %s not ready yet: %s", ring, exc)
 
-    def _batch_due(self, last_flush: float) -> bool:
+    def _batch_due(self, last_flush: float, parked: bool = True) -> bool:
+        """A batch should be read now; ``parked``: parked files waiting count (not while parking)."""
         return (
             time.monotonic() - last_flush >= self.lc.batch_max_age
+            or (parked and self.parked.pending > 0)
             or self._full_batch  # the last batch was full: more is waiting (rings or spill files)
             or self._waiting_records() >= self.lc.batch_max_records
             # A batch's worth may not fit in one worker's ring: don't wait for it while the ring fills.

@@ -52,6 +52,11 @@ class LogPaths:
     def spill_dir(self, worker: int) -> str:
         return os.path.join(self.spill_root, f"worker-{worker}")
 
+    @property
+    def parked_dir(self) -> str:
+        """The exporter's parked batches (``parking.py``), under the same lock as the spill files."""
+        return os.path.join(self.spill_root, "parked")
+
     def lock(self) -> list[int]:
         """Lock the ring and spill folders for this gateway; raises FolderInUse when another holds one.
 
