@@ -229,12 +229,21 @@ def test_rows_are_counted_only_once_their_batch_is_committed(paused: GatewayProc
         assert value(smp, "fastgw_exporter_backoff_seconds") > 0
         assert value(smp, "fastgw_log_records_pending", worker="0") == 4
         assert value(smp, "fastgw_log_records_exported_total", worker="0") == 0
+        # Parked while the sink is down: out of the ring (counted exported there), not yet counted as rows.
+        assert exporter.park() == 4
+        smp = samples(exporter.metrics.render()[1].decode())  # type: ignore[union-attr]
+        assert value(smp, "fastgw_exporter_records_parked_total") == 4
+        assert value(smp, "fastgw_exporter_parked_files") == 1
+        assert value(smp, "fastgw_log_records_exported_total", worker="0") == 4
+        assert total(smp, "fastgw_requests_total") == 0
     finally:
         exporter.close()
-    exporter = drain_with_test_exporter(paused, 4)
+    exporter = drain_with_test_exporter(paused, 4)  # the parked file, as after a restart
     try:
         smp = samples(exporter.metrics.render()[1].decode())  # type: ignore[union-attr]
         assert value(smp, "fastgw_requests_total", provider="openai", model="gpt-4o-mini", status="200", cache="none") == 4
+        assert value(smp, "fastgw_exporter_records_unparked_total") == 4
+        assert value(smp, "fastgw_exporter_parked_files") == 0
         assert value(smp, "fastgw_log_records_exported_total", worker="0") == 4
         assert value(smp, "fastgw_log_records_pending", worker="0") == 0
     finally:

@@ -369,6 +369,38 @@ def test_while_the_sink_is_down_batches_are_parked_so_the_rings_stay_empty_and_n
     buf.close()
 
 
+def test_a_stop_comes_through_a_long_back_off_at_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """Between tries the loop parks in short naps, so a SIGTERM during a 30 s back-off is seen at
+    once: the stop takes the stop's own patience with the sink, not the rest of the back-off."""
+    out = tmp_path / "out"
+    out.write_bytes(b"")  # the sink can't open
+    exporter, buf, _ = setup(tmp_path, f"jsonl://{out}")
+    monkeypatch.setattr(exporter_module, "STOP_SINK_PATIENCE", 0.5)
+    monkeypatch.setattr(exporter_module, "MAX_BACKOFF", 30.0)
+    exporter._backoff = 15.0  # as after many failures: the next one waits 30 s
+    t = threading.Thread(target=exporter.loop)
+    t.start()
+    try:
+        ids = push(buf, 20)
+        deadline = time.monotonic() + 10
+        while exporter.stats.sink_failures < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert exporter._backoff == 30.0 and exporter._retry_at - time.monotonic() > 25
+    finally:
+        exporter.stopping = True
+        started = time.monotonic()
+        t.join(60)
+    assert time.monotonic() - started < 5 and not t.is_alive()
+    assert exporter.parked.parked == 20 and buf.spilled == 0
+    out.unlink()
+    nxt = Exporter(exporter.config, exporter.paths, 1)
+    try:
+        assert nxt.flush_once() == 20 and written_ids(out) == ids
+    finally:
+        nxt.close()
+        buf.close()
+
+
 def test_without_an_exporter_the_same_pushes_spill(tmp_path: Path) -> None:
     """The control for the test above: the same ring and records do spill when nobody drains them."""
     exporter, buf, _ = setup(tmp_path, f"jsonl://{tmp_path / 'out'}")
