@@ -234,6 +234,7 @@ def test_rows_are_counted_only_once_their_batch_is_committed(paused: GatewayProc
         smp = samples(exporter.metrics.render()[1].decode())  # type: ignore[union-attr]
         assert value(smp, "fastgw_exporter_records_parked_total") == 4
         assert value(smp, "fastgw_exporter_parked_files") == 1
+        assert value(smp, "fastgw_exporter_parked_records") == 4
         assert value(smp, "fastgw_log_records_exported_total", worker="0") == 4
         assert total(smp, "fastgw_requests_total") == 0
     finally:
@@ -244,6 +245,7 @@ def test_rows_are_counted_only_once_their_batch_is_committed(paused: GatewayProc
         assert value(smp, "fastgw_requests_total", provider="openai", model="gpt-4o-mini", status="200", cache="none") == 4
         assert value(smp, "fastgw_exporter_records_unparked_total") == 4
         assert value(smp, "fastgw_exporter_parked_files") == 0
+        assert value(smp, "fastgw_exporter_parked_records") == 0
         assert value(smp, "fastgw_log_records_exported_total", worker="0") == 4
         assert value(smp, "fastgw_log_records_pending", worker="0") == 0
     finally:

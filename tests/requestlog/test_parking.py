@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastgw.requestlog import parking
 from fastgw.requestlog.parking import ParkedStore, parked_path
 
 
@@ -26,8 +27,10 @@ def test_parked_batches_come_back_whole_and_in_order(tmp_path_factory: pytest.Te
     for worker, records in enumerate(batches):
         store.park(worker, records)
     assert store.pending == len(batches) and store.parked == sum(map(len, batches))
-    # A restarted exporter finds the same files.
+    assert store.pending_records == sum(map(len, batches))
+    # A restarted exporter finds the same files, and counts their records from the headers.
     again = ParkedStore(str(folder))
+    assert again.pending_records == sum(map(len, batches))
     got = again.read(1 << 30)
     assert [(b.worker, b.records) for b in got] == list(enumerate(batches))
     for b in got:
@@ -70,6 +73,8 @@ def test_a_damaged_file_gives_its_records_up_to_the_damage_and_is_counted(tmp_pa
     Path(path).write_bytes(bytes(data))
     got = store.read(10)
     assert [b.records for b in got] == [[b"x" * 100], [b"next"]] and store.lost == 1
+    got = store.read(10)  # read again (a retry): lost once, not once a read
+    assert [b.records for b in got] == [[b"x" * 100], [b"next"]] and store.lost == 1
     for b in got:
         b.commit()
     assert names(tmp_path) == []
@@ -97,3 +102,34 @@ def test_a_park_that_fails_leaves_nothing_behind(tmp_path: Path) -> None:
     os.mkdir(tmp_path / "p")
     store.park(0, [b"r"])
     assert names(tmp_path / "p") == ["parked-000000000001.wal"]
+
+
+def test_a_file_that_cant_be_read_now_stays_and_ends_the_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too many open files (or EACCES, EIO) is not a lost file: it is read again later. The read
+    stops there, so the files in flight stay the first ones (``skip``)."""
+    store = ParkedStore(str(tmp_path))
+    for n in (1, 2, 3):
+        store.park(0, [bytes([n])])
+    real_open = os.open
+    failing = {parked_path(str(tmp_path), 2)}
+
+    def flaky_open(path: str, flags: int, *args: int) -> int:
+        if path in failing:
+            raise OSError(24, "Too many open files")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(parking.os, "open", flaky_open)
+    assert [b.records for b in store.read(10)] == [[b"\x01"]]
+    assert store.read(10, skip=1) == []
+    assert store.lost == 0 and store.pending == 3 and len(names(tmp_path)) == 3
+    failing.clear()
+    assert [b.records for b in store.read(10)] == [[b"\x01"], [b"\x02"], [b"\x03"]]
+
+
+def test_a_file_gone_from_the_folder_is_lost_and_counted(tmp_path: Path) -> None:
+    store = ParkedStore(str(tmp_path))
+    store.park(0, [b"a", b"b"])
+    store.park(0, [b"c"])
+    os.unlink(parked_path(str(tmp_path), 1))
+    assert [b.records for b in store.read(10)] == [[b"c"]]
+    assert store.lost == 1 and store.pending == 1 and store.pending_records == 1

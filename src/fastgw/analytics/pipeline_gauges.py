@@ -44,9 +44,10 @@ class PipelineCollector(Collector):
     def _workers(self) -> Iterator[Metric]:
         counters = {name: CounterMetricFamily(name, doc, labels=["worker"]) for name, doc, _ in _WORKER_COUNTERS}
         full = CounterMetricFamily("fastgw_log_ring_full", "Pushes the ring refused for lack of space.", labels=["worker"])
-        pending = GaugeMetricFamily("fastgw_log_records_pending", "Records pushed and not yet exported "
-                                    "(ring and spill files; dropped ones excluded, records lost in a torn "
-                                    "spill segment stay counted).", labels=["worker"])
+        pending = GaugeMetricFamily("fastgw_log_records_pending", "Records pushed and not yet committed by the "
+                                    "exporter (ring and spill files; dropped ones excluded, records lost in a torn "
+                                    "spill segment stay counted). Parked records count as committed: see "
+                                    "fastgw_exporter_parked_records.", labels=["worker"])
         spill = GaugeMetricFamily("fastgw_log_spill_pending_records", "Spilled records not yet replayed.",
                                   labels=["worker"])
         used = GaugeMetricFamily("fastgw_log_ring_used_bytes", "Bytes of the ring not yet committed.", labels=["worker"])
@@ -104,5 +105,7 @@ class PipelineCollector(Collector):
                                 "(0 while writes succeed).", value=getattr(e, "_backoff", 0.0))
         yield GaugeMetricFamily("fastgw_exporter_parked_files", "Parked files waiting for the sink.",
                                 value=e.parked.pending)
+        yield GaugeMetricFamily("fastgw_exporter_parked_records", "Records in parked files waiting for the sink "
+                                "(moved there from the rings while the sink was down).", value=e.parked.pending_records)
         yield GaugeMetricFamily("fastgw_exporter_workers_attached", "Worker rings the exporter is draining.",
                                 value=len(e.drains))

@@ -12,8 +12,8 @@ uncommitted one, and decodes, enriches and encodes it.
 A batch is committed to the rings only after the sink took it: a sink that is down or slow makes
 the exporter back off and try the same batch again (with the same deduplication id). Until the
 next try it parks each batch that comes due in a file on disk (``parking.py``), so the workers'
-rings stay empty and no worker spills on its request path; the parked files go to the sink first
-once it takes writes again. Killed at any point, a restarted exporter re-reads from the last
+rings stay empty and no worker spills on its request path; once the sink takes writes again,
+parked files and the rings take turns. Killed at any point, a restarted exporter re-reads from the last
 commit (parked files included): at least once, and the sink's ReplacingMergeTree keeps counts exact.
 
 On SIGTERM it stops waiting for batches to fill, drains every ring and spill file to the sink,
@@ -136,6 +136,7 @@ class Exporter:
         self._retry_at = 0.0  # monotonic time of the next try of a failing sink; parking until then
         self._park_at = 0.0  # no park before this (one failed)
         self._full_batch = False
+        self._rings_turn = False  # the last batch was parked files: the rings' turn, if they hold records
         self._backlog: Callable[[bool, bool, bool], None] = _no_backlog  # the sink's, once open
         # Helper processes for large chunks (prepare_helpers), started when the first one comes.
         self.helpers: PrepareHelpers | None = None
@@ -306,9 +307,9 @@ class Exporter:
         return parked
 
     def _park_rest(self, deadline: float | None) -> None:
-        """A stop that gave up on the sink: what the rings still hold, to disk (where a reboot
-        doesn't lose it, as it would the rings in shared memory), until the rings are empty or the
-        shutdown deadline passes."""
+        """A stop that gave up on the sink: what the rings still hold, to disk (where a clean
+        reboot doesn't lose it, as it would the rings in shared memory), until the rings are empty
+        or the shutdown deadline passes."""
         with _collector_paused():
             self.settle()
             while self._in_flight is None and (deadline is None or time.monotonic() < deadline):
@@ -360,10 +361,13 @@ class Exporter:
         batches: list[tuple[int, Batch | ParkedBatch]] = []
         records: list[tuple[bytes, int]] = []
         room = self.lc.batch_max_records
-        # Parked files first (they came from the rings before anything still there), each whole;
-        # the rings only once none is left but those in flight.
+        # Parked files (each whole) and the rings take turns while the rings hold records, so the
+        # rings stay flat while a backlog of parked files drains; with the rings empty, parked
+        # files every time. (The order of rows doesn't matter to the sink: one per request id.)
         parked_ahead = sum(isinstance(b, ParkedBatch) for _, b in flight.batches) if flight is not None else 0
-        if self.parked.pending > parked_ahead:
+        take_parked = self.parked.pending > parked_ahead and not (self._rings_turn and self._waiting_records() > 0)
+        self._rings_turn = take_parked
+        if take_parked:
             for pb in self.parked.read(room, parked_ahead):
                 batches.append((pb.worker, pb))
                 records.extend((raw, pb.worker) for raw in pb.records)

@@ -5,18 +5,23 @@ worker spills every record to disk on the request path (a write and a CRC per re
 more of the worker's CPU, on the core that answers requests). The exporter has nothing else to do
 while its sink is down, so it keeps the rings empty instead: each batch that comes due is written
 to a parked file and committed to the rings, and the workers keep pushing into shared memory. The
-sink is tried again from the oldest parked file, and the parked files go to the sink before
-anything still in the rings, so the order stays the rings' order.
+sink is tried again from the oldest parked file; once it takes writes, parked files and the rings
+take turns (the rings only while they hold records), so the backlog drains while the rings stay
+flat. Rows don't need the push order: the sink keeps one row per request id whatever comes first.
 
 A parked file is one worker's batch: ``<spill_root>/parked/parked-<seq>.wal`` (seq = 1, 2, ...),
-a 32-byte header (b"FGWPARKD", u32 version, u32 header size, u64 seq, u64 worker), then the
-records framed as in a spill segment (u32 length, u32 CRC-32 of the length's 4 bytes and the
-payload, payload). It is written whole under a temporary name and renamed into place before the
-rings are committed, so a parked file is complete or absent; it is deleted once the sink took it.
+a 40-byte header (b"FGWPARKD", u32 version, u32 header size, u64 seq, u64 worker, u64 records),
+then the records framed as in a spill segment (u32 length, u32 CRC-32 of the length's 4 bytes and
+the payload, payload). It is written whole under a temporary name and renamed into place before
+the rings are committed, so a parked file is complete or absent after a crash of the process (not
+fsynced: after a power cut it is as safe as the page cache was, like the workers' spill files);
+it is deleted once the sink took it.
 
 Delivery stays at least once: an exporter killed between the rename and the rings' commit finds
 the records twice (the parked file, the ring), and the sink's ReplacingMergeTree keeps one. A CRC
-that fails (the disk, not us) ends the file: what follows is lost, counted and logged.
+that fails (the disk, not us) ends the file: what follows is lost, counted once and logged. A
+file that is missing or not a parked file is lost the same way; any other error reading it (too
+many open files, an I/O error) leaves it for the next read.
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 
 from fastgw.requestlog.buffer import _REC, _read_records
 
 log = logging.getLogger("fastgw.exporter")
 
-_HEAD = struct.Struct("<8sIIQQ")  # magic, version, header size, seq, worker
+_HEAD = struct.Struct("<8sIIQQQ")  # magic, version, header size, seq, worker, records
 _MAGIC = b"FGWPARKD"
 _NAME = re.compile(r"parked-(\d+)\.wal$")
 
@@ -75,16 +81,33 @@ class ParkedStore:
                     os.unlink(os.path.join(folder, name))
         self._seqs = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(folder)) if m)
         self._next = (self._seqs[-1] if self._seqs else 0) + 1
+        self._counts = {seq: self._header_count(seq) for seq in self._seqs}  # records per file, as written
         if self._seqs:
-            log.warning("request log: %d parked file(s) in %s go to the sink first", len(self._seqs), folder)
+            log.warning("request log: %d parked file(s) in %s (%d records) go to the sink first", len(self._seqs), folder,
+                        self.pending_records)
         self.parked = 0  # records parked by this process
-        self.unparked = 0  # records of parked files the sink took (committed)
-        self.lost = 0  # parked files that ended early (unreadable header, a failed CRC)
+        self.unparked = 0  # records of parked files the sink took (committed), earlier processes' files too
+        self.lost = 0  # parked files lost whole or in part (missing, not a parked file, a failed CRC)
+        self._lost_seqs: set[int] = set()  # each counted once, however often it is read
+        self._warned_at = 0.0
 
     @property
     def pending(self) -> int:
         """Parked files not yet committed."""
         return len(self._seqs)
+
+    @property
+    def pending_records(self) -> int:
+        """Records in the parked files not yet committed (as their headers say)."""
+        return sum(self._counts.get(seq, 0) for seq in self._seqs)
+
+    def _header_count(self, seq: int) -> int:
+        try:
+            with open(parked_path(self.folder, seq), "rb") as f:
+                header = f.read(_HEAD.size)
+            return _HEAD.unpack(header)[5] if len(header) == _HEAD.size else 0
+        except (OSError, struct.error):
+            return 0  # read() sorts it out
 
     def park(self, worker: int, records: list[bytes]) -> None:
         """Write ``records`` to a new parked file, complete once this returns. OSError on failure
@@ -92,7 +115,7 @@ class ParkedStore:
         seq = self._next
         path = parked_path(self.folder, seq)
         tmp = f"{path}.tmp"
-        parts = [_HEAD.pack(_MAGIC, 1, _HEAD.size, seq, worker)]
+        parts = [_HEAD.pack(_MAGIC, 1, _HEAD.size, seq, worker, len(records))]
         for record in records:
             n = len(record)
             head = n.to_bytes(4, "little")
@@ -117,16 +140,26 @@ class ParkedStore:
             raise
         self._next = seq + 1
         self._seqs.append(seq)
+        self._counts[seq] = len(records)
         self.parked += len(records)
 
     def read(self, max_records: int, skip: int = 0) -> list[ParkedBatch]:
         """Whole parked files, oldest first after the first ``skip`` (those in flight), while they
-        fit in ``max_records`` (the first always comes). A file that can't be read is dropped
-        here, logged."""
+        fit in ``max_records`` (the first always comes). A file that is lost (missing, not a
+        parked file) is dropped here, logged; one that can't be read now (any other error) ends
+        the read, so the files in flight stay the first ``skip`` ones."""
         batches: list[ParkedBatch] = []
         room = max_records
         for seq in list(self._seqs[skip:]):
-            batch = self._load(seq)
+            try:
+                batch = self._load(seq)
+            except OSError as exc:
+                now = time.monotonic()
+                if now - self._warned_at >= 10.0:
+                    self._warned_at = now
+                    log.error("request log: cannot read parked file %s now (%s); trying again later",
+                              parked_path(self.folder, seq), exc)
+                break
             if batch is None:
                 continue
             if batches and len(batch.records) > room:
@@ -138,10 +171,11 @@ class ParkedStore:
         return batches
 
     def _load(self, seq: int) -> ParkedBatch | None:
+        """The file's records; None if it is lost (then dropped); OSError if it can't be read now."""
         path = parked_path(self.folder, seq)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
+        except FileNotFoundError as exc:
             self._lose(seq, f"{path}: {exc}")
             return None
         try:
@@ -153,8 +187,9 @@ class ParkedStore:
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        if end != size:
+        if end != size and seq not in self._lost_seqs:
             # Written whole and renamed: a short or damaged file is the disk's doing.
+            self._lost_seqs.add(seq)
             self.lost += 1
             log.error("request log: parked file %s is damaged after %d records; the rest is lost", path, len(records))
         return ParkedBatch(self, seq, _HEAD.unpack(header)[4], records)
@@ -163,12 +198,15 @@ class ParkedStore:
         self.lost += 1
         log.error("request log: parked file unreadable (%s); its records are lost", why)
         self._seqs.remove(seq)
+        self._counts.pop(seq, None)
         with contextlib.suppress(OSError):
             os.unlink(parked_path(self.folder, seq))
 
     def _done(self, batch: ParkedBatch) -> None:
         if batch.seq in self._seqs:
             self._seqs.remove(batch.seq)
+            self._counts.pop(batch.seq, None)
+            self._lost_seqs.discard(batch.seq)
             self.unparked += len(batch.records)
         with contextlib.suppress(OSError):
             os.unlink(parked_path(self.folder, batch.seq))
