@@ -84,7 +84,7 @@ _CTL_SIZE = 384
 OPEN, SEALED, ADOPTED, SPILLED, DROPPED = 16, 17, 18, 19, 20
 DONE, REPLAY_OFF, REPLAYED, EXPORTED, TORN = 32, 33, 34, 35, 36
 
-_MORE, _END, _TORN = 0, 1, 2  # why _read_records stopped: a limit, end of file, a bad record
+_MORE, _END, _TORN = 0, 1, 2  # why read_records stopped: a limit, end of file, a bad record
 
 
 def segment_path(spill_dir: str, seq: int) -> str:
@@ -316,8 +316,7 @@ class RecordBuffer(_Closing):
             if self._fd is None:
                 self._open_segment()
             assert self._fd is not None
-            crc = zlib.crc32(record, zlib.crc32(_LEN.pack(n)))
-            written = os.writev(self._fd, (_REC.pack(n, crc), record))
+            written = os.writev(self._fd, (record_head(record), record))
             if written != _REC.size + n:
                 raise OSError(errno.ENOSPC, f"short write to a spill segment ({written} of {_REC.size + n} bytes)")
         except OSError as exc:
@@ -510,7 +509,7 @@ class RecordDrain(_Closing):
         """Segment ``seq``'s records from ``off``; the batch ends the segment only if SEALED was
         loaded before reading to its end (invariant 5): an open segment may still grow."""
         sealed = self._q[SEALED] >= seq
-        records, end, why = _read_records(fd, off, max_records, max_bytes)
+        records, end, why = read_records(fd, off, max_records, max_bytes)
         finished = sealed and why != _MORE
         return Batch(self, records, (seq, end, finished, finished and why == _TORN))
 
@@ -589,8 +588,14 @@ class RecordDrain(_Closing):
         )
 
 
-def _read_records(fd: int, off: int, max_records: int, max_bytes: int) -> tuple[list[bytes], int, int]:
-    """Records of a segment from ``off``: (records, offset after them, why it stopped)."""
+def record_head(record: bytes) -> bytes:
+    """What precedes ``record`` in a spill segment (and a parked file): its length and CRC."""
+    n = len(record)
+    return _REC.pack(n, zlib.crc32(record, zlib.crc32(_LEN.pack(n))))
+
+
+def read_records(fd: int, off: int, max_records: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+    """Records of a segment (or a parked file) from ``off``: (records, offset after them, why it stopped)."""
     records: list[bytes] = []
     nbytes = 0
     buf, base = b"", off  # buf holds the file's bytes from offset base

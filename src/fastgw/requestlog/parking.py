@@ -33,9 +33,8 @@ import os
 import re
 import struct
 import time
-import zlib
 
-from fastgw.requestlog.buffer import _REC, _read_records
+from fastgw.requestlog.buffer import read_records, record_head
 
 log = logging.getLogger("fastgw.exporter")
 
@@ -79,11 +78,13 @@ class ParkedStore:
             if name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(folder, name))
-        self._seqs = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(folder)) if m)
-        self._next = (self._seqs[-1] if self._seqs else 0) + 1
-        self._counts = {seq: self._header_count(seq) for seq in self._seqs}  # records per file, as written
-        if self._seqs:
-            log.warning("request log: %d parked file(s) in %s (%d records) go to the sink first", len(self._seqs), folder,
+        # Each pending file's seq -> its records (as its header says), oldest first: files are only
+        # ever added with a higher seq, so the dict's order is the files' order.
+        seqs = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(folder)) if m)
+        self._files = {seq: self._header_count(seq) for seq in seqs}
+        self._next = (seqs[-1] if seqs else 0) + 1
+        if seqs:
+            log.warning("request log: %d parked file(s) in %s (%d records) go to the sink first", len(seqs), folder,
                         self.pending_records)
         self.parked = 0  # records parked by this process
         self.unparked = 0  # records of parked files the sink took (committed), earlier processes' files too
@@ -94,12 +95,12 @@ class ParkedStore:
     @property
     def pending(self) -> int:
         """Parked files not yet committed."""
-        return len(self._seqs)
+        return len(self._files)
 
     @property
     def pending_records(self) -> int:
         """Records in the parked files not yet committed (as their headers say)."""
-        return sum(self._counts.get(seq, 0) for seq in self._seqs)
+        return sum(self._files.values())
 
     def _header_count(self, seq: int) -> int:
         try:
@@ -117,9 +118,7 @@ class ParkedStore:
         tmp = f"{path}.tmp"
         parts = [_HEAD.pack(_MAGIC, 1, _HEAD.size, seq, worker, len(records))]
         for record in records:
-            n = len(record)
-            head = n.to_bytes(4, "little")
-            parts.append(_REC.pack(n, zlib.crc32(record, zlib.crc32(head))))
+            parts.append(record_head(record))
             parts.append(record)
         data = b"".join(parts)
         try:
@@ -139,8 +138,7 @@ class ParkedStore:
                 os.unlink(tmp)
             raise
         self._next = seq + 1
-        self._seqs.append(seq)
-        self._counts[seq] = len(records)
+        self._files[seq] = len(records)
         self.parked += len(records)
 
     def read(self, max_records: int, skip: int = 0) -> list[ParkedBatch]:
@@ -150,7 +148,7 @@ class ParkedStore:
         the read, so the files in flight stay the first ``skip`` ones."""
         batches: list[ParkedBatch] = []
         room = max_records
-        for seq in list(self._seqs[skip:]):
+        for seq in list(self._files)[skip:]:
             try:
                 batch = self._load(seq)
             except OSError as exc:
@@ -183,7 +181,7 @@ class ParkedStore:
             if len(header) != _HEAD.size or _HEAD.unpack(header)[:4] != (_MAGIC, 1, _HEAD.size, seq):
                 self._lose(seq, f"{path}: not a parked file")
                 return None
-            records, end, _ = _read_records(fd, _HEAD.size, 1 << 62, 1 << 62)
+            records, end, _ = read_records(fd, _HEAD.size, 1 << 62, 1 << 62)
             size = os.fstat(fd).st_size
         finally:
             os.close(fd)
@@ -197,15 +195,12 @@ class ParkedStore:
     def _lose(self, seq: int, why: str) -> None:
         self.lost += 1
         log.error("request log: parked file unreadable (%s); its records are lost", why)
-        self._seqs.remove(seq)
-        self._counts.pop(seq, None)
+        del self._files[seq]
         with contextlib.suppress(OSError):
             os.unlink(parked_path(self.folder, seq))
 
     def _done(self, batch: ParkedBatch) -> None:
-        if batch.seq in self._seqs:
-            self._seqs.remove(batch.seq)
-            self._counts.pop(batch.seq, None)
+        if self._files.pop(batch.seq, None) is not None:
             self._lost_seqs.discard(batch.seq)
             self.unparked += len(batch.records)
         with contextlib.suppress(OSError):
@@ -213,4 +208,3 @@ class ParkedStore:
 
     def __repr__(self) -> str:
         return f"<ParkedStore {self.folder!r} pending={self.pending} parked={self.parked} unparked={self.unparked}>"
-
