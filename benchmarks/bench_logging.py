@@ -48,6 +48,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -442,6 +444,24 @@ def start_upstream(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> tuple[int, 
     replay_upstream.check(port, answer, BODY_1K, MOCK_HEADERS)
     log(f"B upstream: nginx :{port} replaying the mock's {len(answer)}-byte answer")
     return port, pids
+
+
+@contextmanager
+def gateway_stage(prefix: str) -> Iterator[tuple[Path, rb.Procs, int]]:
+    """For a script that starts its own ``Gateway``s (bench_sink_down.py, bench_sink_recovery.py):
+    a temporary folder, rings under /dev/shm, and the replay upstream's port; every process
+    started through the yielded ``Procs`` is stopped at the end."""
+    global RINGS_ROOT
+    procs = rb.Procs()
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as d, \
+            tempfile.TemporaryDirectory(prefix=f"{prefix}-rings-", dir=shm) as rings:
+        tmp, RINGS_ROOT = Path(d), Path(rings)
+        try:
+            port, _ = start_upstream(dict(PROFILES["full"], upstream="replay"), tmp, procs)
+            yield tmp, procs, port
+        finally:
+            procs.stop_all()
 
 
 def measured_loadgen(url: str, how: list[str], p: dict[str, Any], lg_args: list[str], upstream: list[int],

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,57 +33,48 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--old-src", type=Path, help="another checkout's src/ folder, run with its sink down too")
     args = ap.parse_args()
-    p = dict(bl.PROFILES["full"], upstream="replay")
-    procs = rb.Procs()
-    with tempfile.TemporaryDirectory(prefix="fastgw-bench-down-") as d, \
-            tempfile.TemporaryDirectory(prefix="fastgw-bench-down-rings-", dir="/dev/shm") as rings:
-        tmp = Path(d)
-        bl.RINGS_ROOT = Path(rings)
-        try:
-            port, _ = bl.start_upstream(p, tmp, procs)
-            for sub in ("this", "old"):
-                for name in ("on", "down"):
-                    (tmp / sub / name).mkdir(parents=True)
-            gws = {"on": bl.Gateway("on", tmp / "this", procs, port),
-                   "down": bl.Gateway("down", tmp / "this", procs, port)}
-            if args.old_src:
-                old = ["env", f"PYTHONPATH={args.old_src.resolve()}", rb.PY, "-m", "fastgw"]
-                gws["down, old"] = bl.Gateway("down", tmp / "old", procs, port, cli=old)
-            bl.write_wrk_lua()
-            lg = ["--body", bl.BODY_1K, *sum((["-H", h] for h in bl.MOCK_HEADERS), [])]
-            for name in gws:
-                if name != "on":
-                    bl.log(f"fill {name}: {bl.saturate(gws[name].url(), FILL_S, name)} requests in {FILL_S} s")
-            res: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "rps": [], "p50": [], "p99": []} for k in gws}
-            for rep in range(args.reps):
-                for name in rb.rotate(tuple(gws), rep):
-                    g = gws[name]
-                    w0 = rb.cpu_ticks([g.worker])
-                    n = bl.saturate(g.url(), WRK_S, name)
-                    cpu = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6
-                    r = rb.run_loadgen(g.url(), "-c", "16", "-d", str(LAT_S), "--warmup", "0.3", *lg)
-                    for key, v in (("cpu", cpu), ("rps", n / WRK_S), ("p50", r["latency_us"]["p50"]),
-                                   ("p99", r["latency_us"]["p99"])):
-                        res[name][key].append(v)
-                    bl.log(f"rep{rep} {name:9s} worker {cpu:6.1f} µs/req {n / WRK_S:7.0f} req/s; "
-                           f"16 conn p50 {r['latency_us']['p50']:7.1f} p99 {r['latency_us']['p99']:7.1f} µs")
-            for sub in ("this", "old"):
-                folder = tmp / sub / "down" / "spill"
-                spill, parked = list(folder.rglob("spill-*.wal")), list(folder.rglob("parked-*.wal"))
-                if spill or parked:
-                    size = sum(f.stat().st_size for f in spill + parked) / 2**20
-                    print(f"{'this' if sub == 'this' else 'old'} code, sink down: {len(spill)} spill segments (the worker's), "
-                          f"{len(parked)} parked files (the exporter's), {size:.0f} MiB")
-            print("| gateway | worker µs/request | req/s | p50 @16 conn (ms) | p99 @16 conn (ms) |")
-            print("|---|---:|---:|---:|---:|")
-            for name, v in res.items():
-                med = {k: statistics.median(x) for k, x in v.items()}
-                print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |")
-            for key in ("cpu", "p99"):
-                print(f"per repetition, {key}: " + "; ".join(f"{name} " + " ".join(f"{x:.0f}" for x in v[key])
-                                                           for name, v in res.items()))
-        finally:
-            procs.stop_all()
+    with bl.gateway_stage("fastgw-bench-down") as (tmp, procs, port):
+        for sub in ("this", "old"):
+            for name in ("on", "down"):
+                (tmp / sub / name).mkdir(parents=True)
+        gws = {"on": bl.Gateway("on", tmp / "this", procs, port),
+               "down": bl.Gateway("down", tmp / "this", procs, port)}
+        if args.old_src:
+            old = ["env", f"PYTHONPATH={args.old_src.resolve()}", rb.PY, "-m", "fastgw"]
+            gws["down, old"] = bl.Gateway("down", tmp / "old", procs, port, cli=old)
+        bl.write_wrk_lua()
+        lg = ["--body", bl.BODY_1K, *sum((["-H", h] for h in bl.MOCK_HEADERS), [])]
+        for name in gws:
+            if name != "on":
+                bl.log(f"fill {name}: {bl.saturate(gws[name].url(), FILL_S, name)} requests in {FILL_S} s")
+        res: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "rps": [], "p50": [], "p99": []} for k in gws}
+        for rep in range(args.reps):
+            for name in rb.rotate(tuple(gws), rep):
+                g = gws[name]
+                w0 = rb.cpu_ticks([g.worker])
+                n = bl.saturate(g.url(), WRK_S, name)
+                cpu = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6
+                r = rb.run_loadgen(g.url(), "-c", "16", "-d", str(LAT_S), "--warmup", "0.3", *lg)
+                for key, v in (("cpu", cpu), ("rps", n / WRK_S), ("p50", r["latency_us"]["p50"]),
+                               ("p99", r["latency_us"]["p99"])):
+                    res[name][key].append(v)
+                bl.log(f"rep{rep} {name:9s} worker {cpu:6.1f} µs/req {n / WRK_S:7.0f} req/s; "
+                       f"16 conn p50 {r['latency_us']['p50']:7.1f} p99 {r['latency_us']['p99']:7.1f} µs")
+        for sub in ("this", "old"):
+            folder = tmp / sub / "down" / "spill"
+            spill, parked = list(folder.rglob("spill-*.wal")), list(folder.rglob("parked-*.wal"))
+            if spill or parked:
+                size = sum(f.stat().st_size for f in spill + parked) / 2**20
+                print(f"{'this' if sub == 'this' else 'old'} code, sink down: {len(spill)} spill segments (the worker's), "
+                      f"{len(parked)} parked files (the exporter's), {size:.0f} MiB")
+        print("| gateway | worker µs/request | req/s | p50 @16 conn (ms) | p99 @16 conn (ms) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, v in res.items():
+            med = {k: statistics.median(x) for k, x in v.items()}
+            print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |")
+        for key in ("cpu", "p99"):
+            print(f"per repetition, {key}: " + "; ".join(f"{name} " + " ".join(f"{x:.0f}" for x in v[key])
+                                                       for name, v in res.items()))
     return 0
 
 
