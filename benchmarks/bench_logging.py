@@ -205,7 +205,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
             for w in range(2)]
     exporter = procs.start("exporter", rb.pinned(p["exporter_cpus"], [rb.PY, "-c", EXPORTER_MAIN, str(cfg)]),
                            tmp / "exporter.log")
-    gen = Renumbered(make_records(2000, body_bytes=1024))
+    gen = Renumbered(make_records(2000, body_bytes=p["body_bytes"]))
     avg_bytes = statistics.mean(len(gen.next()) for _ in range(2000))
     gen.n = 0
     # Warm up: the sink opens (schema, first part) before anything is timed.
@@ -216,7 +216,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
         if time.monotonic() > deadline or exporter.poll() is not None:
             raise RuntimeError(f"exporter did not start: {(tmp / 'exporter.log').read_text()[-2000:]}")
         time.sleep(0.05)
-    out: dict[str, Any] = {"record_bytes": avg_bytes, "rates": []}
+    out: dict[str, Any] = {"record_bytes": avg_bytes, "body_bytes": p["body_bytes"], "rates": []}
     for rate in p["rates"]:
         spilled0 = sum(b.spilled for b in bufs)
         pace = Paced(bufs, gen, rate)
@@ -291,14 +291,14 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
     cpus = {int(c) for c in p["exporter_cpus"].split(",")}
     os.sched_setaffinity(0, cpus)
     cfg_path = tmp / "exporter.yaml"
-    ring_bytes = 2 ** (int(n * 2600 / 2).bit_length())  # room for half the records in each ring
+    ring_bytes = 2 ** (int(n * (p["body_bytes"] + 1600) / 2).bit_length())  # room for half the records in each ring
     cfg_path.write_text(f"logging: {{sink: 'chdb://{tmp / 'chdb'}', run_dir: '{rings_dir(tmp)}', "
                         f"spill_dir: '{tmp / 'spill'}', ring_size: {ring_bytes}, exporter_helpers: {p['exporter_helpers']}}}\n")
     cfg = config_mod.load(str(cfg_path))
     paths = LogPaths.for_config(cfg)
     bufs = [RecordBuffer(paths.ring_file(w), paths.spill_dir(w), ring_bytes) for w in range(2)]
     exporter = Exporter(cfg, paths, 2)
-    gen = Renumbered(make_records(2000, body_bytes=1024))
+    gen = Renumbered(make_records(2000, body_bytes=p["body_bytes"]))
     try:
         for _ in range(2000):  # warm up: the sink opens, the schema exists, the first part is written
             bufs[gen.n % 2].push(gen.next())
@@ -339,7 +339,7 @@ def exporter_cpu(p: dict[str, Any], tmp: Path) -> dict[str, Any]:
         for b in bufs:
             b.close()
         os.sched_setaffinity(0, {0, 1})
-    out = {"records": n, "spilled": spilled, "drain_per_s": n / (t1 - t0), "cpus": p["exporter_cpus"],
+    out = {"records": n, "body_bytes": p["body_bytes"], "spilled": spilled, "drain_per_s": n / (t1 - t0), "cpus": p["exporter_cpus"],
            "pipelined": exporter.pipelined, "helpers": exporter.helper_count,
            "drain_cpu_us": (cpu1 - cpu0) / n * 1e6, "drain_merge_cpu_us": (cpu2 - cpu0) / n * 1e6,
            "sink_cpu_us": (cpu4 - cpu3) / n * 1e6, "sink_merge_cpu_us": (cpu5 - cpu3) / n * 1e6}
@@ -610,7 +610,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
     if c is not None:
         where = "core 1" if c["cpus"] == "1" else f"cores {c['cpus']}"
         lines += [f"## C. Exporter CPU per record (rings already full, exporter on {where})", "",
-                  f"{c['records']} records of ~2.4 KB drained by ``Exporter.advance`` in-process "
+                  f"{c['records']} records with {c['body_bytes']} bytes of bodies each drained by ``Exporter.advance`` in-process "
                   f"({'batches overlapped' if c['pipelined'] else 'one batch at a time'}); CPU time "
                   "of every thread (chDB's included); spilled before the drain: " + str(c["spilled"]) + ".", "",
                   "| figure | µs/record | as records/s on one core |", "|---|---:|---:|",
@@ -623,7 +623,7 @@ def summarize(a: dict[str, Any] | None, b: dict[str, Any] | None, c: dict[str, A
                   f"Drain rate (wall clock, shared machine): {c['drain_per_s']:.0f} records/s.", ""]
     if a is not None:
         lines += ["## A. Rings to chDB", "",
-                  f"Records average {a['record_bytes']:.0f} bytes on the ring (1 KB of bodies plus headers and metadata).",
+                  f"Records average {a['record_bytes']:.0f} bytes on the ring ({a['body_bytes']} bytes of bodies plus headers and metadata).",
                   "", "Per rate, a lead-in of the offered rate, then the counted window: exported is committed "
                   "records a second over the window; backlog is records pushed and not yet committed, at "
                   "the window's start and end, and its least-squares trend over the window (flat: the "
@@ -749,9 +749,12 @@ def main() -> int:
                          "replay_upstream.py says why) or the Python mock itself")
     ap.add_argument("--ring-mib", type=int, default=int(LoggingConfig().ring_size) >> 20,
                     help="A: each ring's size in MiB (default: logging.ring_size's default)")
+    ap.add_argument("--body-bytes", type=int, default=1024,
+                    help="A and C: bytes of request and response body a record carries (default 1024, the issue's)")
     args = ap.parse_args()
     p = dict(PROFILES["quick" if args.quick else "full"], exporter_cpus=args.exporter_cpus,
-             exporter_helpers=args.exporter_helpers, ring_size=args.ring_mib << 20, upstream=args.upstream)
+             exporter_helpers=args.exporter_helpers, ring_size=args.ring_mib << 20, upstream=args.upstream,
+             body_bytes=args.body_bytes)
     if args.rates:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:

@@ -119,8 +119,10 @@ def test_migration_adds_missing_columns_to_an_older_table(tmp_path: Path, open_c
     assert len(added) == 3
     assert any("`fallback_index` Int8 DEFAULT -1 AFTER `retry_count`" in s for s in added)
     assert any("MODIFY SETTING non_replicated_deduplication_window = 1000" in s for s in sink.migration.statements)
-    assert "ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20" in sink.migration.statements
-    assert "merge_selector_base = 20" in scalar(sink, "SELECT create_table_query FROM system.tables WHERE name = 'requests'")
+    assert ("ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20, "
+            "min_bytes_for_wide_part = 268435456") in sink.migration.statements
+    ddl = scalar(sink, "SELECT create_table_query FROM system.tables WHERE name = 'requests'")
+    assert "merge_selector_base = 20" in ddl and "min_bytes_for_wide_part = 268435456" in ddl
     assert scalar(sink, "SELECT name FROM system.data_skipping_indices WHERE table = 'requests'") == "idx_request_id"
     columns = [r[0] for r in sink.client.query(
         "SELECT name FROM system.columns WHERE database = 'fastgw' AND table = 'requests' ORDER BY position").result_rows]
@@ -147,21 +149,39 @@ def test_plan_reports_type_conflicts_and_adds_missing_indexes() -> None:
 
 
 def test_table_settings_only_where_the_server_has_them() -> None:
-    assert schema.REQUESTS.settings == (("merge_selector_base", 20),)
-    assert "merge_selector_base = 20" in schema.create_table_sql(schema.REQUESTS)
-    older = frozenset({"some_other_setting"})  # a server from before merge_selector_base
+    assert schema.REQUESTS.settings == (("merge_selector_base", 20), ("min_bytes_for_wide_part", 256 << 20))
+    assert "merge_selector_base = 20, min_bytes_for_wide_part = 268435456" in schema.create_table_sql(schema.REQUESTS)
+    older = frozenset({"min_bytes_for_wide_part"})  # a server from before merge_selector_base
     assert "merge_selector_base" not in schema.create_table_sql(schema.REQUESTS, known_settings=older)
+    assert "min_bytes_for_wide_part = 268435456" in schema.create_table_sql(schema.REQUESTS, known_settings=older)
     assert "non_replicated_deduplication_window = 1000" in schema.create_table_sql(schema.REQUESTS, known_settings=older)
     columns = {c.name: c.type for c in schema.REQUESTS.columns}
     without = schema.create_table_sql(dataclasses.replace(schema.REQUESTS, settings=()))
     state = {"requests": schema.TableState(columns, without, "ReplacingMergeTree")}
-    assert "ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20" in schema.plan(state).statements
+    assert ("ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20, "
+            "min_bytes_for_wide_part = 268435456") in schema.plan(state).statements
+    assert "ALTER TABLE `fastgw`.`requests` MODIFY SETTING min_bytes_for_wide_part = 268435456" \
+        in schema.plan(state, known_settings=older).statements
     assert not any("merge_selector_base" in s for s in schema.plan(state, known_settings=older).statements)
     have = {"requests": schema.TableState(columns, schema.create_table_sql(schema.REQUESTS), "ReplacingMergeTree")}
     assert not any("requests` MODIFY SETTING" in s for s in schema.plan(have).statements)
 
 
 # --- dedup -----------------------------------------------------------------------------------------
+
+def test_an_insert_over_10_mib_is_one_compact_part(open_chdb: Callable[..., ClickHouseSink]) -> None:
+    """A chunk the exporter writes (5,000 rows) with 2 KB of bodies a row is over ClickHouse's
+    default 10 MiB for a Wide part, a file per column: the table keeps it Compact, one data file."""
+    sink = open_chdb()
+    body = "x" * 1100
+    rows = [request_row(i, request_body=body, response_body=body) for i in range(5000)]
+    sink.write(rows, "big-chunk")
+    parts = sink.client.query("SELECT part_type, rows, data_uncompressed_bytes FROM system.parts "
+                              "WHERE database = 'fastgw' AND table = 'requests' AND active").result_rows
+    assert len(parts) == 1 and parts[0][1] == 5000
+    assert parts[0][2] > 10 << 20  # past the default, so the setting is what keeps it Compact
+    assert parts[0][0] == "Compact"
+
 
 def test_same_batch_twice_and_overlapping_batches_count_exactly(open_chdb: Callable[..., ClickHouseSink]) -> None:
     sink = open_chdb()

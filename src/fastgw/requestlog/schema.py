@@ -147,7 +147,15 @@ REQUESTS = Table(
     # rewritten by more merge levels. At 20, writing 600,000 rows and letting merges settle cost
     # chDB 14.6 µs of CPU a row instead of 21.8 (the exporter's largest single cost), for a few more
     # parts per partition (8 instead of 4 there). Reads of a time range touch a few more parts.
-    settings=(("merge_selector_base", 20),),
+    #
+    # Compact parts up to 256 MiB (ClickHouse's default switches to Wide at 10 MiB). A Wide part is
+    # a file per column and subcolumn, about 190 files here, against about 14 for a Compact one,
+    # and creating files dominated the insert: a 5,000-row insert with 2 KB of bodies a row (just
+    # over 10 MiB) cost chDB 41-48 µs of CPU a row as a Wide part against 12 as a Compact one
+    # (benchmarks/micro/bench_chdb_parts.py). With 1 KB bodies a row the same insert sat just under
+    # the default, so the exporter's cost per record jumped with the size of the bodies. Merged
+    # parts past 256 MiB still become Wide, the layout that long range reads of a few columns want.
+    settings=(("merge_selector_base", 20), ("min_bytes_for_wide_part", 256 << 20)),
 )
 
 # Feedback and scores are not partitioned: they may arrive months after the request, and
