@@ -56,6 +56,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=2, help="wrk's run against each gateway, a repetition")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if why := rb.missing_tools("nginx", "wrk", "taskset"):
+        print(why, file=sys.stderr)
+        return 2
     procs = rb.Procs()
     cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     tmp = Path(tempfile.mkdtemp(prefix="fastgw-bench-packing-"))

@@ -759,6 +759,9 @@ def main() -> int:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:
         p["cpu_records"] = args.cpu_records
+    if args.only in (None, "gateway") and (why := rb.missing_tools("nginx", "wrk", "taskset")):
+        print(why, file=sys.stderr)
+        return 2
     procs = rb.Procs()
     a = b = c = None
     global RINGS_ROOT

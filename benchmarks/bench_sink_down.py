@@ -33,6 +33,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--old-src", type=Path, help="another checkout's src/ folder, run with its sink down too")
     args = ap.parse_args()
+    if why := rb.missing_tools("nginx", "wrk", "taskset"):
+        print(why, file=sys.stderr)
+        return 2
     with bl.gateway_stage("fastgw-bench-down") as (tmp, procs, port):
         for sub in ("this", "old"):
             for name in ("on", "down"):

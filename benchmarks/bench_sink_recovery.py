@@ -39,6 +39,9 @@ def main() -> int:
     ap.add_argument("--release", type=int, default=4, help="the window at whose start a held folder is let go")
     ap.add_argument("--rate", type=int, default=2000)
     args = ap.parse_args()
+    if why := rb.missing_tools("nginx", "taskset"):
+        print(why, file=sys.stderr)
+        return 2
     name = "down" if args.sink == "refused" else "on"  # bench_logging's configs: a refused URL, or chDB
     with bl.gateway_stage("fastgw-bench-recovery") as (tmp, procs, port):
         (tmp / name).mkdir()
