@@ -150,8 +150,8 @@ REQUESTS = Table(
     #
     # Compact parts up to 256 MiB (ClickHouse's default switches to Wide at 10 MiB). A Wide part is
     # a file per column and subcolumn, about 190 files here, against about 14 for a Compact one,
-    # and creating files dominated the insert: a 5,000-row insert with 2 KB of bodies a row (just
-    # over 10 MiB) cost chDB 41-48 µs of CPU a row as a Wide part against 12 as a Compact one
+    # and on this machine's ext4 creating them dominated the insert: 5,000 rows with 2 KB of bodies (just
+    # over 10 MiB) cost chDB 38-47 µs of CPU a row as a Wide part against 11-12 as a Compact one
     # (benchmarks/micro/bench_chdb_parts.py). With 1 KB bodies a row the same insert sat just under
     # the default, so the exporter's cost per record jumped with the size of the bodies. Merged
     # parts past 256 MiB still become Wide, the layout that long range reads of a few columns want.
