@@ -100,6 +100,17 @@ def test_schema_created_from_scratch(open_chdb: Callable[..., ClickHouseSink]) -
     assert again.migration.statements == [schema.create_database_sql("fastgw")]
 
 
+def test_a_table_setting_tuned_by_hand_is_kept_at_the_next_start(open_chdb: Callable[..., ClickHouseSink]) -> None:
+    sink = open_chdb()
+    sink.client.command("ALTER TABLE fastgw.requests MODIFY SETTING min_bytes_for_wide_part = 1048576")
+    sink.close()
+    again = open_chdb()
+    assert again.migration is not None
+    assert again.migration.statements == [schema.create_database_sql("fastgw")]
+    create = scalar(again, "SELECT create_table_query FROM system.tables WHERE name = 'requests'")
+    assert "min_bytes_for_wide_part = 1048576" in create and "merge_selector_base = 20" in create
+
+
 def test_migration_adds_missing_columns_to_an_older_table(tmp_path: Path, open_chdb: Callable[..., ClickHouseSink]) -> None:
     dropped = {"fallback_index", "worker", "gateway_instance"}
     old = dataclasses.replace(schema.REQUESTS, indexes=(), settings=(),
@@ -165,16 +176,20 @@ def test_table_settings_only_where_the_server_has_them() -> None:
     assert not any("merge_selector_base" in s for s in schema.plan(state, known_settings=older).statements)
     have = {"requests": schema.TableState(columns, schema.create_table_sql(schema.REQUESTS), "ReplacingMergeTree")}
     assert not any("requests` MODIFY SETTING" in s for s in schema.plan(have).statements)
+    # A value set by hand is the operator's: only the setting the table has no value for is added.
+    tuned = schema.create_table_sql(dataclasses.replace(schema.REQUESTS, settings=(("min_bytes_for_wide_part", 1 << 20),)))
+    state = {"requests": schema.TableState(columns, tuned, "ReplacingMergeTree")}
+    assert [s for s in schema.plan(state).statements if "requests` MODIFY SETTING" in s] == [
+        "ALTER TABLE `fastgw`.`requests` MODIFY SETTING merge_selector_base = 20"]
 
-
-# --- dedup -----------------------------------------------------------------------------------------
 
 def test_an_insert_over_10_mib_is_one_compact_part(open_chdb: Callable[..., ClickHouseSink]) -> None:
     """A chunk the exporter writes (5,000 rows) with 2 KB of bodies a row is over ClickHouse's
     default 10 MiB for a Wide part, a file per column: the table keeps it Compact, one data file."""
     sink = open_chdb()
     body = "x" * 1100
-    rows = [request_row(i, request_body=body, response_body=body) for i in range(5000)]
+    # One timestamp: rows seconds apart could straddle a month, and so two partitions and two parts.
+    rows = [request_row(i, created_at=NOW, request_body=body, response_body=body) for i in range(5000)]
     sink.write(rows, "big-chunk")
     parts = sink.client.query("SELECT part_type, rows, data_uncompressed_bytes FROM system.parts "
                               "WHERE database = 'fastgw' AND table = 'requests' AND active").result_rows
@@ -182,6 +197,8 @@ def test_an_insert_over_10_mib_is_one_compact_part(open_chdb: Callable[..., Clic
     assert parts[0][2] > 10 << 20  # past the default, so the setting is what keeps it Compact
     assert parts[0][0] == "Compact"
 
+
+# --- dedup -----------------------------------------------------------------------------------------
 
 def test_same_batch_twice_and_overlapping_batches_count_exactly(open_chdb: Callable[..., ClickHouseSink]) -> None:
     sink = open_chdb()

@@ -6,7 +6,8 @@ them (name, type, the Python default a missing key takes), the DDL is generated 
 ``migrate`` compares them with ``system.columns`` so a column added here later reaches existing
 tables as ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` at the next start. Migrations are additive
 only: a column whose type differs is reported, never altered (a type change can rewrite terabytes
-and deserves a human).
+and deserves a human). Likewise a table setting is added where the table has no value for it, and
+a value already there, tuned by hand, stays.
 
 Delivery is at least once (the exporter re-sends a batch after a crash), so the tables must absorb
 duplicates, in two layers:
@@ -150,11 +151,13 @@ REQUESTS = Table(
     #
     # Compact parts up to 256 MiB (ClickHouse's default switches to Wide at 10 MiB). A Wide part is
     # a file per column and subcolumn, about 190 files here, against about 14 for a Compact one,
-    # and on this machine's ext4 creating them dominated the insert: 5,000 rows with 2 KB of bodies (just
-    # over 10 MiB) cost chDB 38-47 µs of CPU a row as a Wide part against 11-12 as a Compact one
-    # (benchmarks/micro/bench_chdb_parts.py). With 1 KB bodies a row the same insert sat just under
-    # the default, so the exporter's cost per record jumped with the size of the bodies. Merged
-    # parts past 256 MiB still become Wide, the layout that long range reads of a few columns want.
+    # and on this machine's ext4 creating them dominated the insert: 5,000 rows with 2 KB of bodies
+    # (15 MiB) cost chDB 36-47 µs of CPU a row as a Wide part against 10-12 as a Compact one
+    # (benchmarks/micro/bench_chdb_parts.py); with 1 KB (9 MiB) the same insert was Compact anyway,
+    # so the exporter's cost per record jumped with the size of the bodies. Merging Compact parts
+    # cost less too. What it costs: a scan of a whole body column over parts not yet merged past
+    # 256 MiB reads 2-5x slower (the request log's text search over recent rows). Merged parts
+    # past 256 MiB become Wide, the layout that long range reads of a few columns want.
     settings=(("merge_selector_base", 20), ("min_bytes_for_wide_part", 256 << 20)),
 )
 
@@ -315,7 +318,10 @@ def plan(
                 and not current.engine.startswith(("Replicated", "Shared"))
                 and setting not in current.create_query):
             out.statements.append(f"ALTER TABLE {qualified} MODIFY SETTING {setting}")
-        missing = [s for s in table_settings(table, known_settings) if s not in current.create_query]
+        # Only settings the table has no value for: one set by hand (min_bytes_for_wide_part is
+        # commonly tuned) or by an earlier version stays as it is.
+        missing = [s for s in table_settings(table, known_settings)
+                   if not re.search(rf"(?<!\w){re.escape(s.split(' = ')[0])} = ", current.create_query)]
         if missing and current.engine.endswith("MergeTree"):
             out.statements.append(f"ALTER TABLE {qualified} MODIFY SETTING {', '.join(missing)}")
     return out
