@@ -759,7 +759,9 @@ def main() -> int:
         p["rates"] = tuple(int(r) for r in args.rates.split(","))
     if args.cpu_records:
         p["cpu_records"] = args.cpu_records
-    if args.only in (None, "gateway") and (why := rb.missing_tools("nginx", "wrk", "taskset")):
+    gateway = args.only in (None, "gateway")
+    tools = ["taskset", *(["wrk"] if gateway else []), *(["nginx"] if gateway and args.upstream == "replay" else [])]
+    if why := rb.missing_tools(*tools):
         print(why, file=sys.stderr)
         return 2
     procs = rb.Procs()

@@ -266,7 +266,7 @@ class Noise:
 
 
 # The Debian package of each outside command the benchmarks run.
-PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "taskset": "util-linux", "redis-server": "redis-server"}
+PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "taskset": "util-linux"}
 
 
 def missing_tools(*tools: str) -> str | None:

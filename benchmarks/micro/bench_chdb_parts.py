@@ -1,16 +1,20 @@
-"""What chDB's insert costs a record, by body size, with Wide parts against Compact ones.
+"""What chDB's inserts, merges and reads cost, by body size, with Wide parts against Compact ones.
 
-    .venv/bin/python benchmarks/micro/bench_chdb_parts.py [--bodies 512,1024,2048,4096] [--reps 3]
+    .venv/bin/python benchmarks/micro/bench_chdb_parts.py [--bodies 512,1024,2048,4096] [--reps 3] [--dir D]
 
 A MergeTree part is Wide (a file per column and subcolumn) or Compact (one data file), chosen by
 its uncompressed size against ``min_bytes_for_wide_part``: 10 MiB by default, 256 MiB in fastgw's
-schema. The exporter inserts 5,000 rows at a time (``exporter.WRITE_CHUNK``), about 10 MiB with
-1 KB of bodies a row, so the default puts its parts on either side of the line by body size.
+schema. The exporter inserts 5,000 rows at a time (``exporter.WRITE_CHUNK``): about 9 MiB with
+1 KB of bodies a row and 15 MiB with 2 KB, so the default puts its parts on either side of the line
+by body size.
 
-Per body size and layout, alternated, each into a fresh chDB folder: the benchmark's realistic
-records (``log_records.py``) enriched and encoded as the exporter does, then inserted in blocks of
-``--rows``, pinned to core 1. CPU time of the whole process (chDB's threads included) from the
-first insert to the last, per row, then the parts' types and the files in the folder.
+Per body size and layout, alternated, each into a fresh chDB folder, pinned to core 1: the
+benchmark's realistic records (``log_records.py``) enriched and encoded as the exporter does, then
+inserted in blocks of ``--rows`` under a deduplication token each, as the exporter inserts, with
+merges stopped. Then three reads of those parts (best of 5, wall time), then one merge of them all
+(``OPTIMIZE ... FINAL``; the merged part is Compact under 256 MiB in fastgw's layout, Wide in the
+default one, which merges a Wide part column by column). Insert and merge are CPU time of the
+whole process (chDB's threads included) per row.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import clickhouse_connect
 
@@ -40,6 +45,12 @@ LAYOUTS = {
     "default (Wide from 10 MiB)": tuple(s for s in schema.REQUESTS.settings if s[0] != "min_bytes_for_wide_part"),
     "fastgw (Wide from 256 MiB)": schema.REQUESTS.settings,
 }
+READS = {
+    "totals by provider and model": "SELECT provider, model_served, count(), sum(prompt_tokens), sum(cost_nanousd) "
+                                    "FROM fastgw.requests GROUP BY provider, model_served",
+    "one row by id": "SELECT status, total_us FROM fastgw.requests WHERE request_id = '{id}'",
+    "every response body": "SELECT sum(length(response_body)) FROM fastgw.requests",
+}
 
 
 def blocks_for(body_bytes: int, rows: int, inserts: int) -> list[bytes]:
@@ -50,27 +61,45 @@ def blocks_for(body_bytes: int, rows: int, inserts: int) -> list[bytes]:
     return [nativeblock.encode_block(spec, table_rows[i:i + rows]) for i in range(0, len(table_rows), rows)]
 
 
-def insert_cpu(blocks: list[bytes], rows: int, settings: tuple[tuple[str, int], ...],
-               where: str | None = None) -> tuple[float, dict[str, int], int]:
+def parts_of(client: Any) -> dict[str, int]:
+    return dict(client.query("SELECT part_type, count() FROM system.parts WHERE database = 'fastgw' "
+                             "AND table = 'requests' AND active GROUP BY part_type").result_rows)
+
+
+def run_layout(blocks: list[bytes], rows: int, settings: tuple[tuple[str, int], ...], where: str | None) -> dict[str, Any]:
     table = dataclasses.replace(schema.REQUESTS, settings=settings)
     names = [c.name for c in table.insert_columns]
+    total = rows * len(blocks)
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fastgw-bench-parts-", dir=where) as tmp:
         client = clickhouse_connect.get_client(interface="chdb", path=os.path.join(tmp, "chdb"))
         try:
             client.command(schema.create_database_sql("fastgw"))
             client.command(schema.create_table_sql(table))
-            client.command("SYSTEM STOP MERGES fastgw.requests")  # the exporter's insert, not its merges
+            client.command("SYSTEM STOP MERGES fastgw.requests")
             started = time.process_time()
-            for block in blocks:
+            for i, block in enumerate(blocks):
                 client.raw_insert("fastgw.requests", names, insert_block=block, fmt="Native",
-                                  settings=dict(INSERT_SETTINGS))
-            cpu = time.process_time() - started
-            parts = dict(client.query("SELECT part_type, count() FROM system.parts WHERE database = 'fastgw' "
-                                      "AND table = 'requests' AND active GROUP BY part_type").result_rows)
+                                  settings=dict(INSERT_SETTINGS, insert_deduplicate=1, insert_deduplication_token=f"bench-{i}"))
+            out["insert_us"] = (time.process_time() - started) / total * 1e6
+            out["parts"] = parts_of(client)
+            out["files"] = sum(len(files) for _, _, files in os.walk(tmp))
+            some_id = client.query(f"SELECT request_id FROM fastgw.requests LIMIT 1 OFFSET {total // 2}").result_rows[0][0]
+            for name, sql in READS.items():
+                best = float("inf")
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    client.query(sql.format(id=some_id))
+                    best = min(best, time.perf_counter() - t0)
+                out[name] = best * 1e3
+            client.command("SYSTEM START MERGES fastgw.requests")
+            started = time.process_time()
+            client.command("OPTIMIZE TABLE fastgw.requests FINAL")
+            out["merge_us"] = (time.process_time() - started) / total * 1e6
+            out["merged"] = parts_of(client)
         finally:
             client.close()
-        files = sum(len(names) for _, _, names in os.walk(tmp))
-    return cpu / (rows * len(blocks)) * 1e6, parts, files
+    return out
 
 
 def filesystem(path: str) -> str:
@@ -89,7 +118,15 @@ def filesystem(path: str) -> str:
     return kind
 
 
-def main() -> None:
+def cell(values: list[float], fmt: str = "{:.1f}") -> str:
+    return f"{fmt.format(statistics.median(values))} ({', '.join(fmt.format(v) for v in values)})"
+
+
+def parts_text(parts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in parts.items())
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bodies", default="512,1024,2048,4096", help="bytes of request and response body a record")
     ap.add_argument("--rows", type=int, default=5000, help="rows per insert (the exporter's WRITE_CHUNK)")
@@ -100,26 +137,34 @@ def main() -> None:
     args = ap.parse_args()
     os.sched_setaffinity(0, {1})
     where = args.dir or tempfile.gettempdir()
-    print(f"chDB insert CPU per row (µs, all threads, core 1), {args.rows} rows an insert, {args.inserts} inserts, "
-          f"median of {args.reps} alternated runs, in {where} ({filesystem(where)})")
-    print(f"| body bytes | {' | '.join(LAYOUTS)} | parts | files in the folder |")
-    print("|---:|---:|---:|---|---|")
-    insert_cpu(blocks_for(1024, 500, 2), 500, schema.REQUESTS.settings)  # chDB's first start in this process
+    print(f"{args.inserts} inserts of {args.rows} rows into a fresh folder in {where} ({filesystem(where)}), "
+          f"core 1; medians of {args.reps} alternated runs, each run in parentheses")
+    run_layout(blocks_for(1024, 500, 2), 500, schema.REQUESTS.settings, args.dir)  # chDB's first start in this process
+    results: dict[int, dict[str, list[dict[str, Any]]]] = {}
     for body in (int(b) for b in args.bodies.split(",")):
         blocks = blocks_for(body, args.rows, args.inserts)
-        runs: dict[str, list[float]] = {name: [] for name in LAYOUTS}
-        seen: dict[str, tuple[dict[str, int], int]] = {}
+        results[body] = {name: [] for name in LAYOUTS}
         for _ in range(args.reps):
             for name, settings in LAYOUTS.items():
-                us, parts, files = insert_cpu(blocks, args.rows, settings, args.dir)
-                runs[name].append(us)
-                seen[name] = (parts, files)
-        cells = " | ".join(f"{statistics.median(runs[name]):.1f} ({', '.join(f'{u:.1f}' for u in runs[name])})"
-                           for name in LAYOUTS)
-        parts = " / ".join(", ".join(f"{n} {t}" for t, n in seen[name][0].items()) for name in LAYOUTS)
-        files = " / ".join(str(seen[name][1]) for name in LAYOUTS)
-        print(f"| {body} | {cells} | {parts} | {files} |", flush=True)
+                results[body][name].append(run_layout(blocks, args.rows, settings, args.dir))
+    for figure, key in (("insert CPU, µs a row", "insert_us"), ("merge CPU (all parts into one), µs a row", "merge_us")):
+        print(f"\n{figure}\n")
+        print(f"| body bytes | {' | '.join(LAYOUTS)} | parts, {' / '.join(('default', 'fastgw'))} |")
+        print("|---:|---:|---:|---|")
+        for body, by_layout in results.items():
+            runs = [by_layout[name] for name in LAYOUTS]
+            parts_key = "parts" if key == "insert_us" else "merged"
+            parts = " / ".join(parts_text(r[-1][parts_key]) + (f", {r[-1]['files']} files" if key == "insert_us" else "")
+                               for r in runs)
+            print(f"| {body} | {' | '.join(cell([x[key] for x in r]) for r in runs)} | {parts} |")
+    print("\nreads of the inserted parts, before the merge, ms (best of 5 a run)\n")
+    print(f"| body bytes | read | {' | '.join(LAYOUTS)} |")
+    print("|---:|---|---:|---:|")
+    for body, by_layout in results.items():
+        for read in READS:
+            print(f"| {body} | {read} | {' | '.join(cell([x[read] for x in by_layout[name]]) for name in LAYOUTS)} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
