@@ -60,6 +60,9 @@ WRITE_CHUNK = 5000
 # A chunk this large goes to the prepare helpers (when there are any): the exporter has work queued.
 # Smaller ones are prepared in-process, so a lightly loaded exporter never wakes or starts a helper.
 HELPED_MIN_RECORDS = 2000
+# The most one batch reads from one worker's ring or spill files (the first record always comes),
+# whether the batch goes to the sink or is parked.
+READ_MAX_BYTES = 64 * 1024 * 1024
 # A park that failed (the disk) is tried again after this long; meanwhile the rings hold the records.
 PARK_RETRY = 1.0
 SHUTDOWN_DEADLINE = 60.0  # the longest a SIGTERM drain may take before giving up (records stay on disk)
@@ -288,7 +291,7 @@ class Exporter:
         for worker, drain in sorted(self.drains.items()):
             if room <= 0:
                 break
-            batch = drain.read_batch(room, 64 * 1024 * 1024)
+            batch = drain.read_batch(room, READ_MAX_BYTES)
             if not batch.records:
                 continue
             try:
@@ -376,7 +379,7 @@ class Exporter:
         for worker, drain in sorted(self.drains.items()):
             if room <= 0:
                 break
-            batch = drain.read_batch(room, 64 * 1024 * 1024, ahead.get(worker))
+            batch = drain.read_batch(room, READ_MAX_BYTES, ahead.get(worker))
             if not batch.records:
                 continue
             batches.append((worker, batch))
