@@ -27,7 +27,6 @@ many open files, an I/O error) leaves it for the next read.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ import struct
 import time
 
 from fastgw.requestlog.buffer import read_records, record_head
+from fastgw.requestlog.file_writes import write_all
 
 log = logging.getLogger("fastgw.exporter")
 
@@ -124,12 +124,7 @@ class ParkedStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    if written <= 0:
-                        raise OSError(errno.ENOSPC, f"short write to {tmp}")
-                    view = view[written:]
+                write_all(lambda chunk: os.write(fd, chunk), data, tmp)
             finally:
                 os.close(fd)
             os.rename(tmp, path)

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from fastgw.requestlog.file_writes import write_all
 from fastgw.requestlog.sinks.base import PreparedWrites, SinkError, SinkOptions
 
 _OPTS = orjson.OPT_NAIVE_UTC | orjson.OPT_APPEND_NEWLINE
@@ -83,10 +84,7 @@ class JsonlSink(PreparedWrites):
                 self._rotate()
             start = self._size
             try:
-                view = memoryview(data)
-                while view:  # unbuffered file: loop on short writes
-                    written = self._file.write(view)
-                    view = view[written:]
+                write_all(self._file.write, data, str(self.active_path))  # unbuffered: loops on short writes
                 if self.fsync:
                     os.fsync(self._file.fileno())
             except OSError:
