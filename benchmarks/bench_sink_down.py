@@ -1,6 +1,6 @@
 """The worker's cost while the log sink is down: logging on (sink up) against the sink down, alternated.
 
-  .venv/bin/python benchmarks/bench_sink_down.py [--reps 8] [--old-src CHECKOUT/src]
+  .venv/bin/python benchmarks/bench_sink_down.py [--reps 8] [--rate 6000] [--old-src CHECKOUT/src]
 
 Why a benchmark of its own: bench_logging.py's gateway run gives "sink down" one place among
 many figures; this one asks only whether a sink that is down costs the request path anything,
@@ -9,7 +9,9 @@ after the worker's ring would have filled (each "down" gateway is first loaded f
 checkout's code (built in place) with its sink down too, for an A/B of two versions in one run.
 
 Each repetition runs every gateway in turn (the order rotated): wrk -c64 for 4 s (the worker's
-CPU per request answered, at saturation), then 16 closed-loop connections for 2.5 s (P50, P99).
+CPU per request answered, at saturation), then 16 closed-loop connections for 2.5 s (P50, P99),
+then 32 connections at ``--rate`` requests a second, open loop, for 2.5 s (P50, P99): a load the
+worker carries, where a stall of the client or the provider on core 1 shows in the P99.
 The provider stand-in is nginx replaying the mock's answer (bench_logging.py's), on core 1 with
 the clients and the exporters; the gateways' workers on core 0. Medians are printed at the end.
 """
@@ -31,6 +33,7 @@ FILL_S, WRK_S, LAT_S = 15, 4, 2.5
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--rate", type=int, default=6000, help="open-loop requests a second (0: none)")
     ap.add_argument("--old-src", type=Path, help="another checkout's src/ folder, run with its sink down too")
     args = ap.parse_args()
     if why := rb.missing_tools("nginx", "wrk", "taskset"):
@@ -50,7 +53,8 @@ def main() -> int:
         for name in gws:
             if name != "on":
                 bl.log(f"fill {name}: {bl.saturate(gws[name].url(), FILL_S, name)} requests in {FILL_S} s")
-        res: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "rps": [], "p50": [], "p99": []} for k in gws}
+        res: dict[str, dict[str, list[float]]] = {
+            k: {"cpu": [], "rps": [], "p50": [], "p99": [], "rate p50": [], "rate p99": []} for k in gws}
         for rep in range(args.reps):
             for name in rb.rotate(tuple(gws), rep):
                 g = gws[name]
@@ -61,8 +65,14 @@ def main() -> int:
                 for key, v in (("cpu", cpu), ("rps", n / WRK_S), ("p50", r["latency_us"]["p50"]),
                                ("p99", r["latency_us"]["p99"])):
                     res[name][key].append(v)
-                bl.log(f"rep{rep} {name:9s} worker {cpu:6.1f} µs/req {n / WRK_S:7.0f} req/s; "
-                       f"16 conn p50 {r['latency_us']['p50']:7.1f} p99 {r['latency_us']['p99']:7.1f} µs")
+                line = (f"rep{rep} {name:9s} worker {cpu:6.1f} µs/req {n / WRK_S:7.0f} req/s; "
+                        f"16 conn p50 {r['latency_us']['p50']:7.1f} p99 {r['latency_us']['p99']:7.1f} µs")
+                if args.rate:
+                    o = rb.run_loadgen(g.url(), "-c", "32", "--rate", str(args.rate), "-d", str(LAT_S), "--warmup", "0.3", *lg)
+                    res[name]["rate p50"].append(o["latency_us"]["p50"])
+                    res[name]["rate p99"].append(o["latency_us"]["p99"])
+                    line += f"; {args.rate}/s p50 {o['latency_us']['p50']:7.1f} p99 {o['latency_us']['p99']:7.1f} µs"
+                bl.log(line)
         for sub in ("this", "old"):
             folder = tmp / sub / "down" / "spill"
             spill, parked = list(folder.rglob("spill-*.wal")), list(folder.rglob("parked-*.wal"))
@@ -70,12 +80,14 @@ def main() -> int:
                 size = sum(f.stat().st_size for f in spill + parked) / 2**20
                 print(f"{'this' if sub == 'this' else 'old'} code, sink down: {len(spill)} spill segments (the worker's), "
                       f"{len(parked)} parked files (the exporter's), {size:.0f} MiB")
-        print("| gateway | worker µs/request | req/s | p50 @16 conn (ms) | p99 @16 conn (ms) |")
-        print("|---|---:|---:|---:|---:|")
+        rate = f" p50 @{args.rate}/s (ms) | p99 @{args.rate}/s (ms) |" if args.rate else ""
+        print("| gateway | worker µs/request | req/s | p50 @16 conn (ms) | p99 @16 conn (ms) |" + rate)
+        print("|---|---:|---:|---:|---:|" + ("---:|---:|" if args.rate else ""))
         for name, v in res.items():
-            med = {k: statistics.median(x) for k, x in v.items()}
-            print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |")
-        for key in ("cpu", "p99"):
+            med = {k: statistics.median(x) if x else 0.0 for k, x in v.items()}
+            print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |"
+                  + (f" {med['rate p50'] / 1000:.3f} | {med['rate p99'] / 1000:.3f} |" if args.rate else ""))
+        for key in ("cpu", "p99", *(("rate p99",) if args.rate else ())):
             print(f"per repetition, {key}: " + "; ".join(f"{name} " + " ".join(f"{x:.0f}" for x in v[key])
                                                        for name, v in res.items()))
     return 0
