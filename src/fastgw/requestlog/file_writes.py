@@ -1,13 +1,15 @@
 """Whole-buffer writes to the exporter's files, handed to the kernel a quarter of a MiB at a time.
 
-Why: a parked file or a jsonl batch is a whole batch, about 10 MB at 5,000 records of 2 KB. One
-``write()`` of that copied it into the page cache in 24-32 ms on the test machine, and its kernel
-(like many distributions' server kernels: ``preempt=none``) does not preempt kernel code. So a
-SCHED_IDLE exporter still held its core that long, and whatever shared it (here the client and the
-provider stand-in) waited. With the sink down, the P99 at 6,000 requests/s was 15.0 ms before this
-change and 4.1 ms after it, against 3.5 ms with the sink up, in one run that alternated the three
-(``benchmarks/bench_sink_down.py --old-src``). Between two calls the kernel can switch to a
-waiting task, and a quarter of a MiB takes well under a millisecond.
+Why: a parked file or a jsonl batch is a whole batch, about 10 MB at 5,000 records of 2 KB. On
+the test machine one ``write()`` of it took 24-32 ms of wall time (``perf trace``), and while the
+exporter parked batches the client and the provider stand-in on its core answered late: with the
+sink down, the P99 at 6,000 requests/s was 15.0 ms with one write a file and 4.1 ms with this,
+against 3.5 ms with the sink up, in one run that alternated the three
+(``benchmarks/bench_sink_down.py --old-src``). How one long call delays other processes on a
+kernel that runs ``preempt=none`` is not established: the buffered-write path offers to reschedule
+after each page, and those 24-32 ms include time the exporter spent switched out. What was
+measured is the P99. Between two calls of a quarter of a MiB, the exporter is back in user space,
+where a waiting task can always take the core.
 """
 
 from __future__ import annotations

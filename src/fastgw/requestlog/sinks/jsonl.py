@@ -6,8 +6,8 @@ up to ``requests.<keep>.jsonl``; older files are deleted, so disk use is bounded
 ``(keep + 1) * max_bytes``. Each line is the record exactly as produced (feedback and score rows
 keep their ``kind``), UUIDs and datetimes as strings, naive datetimes marked UTC.
 
-Durability: a batch is one ``write`` followed by ``fsync`` before ``write`` returns, so a batch the
-exporter saw succeed survives a power cut. A failed write is cut back off the file, so a retried
+Durability: a batch is written whole (in calls of at most ``file_writes.WRITE_MAX`` bytes) and
+then fsynced before ``write`` returns, so a batch the exporter saw succeed survives a power cut. A failed write is cut back off the file, so a retried
 batch never lands after a half-written line. Delivery is still at least once (a batch re-sent
 after a crash appears twice): readers deduplicate on ``request_id``.
 """
@@ -35,7 +35,7 @@ def _default(value: Any) -> Any:
 
 
 def encode(rows: list[dict[str, Any]]) -> bytes:
-    """The batch as newline-terminated JSON objects, built in memory so it goes out in one write."""
+    """The batch as newline-terminated JSON objects, built in memory: one buffer for ``write_all``."""
     dumps = orjson.dumps
     return b"".join([dumps(row, default=_default, option=_OPTS) for row in rows])
 
