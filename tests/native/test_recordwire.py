@@ -269,3 +269,69 @@ def test_the_logger_pushes_packed_records_that_read_back_whole(tmp_path) -> None
     assert got["request_body"] == '{"model":"m"}' and got["response_body"] == '{"ok":1}'
     assert got["target_url"] == "https://api.test:443/v1/chat/completions"
     assert orjson.loads(got["request_body"]) == {"model": "m"}
+
+
+# --- the requested model, by a scan of the request body --------------------------------------------
+
+def _parsed_model(body: bytes | str) -> str:
+    """What the exporter's full parse gives (enrich.model_of(request_json(body)))."""
+    from fastgw.requestlog.enrich import model_of, request_json
+
+    return model_of(request_json(body))
+
+
+_json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False),
+                         st.text(max_size=8), st.sampled_from(["model", '"model": "x"', "\\", '\\"', "{", "]", "é", "🙂"]))
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(["model", "messages", "content", "m", "modelx", "é"]), inner,
+                                            max_size=4)),
+    max_leaves=12)
+_bodies = st.dictionaries(st.sampled_from(["model", "messages", "stream", "tools", "metadata", "mode", "Model"]),
+                          _json_values, max_size=5)
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=_bodies, indent=st.booleans(), as_text=st.booleans())
+def test_the_scan_reads_the_model_a_parse_reads(body, indent, as_text) -> None:
+    """Valid JSON objects, "model" at any depth and in strings: the scan gives the parse's answer,
+    or None (parse it) only when the model's value needed an escape; both twins give the same."""
+    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
+    text = raw.decode() if as_text else raw
+    compiled, pure = (load_twin(name, "recordwire").top_level_model(text) for name in TWINS)
+    assert compiled == pure
+    model = body.get("model")
+    escaped = isinstance(model, str) and orjson.dumps(model)[1:-1] != model.encode()  # quotes, backslashes, controls
+    assert compiled == (None if escaped else _parsed_model(text))
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_the_scan_answers_none_where_it_cannot_be_sure(twin) -> None:
+    scan = load_twin(twin, "recordwire").top_level_model
+    assert scan(b'{"model":"a","model":"b"}') is None  # the key twice
+    assert scan(b'{"mod\\u0065l":"x"}') is None  # an escaped key may spell "model"
+    assert scan(b'{"model":"gpt\\u002d4o"}') is None  # an escaped value
+    assert scan(b'{"model":"\xff"}') is None  # not UTF-8
+    assert scan(b'{"messages":[{"content":"abc') is None  # cut short, as a capped body is
+    assert scan(b'{"messages":[{"content":"head ... tail"}]],"model":"m"}') is None  # brackets that don't match
+    assert scan(b'{"model":"m"} {"model":"n"}') is None  # more after the object
+    assert scan(b"{" + b"[" * 300 + b"]" * 300 + b',"model":"m"}') is None  # deeper than 255
+    assert scan(b"{" + b"[" * 250 + b"]" * 250 + b',"model":"m"}') == "m"
+    assert scan(b' {"model":"m"}') == scan(b'["model"]') == scan(b"") == scan(b'{"model":null}') == ""
+    assert scan(b'{"a":"\\\\","model":"z"}') == scan(b'{"a":"\\\\\\"}","model":"z"}') == "z"  # backslashes before quotes
+    assert scan('{"model":"été"}') == scan('{"model":"été"}'.encode()) == "été"
+    with pytest.raises(TypeError):
+        scan(None)
+
+
+def test_the_requested_model_equals_the_parse_whatever_the_body() -> None:
+    """enrich.requested_model parses where the scan can't be sure, so the row's model_requested is
+    the parse's for every body, valid JSON or not."""
+    from fastgw.requestlog.enrich import requested_model
+
+    bodies = [b'{"model":"a","model":"b"}', b'{"mod\\u0065l":"x"}', b'{"model":"gpt\\u002d4o"}',
+              b'{"messages":[{"content":"abc', b'{"model":"m"} {"model":"n"}', b'{"model":1}', b"", b"null",
+              b'{"messages":[],"model":"gpt-4o-mini","stream":true}', '{"model":"été"}', b' {"model":"x"}']
+    for body in bodies:
+        assert requested_model(body) == _parsed_model(body), body

@@ -5,7 +5,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 import orjson
 
@@ -151,6 +151,107 @@ def header_value(bytes block not None, bytes name not None):
                 return PyUnicode_DecodeLatin1(<const char*>p + a, b - a, NULL)
         start = end + 1
     return ""
+
+
+cdef inline Py_ssize_t _skip_ws(const char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and (p[i] == 32 or p[i] == 9 or p[i] == 13 or p[i] == 10):
+        i += 1
+    return i
+
+
+cdef Py_ssize_t _string_end(const char* p, Py_ssize_t i, Py_ssize_t n, bint* escaped) noexcept nogil:
+    """``p[i]`` opens a JSON string: the index of its closing quote, or -1 when the text ends first.
+    Sets ``escaped`` when a backslash occurs inside it."""
+    cdef const char* q
+    cdef Py_ssize_t j = i + 1, k, b
+    while True:
+        q = <const char*>memchr(p + j, 34, <size_t>(n - j))
+        if q == NULL:
+            return -1
+        k = q - p
+        b = k - 1
+        while b > i and p[b] == 92:
+            b -= 1
+        if (k - 1 - b) % 2 == 0:
+            if memchr(p + i + 1, 92, <size_t>(k - i - 1)) != NULL:
+                escaped[0] = True
+            return k
+        escaped[0] = True
+        j = k + 1
+
+
+def top_level_model(object body):
+    """The top-level "model" of a JSON object's text, by a scan; None when unsure (recordwire.pyi)."""
+    cdef const char* p
+    cdef Py_ssize_t n, i = 1, j, end, vstart = -1, vend = -1, depth = 1
+    cdef int found = 0
+    cdef bint escaped, expect_key = True
+    cdef char c
+    cdef char closers[256]
+    if isinstance(body, bytes):
+        p = PyBytes_AS_STRING(body)
+        n = PyBytes_GET_SIZE(body)
+    elif isinstance(body, str):
+        p = PyUnicode_AsUTF8AndSize(body, &n)
+    else:
+        raise TypeError(f"top_level_model takes bytes or str, not {type(body).__name__}")
+    if n == 0 or p[0] != 123:  # "{"
+        return ""
+    closers[0] = 125
+    while i < n:
+        c = p[i]
+        if c == 34:  # a string: skipped whole, or a top-level key
+            escaped = False
+            end = _string_end(p, i, n, &escaped)
+            if end < 0:
+                return None
+            if depth == 1 and expect_key:
+                expect_key = False
+                if escaped:
+                    return None  # "mod\u0065l" is "model" too
+                if end - i - 1 == 5 and memcmp(p + i + 1, b"model", 5) == 0:
+                    j = _skip_ws(p, end + 1, n)
+                    if j >= n or p[j] != 58:  # ":"
+                        return None
+                    j = _skip_ws(p, j + 1, n)
+                    found += 1
+                    vstart = -1
+                    if j < n and p[j] == 34:
+                        escaped = False
+                        vend = _string_end(p, j, n, &escaped)
+                        if vend < 0 or escaped:
+                            return None
+                        vstart = j + 1
+                        i = vend + 1
+                    else:
+                        i = j  # another type: the loop goes through it
+                    continue
+            i = end + 1
+            continue
+        if c == 123 or c == 91:  # { [
+            if depth >= 255:
+                return None
+            closers[depth] = 125 if c == 123 else 93
+            depth += 1
+        elif c == 125 or c == 93:  # } ]
+            depth -= 1
+            if c != closers[depth]:
+                return None
+            if depth == 0:
+                if _skip_ws(p, i + 1, n) != n:
+                    return None
+                break
+        elif c == 44 and depth == 1:  # ","
+            expect_key = True
+        i += 1
+    if depth != 0 or found > 1:
+        return None
+    if vstart < 0:
+        return ""
+    try:
+        return PyUnicode_DecodeUTF8(p + vstart, vend - vstart, NULL)
+    except UnicodeDecodeError:
+        return None
 
 
 def pack_request(

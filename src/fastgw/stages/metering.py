@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastgw.requestlog.enrich import count_usage, model_of, pricing_provider, request_json
+from fastgw.requestlog import enrich
+from fastgw.requestlog.enrich import count_usage, pricing_provider, request_json
 from fastgw.requestlog.record import is_event_stream
 from fastgw.stages.base import Response, TappedStream
 
@@ -108,7 +109,7 @@ class _CostTap(TappedStream):
 
 def requested_model(body: bytes) -> str:
     """The ``model`` a JSON request body names; "" when it names none (cheap when absent)."""
-    return model_of(request_json(body)) if b'"model"' in body else ""
+    return enrich.requested_model(body) if b'"model"' in body else ""
 
 
 def _counted(work: asyncio.Future[int | None], request_id: str, on_cost: OnCost) -> None:

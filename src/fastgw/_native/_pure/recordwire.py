@@ -73,6 +73,102 @@ def header_value(block: bytes, name: bytes) -> str:
     return ""
 
 
+_WS = b" \t\r\n"
+_MAX_DEPTH = 255
+
+
+def _string_end(p: bytes, i: int) -> tuple[int, bool]:
+    """``p[i]`` opens a JSON string: the index of its closing quote (-1: the text ends first), and
+    whether a backslash occurs inside it."""
+    j = i + 1
+    escaped = False
+    while True:
+        k = p.find(b'"', j)
+        if k < 0:
+            return -1, escaped
+        b = k - 1
+        while b > i and p[b] == 92:
+            b -= 1
+        if (k - 1 - b) % 2 == 0:
+            return k, escaped or p.find(b"\\", i + 1, k) >= 0
+        escaped = True
+        j = k + 1
+
+
+def _skip_ws(p: bytes, i: int) -> int:
+    n = len(p)
+    while i < n and p[i] in _WS:
+        i += 1
+    return i
+
+
+def top_level_model(body: bytes | str) -> str | None:
+    if isinstance(body, str):
+        p = body.encode("utf-8")
+    elif isinstance(body, bytes):
+        p = body
+    else:
+        raise TypeError(f"top_level_model takes bytes or str, not {type(body).__name__}")
+    n = len(p)
+    if n == 0 or p[0] != 123:
+        return ""
+    closers = [125]
+    i, depth, found, expect_key = 1, 1, 0, True
+    value: tuple[int, int] | None = None
+    while i < n:
+        c = p[i]
+        if c == 34:
+            end, escaped = _string_end(p, i)
+            if end < 0:
+                return None
+            if depth == 1 and expect_key:
+                expect_key = False
+                if escaped:
+                    return None
+                if p[i + 1 : end] == b"model":
+                    j = _skip_ws(p, end + 1)
+                    if j >= n or p[j] != 58:
+                        return None
+                    j = _skip_ws(p, j + 1)
+                    found += 1
+                    value = None
+                    if j < n and p[j] == 34:
+                        vend, escaped = _string_end(p, j)
+                        if vend < 0 or escaped:
+                            return None
+                        value = (j + 1, vend)
+                        i = vend + 1
+                    else:
+                        i = j
+                    continue
+            i = end + 1
+            continue
+        if c == 123 or c == 91:
+            if depth >= _MAX_DEPTH:
+                return None
+            closers.append(125 if c == 123 else 93)
+            depth += 1
+        elif c == 125 or c == 93:
+            depth -= 1
+            if c != closers.pop():
+                return None
+            if depth == 0:
+                if _skip_ws(p, i + 1) != n:
+                    return None
+                break
+        elif c == 44 and depth == 1:
+            expect_key = True
+        i += 1
+    if depth != 0 or found > 1:
+        return None
+    if value is None:
+        return ""
+    try:
+        return p[value[0] : value[1]].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def pack_request(
     ctx: Any, status: int, error_type: str, error_message: str, path: bytes, target_url: str, headers: bytes,
     request_body: bytes, request_truncated: bool, response_body: bytes, response_truncated: bool,
