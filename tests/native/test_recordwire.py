@@ -327,7 +327,8 @@ def test_the_scan_answers_none_where_it_cannot_be_sure(twin) -> None:
 
 def test_the_requested_model_equals_the_parse_whatever_the_body() -> None:
     """enrich.requested_model parses where the scan can't be sure, so the row's model_requested is
-    the parse's for every body, valid JSON or not."""
+    the parse's for these bodies, valid JSON or not. The one documented difference: text that is not
+    JSON but whose strings and brackets close gives the model it names, where the parse gives none."""
     from fastgw.requestlog.enrich import requested_model
 
     bodies = [b'{"model":"a","model":"b"}', b'{"mod\\u0065l":"x"}', b'{"model":"gpt\\u002d4o"}',
@@ -335,3 +336,4 @@ def test_the_requested_model_equals_the_parse_whatever_the_body() -> None:
               b'{"messages":[],"model":"gpt-4o-mini","stream":true}', '{"model":"été"}', b' {"model":"x"}']
     for body in bodies:
         assert requested_model(body) == _parsed_model(body), body
+    assert requested_model(b'{"model":"m" "stream":tru}') == "m" and _parsed_model(b'{"model":"m" "stream":tru}') == ""
