@@ -161,7 +161,7 @@ cdef inline Py_ssize_t _skip_ws(const char* p, Py_ssize_t i, Py_ssize_t n) noexc
 
 cdef Py_ssize_t _string_end(const char* p, Py_ssize_t i, Py_ssize_t n, bint* escaped) noexcept nogil:
     """``p[i]`` opens a JSON string: the index of its closing quote, or -1 when the text ends first.
-    Sets ``escaped`` when a backslash occurs inside it."""
+    Sets ``escaped`` when a backslash occurs inside a closed string."""
     cdef const char* q
     cdef Py_ssize_t j = i + 1, k, b
     while True:
@@ -172,11 +172,10 @@ cdef Py_ssize_t _string_end(const char* p, Py_ssize_t i, Py_ssize_t n, bint* esc
         b = k - 1
         while b > i and p[b] == 92:
             b -= 1
-        if (k - 1 - b) % 2 == 0:
+        if (k - 1 - b) % 2 == 0:  # an even run of backslashes before it: the quote closes the string
             if memchr(p + i + 1, 92, <size_t>(k - i - 1)) != NULL:
                 escaped[0] = True
             return k
-        escaped[0] = True
         j = k + 1
 
 

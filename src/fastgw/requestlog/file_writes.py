@@ -26,6 +26,6 @@ def write_all(write: Callable[[memoryview], int | None], data: bytes, where: str
     view = memoryview(data)
     while view:
         written = write(view[:WRITE_MAX])
-        if not written or written <= 0:
+        if not written:  # 0, or None from a non-blocking file
             raise OSError(errno.ENOSPC, f"short write to {where}")
         view = view[written:]

@@ -81,17 +81,15 @@ def _string_end(p: bytes, i: int) -> tuple[int, bool]:
     """``p[i]`` opens a JSON string: the index of its closing quote (-1: the text ends first), and
     whether a backslash occurs inside it."""
     j = i + 1
-    escaped = False
     while True:
         k = p.find(b'"', j)
         if k < 0:
-            return -1, escaped
+            return -1, False
         b = k - 1
         while b > i and p[b] == 92:
             b -= 1
-        if (k - 1 - b) % 2 == 0:
-            return k, escaped or p.find(b"\\", i + 1, k) >= 0
-        escaped = True
+        if (k - 1 - b) % 2 == 0:  # an even run of backslashes before it: the quote closes the string
+            return k, p.find(b"\\", i + 1, k) >= 0
         j = k + 1
 
 
@@ -112,8 +110,8 @@ def top_level_model(body: bytes | str) -> str | None:
     n = len(p)
     if n == 0 or p[0] != 123:
         return ""
-    closers = [125]
-    i, depth, found, expect_key = 1, 1, 0, True
+    closers = [125]  # what closes each open bracket; its length is the depth
+    i, found, expect_key = 1, 0, True
     value: tuple[int, int] | None = None
     while i < n:
         c = p[i]
@@ -121,7 +119,7 @@ def top_level_model(body: bytes | str) -> str | None:
             end, escaped = _string_end(p, i)
             if end < 0:
                 return None
-            if depth == 1 and expect_key:
+            if len(closers) == 1 and expect_key:
                 expect_key = False
                 if escaped:
                     return None
@@ -144,22 +142,20 @@ def top_level_model(body: bytes | str) -> str | None:
             i = end + 1
             continue
         if c == 123 or c == 91:
-            if depth >= _MAX_DEPTH:
+            if len(closers) >= _MAX_DEPTH:
                 return None
             closers.append(125 if c == 123 else 93)
-            depth += 1
         elif c == 125 or c == 93:
-            depth -= 1
             if c != closers.pop():
                 return None
-            if depth == 0:
+            if not closers:
                 if _skip_ws(p, i + 1) != n:
                     return None
                 break
-        elif c == 44 and depth == 1:
+        elif c == 44 and len(closers) == 1:
             expect_key = True
         i += 1
-    if depth != 0 or found > 1:
+    if closers or found > 1:
         return None
     if value is None:
         return ""

@@ -7,8 +7,8 @@ up to ``requests.<keep>.jsonl``; older files are deleted, so disk use is bounded
 keep their ``kind``), UUIDs and datetimes as strings, naive datetimes marked UTC.
 
 Durability: a batch is written whole (in calls of at most ``file_writes.WRITE_MAX`` bytes) and
-then fsynced before ``write`` returns, so a batch the exporter saw succeed survives a power cut. A failed write is cut back off the file, so a retried
-batch never lands after a half-written line. Delivery is still at least once (a batch re-sent
+then fsynced before ``write`` returns, so a batch the exporter saw succeed survives a power cut.
+A failed write is cut back off the file, so a retried batch never lands after a half-written line. Delivery is still at least once (a batch re-sent
 after a crash appears twice): readers deduplicate on ``request_id``.
 """
 
