@@ -9,16 +9,20 @@ after the worker's ring would have filled (each "down" gateway is first loaded f
 checkout's code (built in place) with its sink down too, for an A/B of two versions in one run.
 
 Each repetition runs every gateway in turn (the order rotated): wrk -c64 for 4 s (the worker's
-CPU per request answered, at saturation), then 16 closed-loop connections for 2.5 s (P50, P99),
-then 32 connections at ``--rate`` requests a second, open loop, for 2.5 s (P50, P99): a load the
+CPU per request answered, at saturation), then one closed-loop connection for 2.5 s and 16 for
+2.5 s (P50, P99), then 32 connections at ``--rate`` requests a second, open loop, for 2.5 s (P50, P99): a load the
 worker carries, where a stall of the client or the provider on core 1 shows in the P99.
 The provider stand-in is nginx replaying the mock's answer (bench_logging.py's), on core 1 with
-the clients and the exporters; the gateways' workers on core 0. Medians are printed at the end.
+the clients and the exporters; the gateways' workers on core 0. Medians are printed at the end,
+and for each latency figure a sign test of the repetitions: in how many of them the sink down
+was slower than the sink up, and how likely at least that lopsided a split would be if neither
+were slower (two-sided), which is what "no difference beyond noise" can be held to here.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +32,16 @@ import bench_logging as bl  # noqa: E402
 import run_bench as rb  # noqa: E402
 
 FILL_S, WRK_S, LAT_S = 15, 4, 2.5
+
+
+def sign_test(a: list[float], b: list[float]) -> tuple[int, int, float]:
+    """Pairs (same repetition) where b > a, pairs that differ, and the two-sided binomial p-value of
+    a split at least that uneven when either is as likely to be the slower."""
+    diffs = [y - x for x, y in zip(a, b) if y != x]
+    n, k = len(diffs), sum(1 for d in diffs if d > 0)
+    tail = min(k, n - k)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2**n) if n else 1.0
+    return k, n, p
 
 
 def main() -> int:
@@ -54,18 +68,22 @@ def main() -> int:
             if name != "on":
                 bl.log(f"fill {name}: {bl.saturate(gws[name].url(), FILL_S, name)} requests in {FILL_S} s")
         res: dict[str, dict[str, list[float]]] = {
-            k: {"cpu": [], "rps": [], "p50": [], "p99": [], "rate p50": [], "rate p99": []} for k in gws}
+            k: {"cpu": [], "rps": [], "1 p50": [], "1 p99": [], "p50": [], "p99": [], "rate p50": [], "rate p99": []}
+            for k in gws}
         for rep in range(args.reps):
             for name in rb.rotate(tuple(gws), rep):
                 g = gws[name]
                 w0 = rb.cpu_ticks([g.worker])
                 n = bl.saturate(g.url(), WRK_S, name)
                 cpu = (rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6
+                one = rb.run_loadgen(g.url(), "-c", "1", "-d", str(LAT_S), "--warmup", "0.3", *lg)
                 r = rb.run_loadgen(g.url(), "-c", "16", "-d", str(LAT_S), "--warmup", "0.3", *lg)
-                for key, v in (("cpu", cpu), ("rps", n / WRK_S), ("p50", r["latency_us"]["p50"]),
+                for key, v in (("cpu", cpu), ("rps", n / WRK_S), ("1 p50", one["latency_us"]["p50"]),
+                               ("1 p99", one["latency_us"]["p99"]), ("p50", r["latency_us"]["p50"]),
                                ("p99", r["latency_us"]["p99"])):
                     res[name][key].append(v)
                 line = (f"rep{rep} {name:9s} worker {cpu:6.1f} µs/req {n / WRK_S:7.0f} req/s; "
+                        f"1 conn p50 {one['latency_us']['p50']:6.1f} p99 {one['latency_us']['p99']:6.1f} µs; "
                         f"16 conn p50 {r['latency_us']['p50']:7.1f} p99 {r['latency_us']['p99']:7.1f} µs")
                 if args.rate:
                     o = rb.run_loadgen(g.url(), "-c", "32", "--rate", str(args.rate), "-d", str(LAT_S), "--warmup", "0.3", *lg)
@@ -81,15 +99,21 @@ def main() -> int:
                 print(f"{'this' if sub == 'this' else 'old'} code, sink down: {len(spill)} spill segments (the worker's), "
                       f"{len(parked)} parked files (the exporter's), {size:.0f} MiB")
         rate = f" p50 @{args.rate}/s (ms) | p99 @{args.rate}/s (ms) |" if args.rate else ""
-        print("| gateway | worker µs/request | req/s | p50 @16 conn (ms) | p99 @16 conn (ms) |" + rate)
-        print("|---|---:|---:|---:|---:|" + ("---:|---:|" if args.rate else ""))
+        print("| gateway | worker µs/request | req/s | p50 @1 conn (ms) | p99 @1 conn (ms) | p50 @16 conn (ms) "
+              "| p99 @16 conn (ms) |" + rate)
+        print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.rate else ""))
         for name, v in res.items():
             med = {k: statistics.median(x) if x else 0.0 for k, x in v.items()}
-            print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |"
+            print(f"| {name} | {med['cpu']:.1f} | {med['rps']:.0f} | {med['1 p50'] / 1000:.3f} | {med['1 p99'] / 1000:.3f} "
+                  f"| {med['p50'] / 1000:.3f} | {med['p99'] / 1000:.3f} |"
                   + (f" {med['rate p50'] / 1000:.3f} | {med['rate p99'] / 1000:.3f} |" if args.rate else ""))
-        for key in ("cpu", "p99", *(("rate p99",) if args.rate else ())):
+        keys = ("cpu", "1 p99", "p99", *(("rate p99",) if args.rate else ()))
+        for key in keys:
             print(f"per repetition, {key}: " + "; ".join(f"{name} " + " ".join(f"{x:.0f}" for x in v[key])
                                                        for name, v in res.items()))
+        for key in keys[1:]:
+            k, n, p = sign_test(res["on"][key], res["down"][key])
+            print(f"sign test, {key}: down slower than on in {k} of {n} repetitions (p = {p:.2f})")
     return 0
 
 
