@@ -189,6 +189,40 @@ def test_full_ring_spills_to_disk_and_is_replayed(start_gateway, mock: MockUpstr
     assert not list((gw.log_dir / "spill").rglob("spill-*.wal")), "replayed segments are deleted"
 
 
+BIG = [  # (path, body): answers the mock makes larger than the body cap below
+    ("/v1/chat/completions", b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'),
+    ("/v1/chat/completions",
+     b'{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}'),
+    ("/anthropic/v1/messages", b'{"model":"claude-sonnet-4-6","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}'),
+    ("/anthropic/v1/messages",
+     b'{"model":"claude-sonnet-4-6","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}'),
+    ("/gemini/v1beta/models/gemini-2.5-flash:generateContent", b'{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}'),
+    ("/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+     b'{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}'),
+]
+
+
+def test_answers_longer_than_the_body_cap_keep_their_usage(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Usage sits at the end of every provider's answer, so a capped body keeps its tail. A review
+    found an answer that arrived whole (JSON, or a stream read in one piece) capped to its head
+    alone, and a stream whose end came in the chunk that filled the head's half cut there: the
+    rows had counted tokens, or none, and the wrong cost."""
+    data = tmp_path / "ch"
+    cfg = chdb_config(mock, data, body_max_bytes="4KiB")
+    cfg["providers"]["gemini"] = {"base_url": mock.url, "format": "gemini"}
+    gw = start_gateway(cfg)
+    for path, body in BIG:
+        reply = _post(gw, path, body, extra="x-mock-chunk-bytes: 3000\r\n")
+        assert reply.status == 200 and len(reply.body) > 4096, (path, reply.status, len(reply.body))
+    assert gw.stop() == 0, gw.log()
+    rows = query(data, "SELECT path, usage_source, prompt_tokens, completion_tokens, cost_nanousd, response_truncated, "
+                       "length(response_body) FROM fastgw.requests FINAL")
+    assert len(rows) == len(BIG)
+    for path, source, prompt, completion, cost, truncated, stored in rows:
+        assert source == "provider" and prompt > 0 and completion == 5, (path, source, prompt, completion)
+        assert cost is not None and cost > 0 and truncated and stored == 4096, (path, cost, truncated, stored)
+
+
 def _post(gw: GatewayProcess, path: str, body: bytes, extra: str = "") -> Any:
     with connect(gw.port) as s:
         s.sendall(chat_request(body, path=path, extra=extra))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from fastgw.app import context_from_raw
-from fastgw.requestlog.record import BodyCapture, decode_record, encode_record, redacted_lines
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastgw.requestlog.record import BodyCapture, capped, decode_record, encode_record, redacted_lines
 
 SECRETS = [b"AZ-SECRET", b"cookie-secret", b"GOOG-SECRET", b"sk-bearer-secret", b"sk-ant-secret", b"AMZ-SECRET"]
 
@@ -37,6 +40,30 @@ def test_body_capture_keeps_head_and_tail() -> None:
     small = BodyCapture(100)
     small.add(b"abc")
     assert small.value() == (b"abc", False)
+
+
+def test_body_capture_keeps_the_end_that_arrives_in_the_chunk_that_fills_the_head() -> None:
+    # A reviewer's case: the second chunk both filled the head and ended the body, and the end
+    # (where a stream's usage is) was cut away with the head's overflow.
+    cap = BodyCapture(100)
+    cap.add(b"x" * 10)
+    cap.add(b"y" * 95 + b"USAGE")
+    value, truncated = cap.value()
+    assert truncated and len(value) == 100 and value.endswith(b"USAGE")
+
+
+@given(st.lists(st.binary(max_size=70), max_size=12), st.integers(min_value=0, max_value=160))
+def test_body_capture_equals_capping_the_whole_body(chunks: list[bytes], limit: int) -> None:
+    cap = BodyCapture(limit)
+    for chunk in chunks:
+        cap.add(chunk)
+    assert cap.value() == capped(b"".join(chunks), limit)
+
+
+def test_capped_keeps_nothing_past_a_limit_under_two() -> None:
+    assert capped(b"abcdef", 1) == (b"", True)
+    assert capped(b"abcdef", 0) == (b"", True)
+    assert capped(b"abcdef", 4) == (b"abef", True)
 
 
 def test_the_fast_redaction_check_covers_every_credential_name() -> None:

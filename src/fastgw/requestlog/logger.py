@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.errors import GatewayError
-from fastgw.requestlog.record import BodyCapture, encode_record, pack_record, redact_headers
+from fastgw.requestlog.record import BodyCapture, capped, encode_record, pack_record, redact_headers
 
 if TYPE_CHECKING:
     from fastgw.config import LoggingConfig
@@ -59,8 +59,8 @@ class RequestLogger:
         try:
             if isinstance(body, BodyCapture):
                 response_body, truncated = body.value()
-            else:
-                response_body, truncated = body[: self.body_limit], len(body) > self.body_limit
+            else:  # a whole body, streamed or not: its head and its tail, where usage is
+                response_body, truncated = capped(body, self.body_limit)
             # Positional: pack_record is compiled, and parsing twelve keywords cost it 0.45 µs a call.
             self.buffer.push(pack_record(
                 ctx, status, (error.code, error.message) if error is not None else None, response_body, truncated,

@@ -149,8 +149,12 @@ def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 class BodyCapture:
     """A copy of a streamed body within a byte budget: its first half and its last half.
 
-    Appending is O(1) and copies nothing: chunks are kept by reference, and the tail drops whole
-    chunks from its front once it holds more than half the budget.
+    Appending is O(1) and copies nothing: chunks are kept by reference. The head takes whole
+    chunks until it holds half the budget, so its last chunk may run past the half; the tail
+    takes every chunk after that and drops whole chunks from its front while it would still hold
+    half the budget without them. The last half of the body is then the tail's bytes, led by the
+    end of the head's when the tail holds less than half (one large chunk, a short stream after
+    it): usage sits at the end of every provider's stream, so that end must never be lost.
     """
 
     __slots__ = ("limit", "head", "head_bytes", "tail", "tail_bytes", "total")
@@ -172,17 +176,18 @@ class BodyCapture:
             return
         self.tail.append(chunk)
         self.tail_bytes += len(chunk)
-        while self.tail_bytes - len(self.tail[0]) >= half:
+        while self.tail and self.tail_bytes - len(self.tail[0]) >= half:  # empty when half is 0
             self.tail_bytes -= len(self.tail.popleft())
 
     def value(self) -> tuple[bytes, bool]:
-        """The captured bytes, and whether anything in the middle (or at the end) was left out."""
+        """The captured bytes, and whether anything in the middle was left out."""
+        head = b"".join(self.head)
         if self.total <= self.limit:
-            return b"".join(self.head) + b"".join(self.tail), False
-        half = self.limit // 2
-        head = b"".join(self.head)[:half]
-        tail = b"".join(self.tail)[-half:]
-        return head + tail, True
+            return head + b"".join(self.tail), False
+        if self.tail_bytes >= self.limit // 2:
+            return capped_parts(head, b"".join(self.tail), self.limit), True
+        # The tail is short: the body's last half starts inside the head's chunks.
+        return capped(head + b"".join(self.tail), self.limit)
 
 
 def content_type_of(headers: bytes) -> str:
@@ -195,10 +200,17 @@ def is_event_stream(headers: bytes) -> bool:
 
 
 def capped(body: bytes, limit: int) -> tuple[bytes, bool]:
+    """``body`` within ``limit`` bytes: its first and last halves when it is longer, and whether it was."""
     if len(body) <= limit:
         return body, False
+    return capped_parts(body, body, limit), True
+
+
+def capped_parts(first: bytes, last: bytes, limit: int) -> bytes:
+    """The first half of ``limit`` from ``first`` and the last half from ``last``. Slicing from
+    ``len - half`` rather than ``-half``: with a limit under 2, ``last[-0:]`` is all of it."""
     half = limit // 2
-    return body[:half] + body[-half:], True
+    return first[:half] + last[max(len(last) - half, 0):]
 
 
 def pack_record(
