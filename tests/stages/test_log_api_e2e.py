@@ -19,17 +19,19 @@ from tests.helpers import GatewayProcess, chat_request, connect, gateway_config,
 LIMIT = 1000  # logging.body_max_bytes
 NOW = int(time.time())
 UINT32_MAX = 2**32 - 1
-SECRETS = (b"sk-QUERY1", b"sk-USERINFO1")
+SECRETS = (b"sk-QUERY1", b"sk-USERINFO1", b"sk-META1")
 
 
 def manual(url: str = "https://api.openai.com/v1/chat/completions", start: int = NOW, end: int | None = None,
-           status: int = 200, content: str = "hi", text: str | None = None) -> dict[str, Any]:
+           status: int = 200, content: str = "hi", text: str | None = None,
+           meta: dict[str, str] | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"status": status}
     if text is None:
         response["json"] = {"model": "gpt-4o-mini", "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
     else:
         response["textBody"] = text
-    return {"providerRequest": {"url": url, "json": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}},
+    return {"providerRequest": {"url": url, "json": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
+                                "meta": meta or {}},
             "providerResponse": response,
             "timing": {"startTime": {"seconds": start, "milliseconds": 0},
                        "endTime": {"seconds": start if end is None else end, "milliseconds": 100}}}
@@ -41,7 +43,7 @@ STORED = {
     "two_hours": manual(start=NOW - 7200, end=NOW),
     "credentials": manual(url="https://user:sk-USERINFO1@generativelanguage.googleapis.com/v1beta/models/"
                               "gemini-2.5-flash:generateContent?key=sk-QUERY1&alt=sse"),
-    "utf8_headers": manual(),
+    "utf8_headers": manual(meta={"X-Title": "Straße", "Authorization": "Bearer sk-META1"}),
 }
 REFUSED = {  # case: (body, the field the 400 names)
     "status_99999": (manual(status=99999), "providerResponse.status"),
@@ -87,10 +89,10 @@ def logged(mock: MockUpstreamThread, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         assert gw.stop() == 0, gw.log()
     rows = query(data, "SELECT toString(request_id), total_us, upstream_us, status, target_url, user_id, properties, "
-                       "session_name, request_body, response_body, request_truncated, response_truncated "
+                       "session_name, request_body, response_body, request_truncated, response_truncated, request_headers "
                        "FROM fastgw.requests FINAL")
     columns = ("total_us", "upstream_us", "status", "target_url", "user_id", "properties", "session_name",
-               "request_body", "response_body", "request_truncated", "response_truncated")
+               "request_body", "response_body", "request_truncated", "response_truncated", "request_headers")
     by_id = {row[0]: dict(zip(columns, row[1:])) for row in rows}
     rejected = gw.log_dir / "spill" / "rejected.jsonl"
     return {"answers": answers, "rows": {name: by_id.get(rid) for name, rid in ids.items()}, "log": gw.log(),
@@ -145,3 +147,22 @@ def test_credentials_in_the_url_are_redacted(logged: dict[str, Any]) -> None:
 def test_utf8_header_values_are_stored_as_text(logged: dict[str, Any], name: str) -> None:
     row = logged["rows"][name]
     assert (row["user_id"], row["properties"], row["session_name"]) == ("Jürgen", {"city": "München"}, "Überblick")
+
+
+def test_meta_header_values_are_stored_as_text(logged: dict[str, Any]) -> None:
+    """providerRequest.meta is JSON text: 'Straße' was stored as 'StraÃ\x9fe' (UTF-8 read as latin-1)."""
+    assert logged["rows"]["utf8_headers"]["request_headers"] == {"x-title": "Straße", "authorization": "[redacted]"}
+
+
+def test_the_configs_body_omission_applies_to_manual_logs(start_gateway, mock: MockUpstreamThread,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    """logging.omit_request_bodies / omit_response_bodies hold for a manual log as for a proxied
+    request (record.pack_record); the header alone used to decide."""
+    data = tmp_path / "ch"
+    gw = start_gateway(gateway_config(mock.url, logging={"sink": f"chdb://{data}", "omit_request_bodies": True,
+                                                         "omit_response_bodies": True}))
+    answer = _post(gw, "/custom/v1/log", orjson.dumps(manual(content="secret prompt", text="secret answer")))
+    assert answer.status == 200, answer.body
+    assert gw.stop() == 0, gw.log()
+    rows = query(data, "SELECT request_body, response_body FROM fastgw.requests FINAL")
+    assert rows == [("", "")]

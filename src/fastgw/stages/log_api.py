@@ -24,7 +24,7 @@ from fastgw.context import RequestContext
 from fastgw.errors import BadRequest
 from fastgw.requestlog.enrich import saturated_us
 from fastgw.requestlog.logger import RequestLogger
-from fastgw.requestlog.record import _redacted_target, capped, redact_headers
+from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, _redacted_target, capped
 from fastgw.stages.base import Handler, Response
 
 _JSON = b"content-type: application/json\r\n"
@@ -110,6 +110,17 @@ def _redacted_url(url: str, parts: SplitResult) -> str:
     return _redacted_target(url.encode()).decode()
 
 
+def _meta_headers(meta: dict[str, Any]) -> dict[str, str]:
+    """``providerRequest.meta`` as the row's request_headers: names lower-cased and credentials
+    redacted as ``record.redact_headers`` does, values kept as the text they are (JSON text, not
+    bytes off the wire to decode as latin-1)."""
+    out = {}
+    for name, value in meta.items():
+        key = name.lower()
+        out[key] = REDACTED if key in CREDENTIAL_HEADERS else str(value)
+    return out
+
+
 class LogAPI:
     def __init__(self, next: Handler, logger: RequestLogger) -> None:
         self.next = next
@@ -192,9 +203,10 @@ class LogAPI:
             "request_body": request_body.decode("utf-8", "replace"), "request_truncated": request_truncated,
             "response_body": response_body.decode("utf-8", "replace"), "response_truncated": response_truncated,
             "response_content_type": "text/event-stream" if response_body.startswith((b"data:", b"event:")) else "application/json",
-            "request_headers": redact_headers([(str(k).encode(), str(v).encode()) for k, v in meta.items()]),
-            "omit_request": (h.omit_request or "").lower() == "true",
-            "omit_response": (h.omit_response or "").lower() == "true",
+            "request_headers": _meta_headers(meta),
+            # As a proxied request's (record.pack_record): the config's omission, or the header's.
+            "omit_request": self.logger.omit_request or (h.omit_request or "").lower() == "true",
+            "omit_response": self.logger.omit_response or (h.omit_response or "").lower() == "true",
             "worker": self.logger.worker,
             **({"key_id": ctx.principal.key_id} if ctx.principal is not None else {}),
         })
