@@ -6,7 +6,10 @@
 - ``POST /v1/request/{id}/feedback`` with ``{"rating": bool}`` and ``POST /v1/request/{id}/score``
   with ``{"scores": {name: int | bool}}`` store against an earlier request.
 
-Bad bodies get a 400 that names the field. The stage exists only when logging is on.
+Bad bodies get a 400 that names the field, and a 200 means the row will be stored: a value its
+columns can't hold is refused (a status, a time), except a duration, which saturates. A manual log
+is capped, redacted and omitted as a proxied request's record is. The stage exists only when
+logging is on.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def _redacted_url(url: str, parts: SplitResult) -> str:
     request's target URL never holds (stages/route.py refuses it)."""
     if "@" in parts.netloc:
         url = url.replace(parts.netloc, "[redacted]@" + parts.netloc.rpartition("@")[2], 1)
-    return _redacted_target(url.encode()).decode()
+    return _redacted_target(url.encode()).decode("utf-8", "replace")
 
 
 def _meta_headers(meta: dict[str, Any]) -> dict[str, str]:
