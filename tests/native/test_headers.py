@@ -178,9 +178,30 @@ def test_all_helicone_fields_at_once(twin):
 
 
 def test_helicone_values_are_latin1(twin):
+    """A value that is not UTF-8 is latin-1, whatever the field."""
     p = parse(twin, [(b"Helicone-User-Id", b"caf\xe9 \xff"), (b"Helicone-Property-Caf", b"\xe9t\xe9")])
     assert p.helicone.user_id == "café ÿ"
     assert p.helicone.properties == {"caf": "été"}
+
+
+TEXT_ATTRS = ("user_id", "session_id", "session_path", "session_name")
+
+
+def test_free_text_values_are_utf8_when_valid(twin):
+    """The values the log stores as text (user id, session fields, properties) decode as UTF-8 when
+    they are valid UTF-8: 'München' sent as UTF-8 is not stored as 'MÃ¼nchen'. The controls stay
+    latin-1, and a value that only looks like UTF-8 (an encoded surrogate, a cut sequence) too."""
+    utf8 = "München 東京 😀".encode()
+    raw = [(HELICONE_HEADER_OF[a].encode(), utf8) for a in TEXT_ATTRS]
+    raw += [(b"Helicone-Property-City", b" " + utf8 + b" "), (b"Helicone-Property-Cut", utf8[:-1]),
+            (b"Helicone-Property-Surrogate", b"\xed\xa0\x80"), (b"Helicone-Cache-Seed", utf8),
+            (b"Helicone-Foo", utf8)]
+    p = parse(twin, raw)
+    assert {a: getattr(p.helicone, a) for a in TEXT_ATTRS} == dict.fromkeys(TEXT_ATTRS, "München 東京 😀")
+    assert p.helicone.properties == {"city": "München 東京 😀", "cut": utf8[:-1].decode("latin-1"),
+                                     "surrogate": "\xed\xa0\x80"}
+    assert p.helicone.cache_seed == utf8.decode("latin-1")
+    assert p.helicone.extra == {"helicone-foo": utf8.decode("latin-1")}
 
 
 def test_helicone_properties(twin):
@@ -514,6 +535,8 @@ valid_value = padded(st.one_of(
     connection_value,
     st.integers(0, 2**64).map(lambda i: str(i).encode()),
     st.binary(max_size=16).map(lambda b: bytes(c for c in b if c not in VALUE_CTL)),
+    # Text as UTF-8, lone surrogates included (surrogatepass: bytes that look like UTF-8 but aren't).
+    st.text(max_size=8).map(lambda t: bytes(c for c in t.encode("utf-8", "surrogatepass") if c not in VALUE_CTL)),
 ))
 any_value = st.one_of(valid_value, st.binary(max_size=16))
 

@@ -166,3 +166,34 @@ def test_row_of_the_ring_bytes_is_the_row_of_the_decoded_record() -> None:
         assert "response_bytes" not in row
     assert (one.counted, one.unpriced) == (other.counted, other.unpriced)
     assert one.row(decode_record(datas[10]))["model_served"] == "gpt-4o-mini"  # the nested case, as said
+
+
+def test_timings_past_the_uint32_columns_saturate_and_the_row_is_kept() -> None:
+    """A stream of two hours is over the 71 min 35 s a UInt32 of microseconds holds: its timings
+    saturate at the column's maximum (a negative one becomes 0) rather than the sink refusing the
+    row, for a packed record and for a JSON one alike. The sink's encoder takes the rows."""
+    import time
+
+    from fastgw.app import context_from_raw
+    from fastgw.config import ProviderConfig
+    from fastgw.providers.table import Provider
+    from fastgw.requestlog.record import encode_record, pack_record
+    from fastgw.requestlog.sinks.clickhouse import encode_native
+
+    two_hours_ns = 7200 * 10**9
+    MAX_US = 2**32 - 1  # UInt32's maximum
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], raw()["request_body"].encode(),
+                           time.perf_counter_ns() - two_hours_ns)
+    ctx.provider = Provider.from_config("openai", ProviderConfig(base_url="https://o.test", format="openai"))
+    ctx.upstream_path = b"/v1/chat/completions"
+    ctx.upstream_ns = two_hours_ns
+    packed = pack_record(ctx, 200, None, b"data: [DONE]\n\n", False, "text/event-stream", ctx.t_start + 250_000_000,
+                         False, 1000, False, False, 1)
+    json_record = encode_record({k: v for k, v in raw().items() if not k.endswith("_body")}
+                                | {"total_us": 7_200_000_000, "upstream_us": 2**40, "ttfb_us": 5, "gateway_us": -3})
+    enricher = Enricher(PriceTable.load())
+    rows = [enricher.row_of(packed), enricher.row_of(json_record)]
+    assert [rows[0][k] for k in ("total_us", "ttfb_us", "upstream_us")] == [MAX_US, 250_000, MAX_US]
+    assert rows[0]["gateway_us"] == 0  # first byte before the upstream's time ended: negative, kept as 0
+    assert [rows[1][k] for k in ("total_us", "ttfb_us", "upstream_us", "gateway_us")] == [MAX_US, 5, MAX_US, 0]
+    encode_native(rows)  # raised "column 'total_us', row 0: ... is out of range" before

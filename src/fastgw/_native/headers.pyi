@@ -9,7 +9,9 @@ class HeaderError(ValueError):
     """A header name or value that HTTP forbids, or a malformed framing header. Maps to 400."""
 
 class HeliconeHeaders:
-    """The ``Helicone-*`` request headers, decoded as latin-1 strings.
+    """The ``Helicone-*`` request headers as strings. The free-text values (``user_id``, the
+    session fields, the properties: what the log stores as text) are decoded as UTF-8 when they
+    are valid UTF-8, else as latin-1; every other value is latin-1, as it came off the wire.
 
     Every Optional attribute is None when the header is absent. A header repeated is the last value.
     """

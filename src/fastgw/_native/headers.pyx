@@ -17,7 +17,7 @@ from cpython.bytes cimport (
     PyBytes_GET_SIZE,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from fastgw._native.errors import HeaderError
@@ -303,6 +303,20 @@ cdef inline bytes _stripped(bytes value, const unsigned char* vp, Py_ssize_t vs,
     return PyBytes_FromStringAndSize(<const char*>vp + vs, ve - vs)
 
 
+cdef str _text(const unsigned char* v, Py_ssize_t n, str latin1):
+    """The free-text value v[:n] (a property, the user id, a session field): UTF-8 when it holds a
+    byte over 0x7F and is valid UTF-8, else ``latin1``, its latin-1 decoding (ASCII, the common
+    case, costs only the scan)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if v[i] >= 0x80:
+            try:
+                return PyUnicode_DecodeUTF8(<const char*>v, n, NULL)
+            except UnicodeDecodeError:
+                return latin1
+    return latin1
+
+
 cdef int _set_helicone(
     HeliconeHeaders h, const unsigned char* name, Py_ssize_t n, const unsigned char* v, Py_ssize_t vn
 ) except -1:
@@ -316,7 +330,7 @@ cdef int _set_helicone(
             return 0
     elif sn == 7:
         if _is(s, b"user-id", 7):
-            h.user_id = value
+            h.user_id = _text(v, vn, value)
             return 0
     elif sn == 9:
         if _is(s, b"retry-num", 9):
@@ -333,7 +347,7 @@ cdef int _set_helicone(
             h.target_url = value
             return 0
         if _is(s, b"session-id", 10):
-            h.session_id = value
+            h.session_id = _text(v, vn, value)
             return 0
         if _is(s, b"cache-save", 10):
             h.cache_save = value
@@ -346,10 +360,10 @@ cdef int _set_helicone(
             return 0
     elif sn == 12:
         if _is(s, b"session-path", 12):
-            h.session_path = value
+            h.session_path = _text(v, vn, value)
             return 0
         if _is(s, b"session-name", 12):
-            h.session_name = value
+            h.session_name = _text(v, vn, value)
             return 0
         if _is(s, b"omit-request", 12):
             h.omit_request = value
@@ -386,7 +400,7 @@ cdef int _set_helicone(
             h.cache_bucket_max_size = value
             return 0
     if sn > 9 and _is(s, b"property-", 9):
-        h.properties[PyUnicode_DecodeLatin1(<const char*>s + 9, sn - 9, NULL)] = value
+        h.properties[PyUnicode_DecodeLatin1(<const char*>s + 9, sn - 9, NULL)] = _text(v, vn, value)
     else:
         h.extra[PyUnicode_DecodeLatin1(<const char*>name, n, NULL)] = value
     return 0

@@ -96,6 +96,19 @@ RECORD_ONLY = ("created_at_ms", "format", "response_content_type", "hidden_usage
                "omit_response", "client_left", "usage_injected")
 
 
+# A row's timings are UInt32 microseconds (schema.REQUESTS): 71 min 35 s at most. A longer request
+# (a stream that ran for hours, a long call logged by hand) keeps its row, each timing saturated at
+# the column's maximum, where the sink would refuse the whole row; a negative one (a clock step)
+# becomes 0 for the same reason.
+TIMINGS_US = ("total_us", "ttfb_us", "upstream_us", "gateway_us")
+MAX_US = 2**32 - 1
+
+
+def saturated_us(us: int) -> int:
+    """A duration in microseconds as a row's UInt32 column can hold it."""
+    return 0 if us < 0 else MAX_US if us > MAX_US else us
+
+
 class Enricher:
     def __init__(self, prices: PriceTable) -> None:
         self.prices = prices
@@ -152,6 +165,10 @@ class Enricher:
         for key in RECORD_ONLY:
             row.pop(key, None)
         row.pop("response_bytes", None)  # decode_for_row's, for the usage above
+        for key in TIMINGS_US:
+            us = row.get(key)
+            if us.__class__ is int and not 0 <= us <= MAX_US:
+                row[key] = saturated_us(us)
         row.update(
             kind="request",
             created_at=created_at,

@@ -6,7 +6,10 @@
 - ``POST /v1/request/{id}/feedback`` with ``{"rating": bool}`` and ``POST /v1/request/{id}/score``
   with ``{"scores": {name: int | bool}}`` store against an earlier request.
 
-Bad bodies get a 400 that names the field. The stage exists only when logging is on.
+Bad bodies get a 400 that names the field, and a 200 means the row will be stored: a value its
+columns can't hold is refused (a status, a time), except a duration, which saturates. A manual log
+is capped, redacted and omitted as a proxied request's record is. The stage exists only when
+logging is on.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
 from fastgw.context import RequestContext
 from fastgw.errors import BadRequest
+from fastgw.requestlog.enrich import saturated_us
 from fastgw.requestlog.logger import RequestLogger
-from fastgw.requestlog.record import redact_headers
+from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, _redacted_target, capped
 from fastgw.stages.base import Handler, Response
 
 _JSON = b"content-type: application/json\r\n"
@@ -63,10 +67,61 @@ def _json_body(ctx: RequestContext) -> dict[str, Any]:
     return data
 
 
+# A time the row's created_at (DateTime64(3), up to 2299-12-31) can hold, in ms since 1970.
+_MAX_MS = 10_413_792_000_000 - 1
+
+
 def _ms(stamp: Any, where: str) -> int:
     seconds = _field(stamp, "seconds", int, where)
     millis = _field(stamp, "milliseconds", int, where)
-    return seconds * 1000 + millis
+    ms = seconds * 1000 + millis
+    if not 0 <= ms <= _MAX_MS:
+        raise BadRequest(f"{where[:-1]} must be a time between 1970 and 2299", code="invalid_field")
+    return ms
+
+
+def _timing(timing: dict[str, Any]) -> tuple[int, int]:
+    """The start in ms since 1970 and the duration in µs, saturated at what the row's UInt32 columns
+    hold (71 min 35 s): a call of two hours is logged, not refused. An end before the start is."""
+    start = _ms(_field(timing, "startTime", dict, "timing."), "timing.startTime.")
+    end = _ms(_field(timing, "endTime", dict, "timing."), "timing.endTime.")
+    if end < start:
+        raise BadRequest("timing.endTime must not be before timing.startTime", code="invalid_field")
+    return start, saturated_us((end - start) * 1000)
+
+
+def _status(resp: dict[str, Any]) -> int:
+    status = _field(resp, "status", int, "providerResponse.")
+    if not 100 <= status <= 599:  # the row's column is UInt16; anything else is no HTTP status
+        raise BadRequest("providerResponse.status must be an HTTP status (100-599)", code="invalid_field")
+    return status
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # "http://[::1": an IPv6 host not closed, and the like
+        raise BadRequest("providerRequest.url must be a URL", code="invalid_field") from None
+
+
+def _redacted_url(url: str, parts: SplitResult) -> str:
+    """The URL as the log keeps it: credential query values redacted as a proxied request's are
+    (``record._redacted_target``), and user info (``user:password@``) replaced, which a proxied
+    request's target URL never holds (stages/route.py refuses it)."""
+    if "@" in parts.netloc:
+        url = url.replace(parts.netloc, "[redacted]@" + parts.netloc.rpartition("@")[2], 1)
+    return _redacted_target(url.encode()).decode("utf-8", "replace")
+
+
+def _meta_headers(meta: dict[str, Any]) -> dict[str, str]:
+    """``providerRequest.meta`` as the row's request_headers: names lower-cased and credentials
+    redacted as ``record.redact_headers`` does, values kept as the text they are (JSON text, not
+    bytes off the wire to decode as latin-1)."""
+    out = {}
+    for name, value in meta.items():
+        key = name.lower()
+        out[key] = REDACTED if key in CREDENTIAL_HEADERS else str(value)
+    return out
 
 
 class LogAPI:
@@ -123,32 +178,38 @@ class LogAPI:
         timing = _field(data, "timing", dict, "")
         url = _field(req, "url", str, "providerRequest.")
         request_json = _field(req, "json", dict, "providerRequest.")
-        status = _field(resp, "status", int, "providerResponse.")
+        status = _status(resp)
         if isinstance(resp.get("json"), (dict, list)):
-            response_body = orjson.dumps(resp["json"]).decode()
+            response = orjson.dumps(resp["json"])
         elif isinstance(resp.get("textBody"), str):
-            response_body = resp["textBody"]
+            response = resp["textBody"].encode()
         else:
             raise BadRequest("providerResponse.json must be an object (or providerResponse.textBody a string)",
                              code="invalid_field")
-        start = _ms(_field(timing, "startTime", dict, "timing."), "timing.startTime.")
-        end = _ms(_field(timing, "endTime", dict, "timing."), "timing.endTime.")
-        parts = urlsplit(url)
+        start, duration_us = _timing(timing)
+        parts = _split(url)
         provider = _PROVIDER_HOSTS.get(parts.hostname or "", "custom")
         meta = req.get("meta") if isinstance(req.get("meta"), dict) else {}
+        # Capped as a proxied request's bodies are (record.capped): head and tail, and a flag. A cut
+        # inside a character decodes to U+FFFD, as a proxied body's does in the exporter.
+        request_body, request_truncated = capped(orjson.dumps(request_json), self.logger.body_limit)
+        response_body, response_truncated = capped(response, self.logger.body_limit)
         h = ctx.headers.helicone
         self.logger.log_event({
             "kind": "request", "request_id": ctx.request_id, "created_at_ms": start,
-            "total_us": max(0, end - start) * 1000, "upstream_us": max(0, end - start) * 1000,
+            "total_us": duration_us, "upstream_us": duration_us,
             "method": "POST", "path": parts.path or "/", "provider": provider,
             "format": "anthropic" if provider == "anthropic" else "gemini" if provider == "gemini" else "openai",
-            "target_url": url, "status": status, "user_id": h.user_id or "", "properties": h.properties,
+            "target_url": _redacted_url(url, parts), "status": status, "user_id": h.user_id or "",
+            "properties": h.properties,
             "session_id": h.session_id or "", "session_path": h.session_path or "", "session_name": h.session_name or "",
-            "request_body": orjson.dumps(request_json).decode(), "response_body": response_body,
-            "response_content_type": "text/event-stream" if response_body.startswith(("data:", "event:")) else "application/json",
-            "request_headers": redact_headers([(str(k).encode(), str(v).encode()) for k, v in meta.items()]),
-            "omit_request": (h.omit_request or "").lower() == "true",
-            "omit_response": (h.omit_response or "").lower() == "true",
+            "request_body": request_body.decode("utf-8", "replace"), "request_truncated": request_truncated,
+            "response_body": response_body.decode("utf-8", "replace"), "response_truncated": response_truncated,
+            "response_content_type": "text/event-stream" if response_body.startswith((b"data:", b"event:")) else "application/json",
+            "request_headers": _meta_headers(meta),
+            # As a proxied request's (record.pack_record): the config's omission, or the header's.
+            "omit_request": self.logger.omit_request or (h.omit_request or "").lower() == "true",
+            "omit_response": self.logger.omit_response or (h.omit_response or "").lower() == "true",
             "worker": self.logger.worker,
             **({"key_id": ctx.principal.key_id} if ctx.principal is not None else {}),
         })

@@ -12,6 +12,9 @@ Rules the contract leaves open, applied identically by both twins:
 * A repeated Host, Authorization, x-api-key, Content-Type, Expect or Transfer-Encoding header:
   the last one decides (``chunked`` looks at the last coding of the last Transfer-Encoding).
 * ``Helicone-Property-`` with nothing after the dash is not a property: it lands in ``extra``.
+* The free-text values (properties, user id, session id, path and name: what the log stores as
+  text) are decoded as UTF-8 when they are valid UTF-8, else as latin-1; every other Helicone
+  value is latin-1, as it came off the wire.
 * A Connection header's value is a comma-separated list of names; each is stripped of spaces and
   tabs and lower-cased, and the forwarded headers of that name are left out of ``forward``.
   Dropping only touches ``forward``: a listed Content-Type is still reported in ``content_type``.
@@ -93,10 +96,23 @@ _ACTIONS = {
 }
 _ACTIONS.update({_HELICONE + suffix.encode(): attr for suffix, attr in _HELICONE_FIELDS.items()})
 _ALWAYS_DROPPED = frozenset(name for name, action in _ACTIONS.items() if action != _CONTENT_TYPE)
+# The fields decoded by _text, with the properties.
+_TEXT_FIELDS = frozenset({"user_id", "session_id", "session_path", "session_name"})
+
+
+def _text(value):
+    """A free-text value: UTF-8 when it is valid UTF-8, else latin-1 (ASCII, the common case, is both)."""
+    if not value.isascii():
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return value.decode("latin-1")
 
 
 class HeliconeHeaders:
-    """The ``Helicone-*`` request headers, decoded as latin-1 strings (None when absent)."""
+    """The ``Helicone-*`` request headers as strings (None when absent): the free-text ones
+    (``_TEXT_FIELDS``, properties) UTF-8 when valid, the others latin-1."""
 
     # Absent fields read the class-level None: building one costs two dicts, not 24 stores.
     auth = request_id = target_url = user_id = None
@@ -223,13 +239,14 @@ def parse_headers(raw):
         if action is None:
             if lname[:9] == _HELICONE:
                 if lname[:18] == _PROPERTY and len(lname) > 18:
-                    helicone.properties[lname[18:].decode("latin-1")] = value.strip(ows).decode("latin-1")
+                    helicone.properties[lname[18:].decode("latin-1")] = _text(value.strip(ows))
                 else:
                     helicone.extra[lname.decode("latin-1")] = value.strip(ows).decode("latin-1")
             else:
                 parts += (lname, b": ", value.strip(ows), b"\r\n")
         elif action.__class__ is str:
-            setattr(helicone, action, value.strip(ows).decode("latin-1"))
+            value = value.strip(ows)
+            setattr(helicone, action, _text(value) if action in _TEXT_FIELDS else value.decode("latin-1"))
         elif action == _CONTENT_TYPE:
             content_type = value = value.strip(ows)
             parts += (lname, b": ", value, b"\r\n")
