@@ -260,6 +260,12 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
     assert resp.status == 400 and "rating" in resp.json()["error"]["message"]
     resp = _post(gw, f"/v1/request/{rid}/score", b'{"scores": {"x": "high"}}')
     assert resp.status == 400 and "scores.x" in resp.json()["error"]["message"]
+    # an id that is no UUID is this endpoint's 400, not a path forwarded to the provider
+    before = len(mock.mock.requests)
+    for bad_id in ("abc", "not-a-uuid-at-all", "0" * 36):
+        resp = _post(gw, f"/v1/request/{bad_id}/feedback", b'{"rating": true}')
+        assert resp.status == 400 and "UUID" in resp.json()["error"]["message"], (bad_id, resp.status)
+    assert len(mock.mock.requests) == before
     assert gw.stop() == 0, gw.log()
     row = query(data, f"SELECT provider, prompt_tokens, completion_tokens, cost_nanousd, total_us, properties, "
                       f"toUnixTimestamp64Milli(created_at), request_headers['authorization'] FROM fastgw.requests FINAL "

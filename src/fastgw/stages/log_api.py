@@ -31,7 +31,9 @@ from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, _redacted_tar
 from fastgw.stages.base import Handler, Response
 
 _JSON = b"content-type: application/json\r\n"
-_FEEDBACK = re.compile(rb"^/v1/request/([0-9a-fA-F-]{36})/(feedback|score)/?$")
+# Any id segment: a malformed one is this endpoint's 400, never a path forwarded to a provider
+# with the client's credential (a review found /v1/request/abc/feedback proxied to OpenAI).
+_FEEDBACK = re.compile(rb"^/v1/request/([^/?#]+)/(feedback|score)/?$")
 _PROVIDER_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic",
                    "generativelanguage.googleapis.com": "gemini"}
 
@@ -140,7 +142,7 @@ class LogAPI:
                 m = _FEEDBACK.match(ctx.target)
                 if m:
                     ctx.log_skip = True
-                    return self._answer(self._feedback, ctx, m.group(1).decode(), m.group(2).decode())
+                    return self._answer(self._feedback, ctx, m.group(1).decode("latin-1"), m.group(2).decode())
         return self.next(ctx)
 
     @staticmethod
