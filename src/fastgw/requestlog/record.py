@@ -24,6 +24,7 @@ import orjson
 
 from fastgw._native import recordwire
 from fastgw._native._pure.recordwire import header_lines
+from fastgw.redact import redact_query
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -49,18 +50,12 @@ _CREDENTIAL_LINE = re.compile(
 _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
 
 
-_QUERY_KEY = re.compile(rb"([?&](?:key|api[-_]key)=)[^&#]*", re.IGNORECASE)
-
-
 def _redact_query(target: bytes) -> str:
-    return _redacted_target(target).decode("latin-1")
+    return redact_query(target).decode("latin-1")
 
 
-def _redacted_target(target: bytes) -> bytes:
-    """A path with a key in its query (Gemini's ``?key=``) is logged with the key redacted."""
-    if b"?" in target:  # most paths have no query at all
-        target = _QUERY_KEY.sub(rb"\1[redacted]", target)
-    return target
+# A path with a credential in its query (Gemini's ``?key=``) is logged with it redacted.
+_redacted_target = redact_query
 
 
 def redacted_lines(ctx: RequestContext) -> bytes:
