@@ -30,6 +30,7 @@ from fastgw.errors import (
     BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
     as_gateway_error,
 )
+from fastgw.redact import redact_query
 from fastgw.requestlog.record import BodyCapture, content_type_of, is_event_stream
 from fastgw.server.flow_control import FlowControl
 from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
@@ -268,7 +269,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             err = as_gateway_error(exc)
             if not isinstance(exc, GatewayError):
-                log.exception("unexpected error answering %s", ex.url[:200])
+                log.exception("unexpected error answering %s", redact_query(ex.url)[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
             request_id = ctx.request_id if ctx is not None else new_request_id()
@@ -290,7 +291,7 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive = False
             outcome.client_left = True
         except Exception:
-            log.exception("unexpected error streaming %s", ex.url[:200])
+            log.exception("unexpected error streaming %s", redact_query(ex.url)[:200])
             keep_alive = False
         finally:
             response.close()

@@ -1,0 +1,68 @@
+"""Requests the gateway refuses or cuts short, end to end: real gateway processes, the jsonl sink,
+only the provider mocked.
+
+What each must leave behind: a row (a 408 as much as a 413), under the client's own
+Helicone-Request-Id when it sent a valid one, with no credential from the URL or a Helicone header
+in the row, the error message or the process log; and a request cut by the gateway's own shutdown
+must not pass for a client that left.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import orjson
+
+from fastgw.testing.mock_upstream import MockUpstreamThread
+from tests.helpers import GatewayProcess, chat_request, connect, gateway_config, read_responses, read_until_closed
+
+Start = Callable[..., GatewayProcess]
+
+
+def rows(gw: GatewayProcess) -> dict[str, dict[str, Any]]:
+    """The sink's rows by request id, once the gateway has stopped (which flushes them)."""
+    assert gw.stop() == 0, gw.log()
+    files = sorted((gw.log_dir / "sink").glob("requests*.jsonl"))
+    return {r["request_id"]: r for f in files for r in map(orjson.loads, f.read_bytes().splitlines())}
+
+
+def assert_no_secret_written(gw: GatewayProcess) -> None:
+    """Every file the gateway wrote (sink, spill, parked, rejected) and its process log."""
+    files = [f for f in gw.log_dir.rglob("*") if f.is_file()] + [gw.stderr_path]
+    leaks = [f for f in files if b"SECRET" in f.read_bytes()]
+    assert not leaks, leaks
+
+
+def ask(gw: GatewayProcess, data: bytes) -> Any:
+    with connect(gw.port) as s:
+        s.sendall(data)
+        (resp,) = read_responses(s, 1)
+    return resp
+
+
+def test_urls_in_error_messages_are_redacted(start_gateway: Start, mock: MockUpstreamThread) -> None:
+    gw = start_gateway(gateway_config(mock.url))
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    fallbacks = json.dumps([{"target-url": "https://u:sk-SECRET4@evil.test/?access_token=sk-SECRET5",
+                             "headers": {"Authorization": "Bearer sk-SECRET6"}}])
+    cases = [
+        ("/nosuchprovider/v1/x?key=sk-SECRET1&alt=sse", "", 404, "/nosuchprovider/v1/x?key=[redacted]&alt=sse"),
+        ("/v1/chat/completions", "Helicone-Target-Url: https://user:sk-SECRET2@api.example.com\r\n", 403,
+         "'https://[redacted]@api.example.com'"),
+        ("/v1/chat/completions", "Helicone-Target-Url: https://api.example.com/?key=sk-SECRET3\r\n", 403,
+         "'https://api.example.com/?key=[redacted]'"),
+        ("/v1/chat/completions", f"Helicone-Fallbacks: {fallbacks}\r\n", 403,
+         "'https://[redacted]@evil.test/?access_token=[redacted]'"),
+    ]
+    for rid, (path, extra, status, shown) in zip(ids, cases):
+        resp = ask(gw, chat_request(path=path, extra=f"Helicone-Request-Id: {rid}\r\n{extra}"))
+        message = resp.json()["error"]["message"]
+        assert resp.status == status and shown in message and "SECRET" not in message, message
+    logged = rows(gw)
+    assert [logged[rid]["status"] for rid in ids] == [404, 403, 403, 403]
+    assert_no_secret_written(gw)
