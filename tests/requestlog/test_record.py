@@ -66,3 +66,16 @@ def test_a_key_in_the_query_is_redacted_from_path_and_target_url() -> None:
     meta = decode_record(packed)
     assert meta["path"] == "/gemini/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse"
     assert meta["target_url"].endswith("/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse")
+
+
+def test_headers_of_a_request_without_context_lose_the_secrets_inside_helicone_values() -> None:
+    """A refused request's record keeps its raw headers: Helicone-Fallbacks carries each
+    fallback's Authorization, Helicone-Target-Url may carry a password or a ?key=."""
+    from fastgw.requestlog.record import redact_headers
+
+    fallbacks = b'[{"target-url": "https://a.test", "headers": {"Authorization": "Bearer sk-FALLBACK"}}]'
+    got = redact_headers([(b"Helicone-Fallbacks", fallbacks),
+                          (b"Helicone-Target-Url", b"https://u:sk-USERINFO@h.test/v1?key=sk-QUERY&x=1"),
+                          (b"Helicone-Request-Id", b"nope"), (b"Authorization", b"Bearer sk-AUTH")])
+    assert got == {"helicone-fallbacks": "[redacted]", "helicone-target-url": "https://[redacted]@h.test/v1?key=[redacted]&x=1",
+                   "helicone-request-id": "nope", "authorization": "[redacted]"}

@@ -66,3 +66,23 @@ def test_urls_in_error_messages_are_redacted(start_gateway: Start, mock: MockUps
     logged = rows(gw)
     assert [logged[rid]["status"] for rid in ids] == [404, 403, 403, 403]
     assert_no_secret_written(gw)
+
+
+def test_a_request_refused_before_a_context_is_logged_with_its_secrets_redacted(
+    start_gateway: Start, mock: MockUpstreamThread
+) -> None:
+    """An invalid Helicone-Request-Id is refused before the request has a context; its record is
+    made from the raw headers, so the Helicone headers that carry secrets inside are redacted."""
+    gw = start_gateway(gateway_config(mock.url))
+    fallbacks = json.dumps([{"target-url": mock.url, "headers": {"Authorization": "Bearer sk-SECRET1"}}])
+    resp = ask(gw, chat_request(
+        path="/v1/chat/completions?key=sk-SECRET2&access_token=sk-SECRET3&alt=sse",
+        extra=f"Helicone-Request-Id: not-a-uuid\r\nHelicone-Fallbacks: {fallbacks}\r\n"
+              "Helicone-Target-Url: https://u:sk-SECRET4@h.test/?token=sk-SECRET5\r\n",
+    ))
+    assert resp.status == 400
+    row = rows(gw)[resp.headers["helicone-id"]]
+    assert row["status"] == 400 and row["path"] == "/v1/chat/completions?key=[redacted]&access_token=[redacted]&alt=sse"
+    assert row["request_headers"]["helicone-fallbacks"] == "[redacted]"
+    assert row["request_headers"]["helicone-target-url"] == "https://[redacted]@h.test/?token=[redacted]"
+    assert_no_secret_written(gw)

@@ -24,7 +24,7 @@ import orjson
 
 from fastgw._native import recordwire
 from fastgw._native._pure.recordwire import header_lines
-from fastgw.redact import redact_query
+from fastgw.redact import redact_query, redact_url
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -134,10 +134,24 @@ def rejected_entry(raw: bytes, worker: int) -> dict[str, Any]:
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers as a request sent them, for a record made without a parsed request (a request
+    refused before it had a context, a manual log's ``meta``), credentials replaced.
+
+    A parsed request's record never holds the ``Helicone-*`` headers (they become columns, or
+    steer the gateway), so these are the only records where two of them can appear, and both can
+    carry a secret inside: Helicone-Fallbacks is JSON whose entries hold their own Authorization
+    headers, so its value goes whole; Helicone-Target-Url keeps its URL, less userinfo and
+    credential query values.
+    """
     out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
-        out[key] = REDACTED if key in CREDENTIAL_HEADERS else value.decode("latin-1")
+        if key in CREDENTIAL_HEADERS or key == "helicone-fallbacks":
+            out[key] = REDACTED
+        elif key == "helicone-target-url":
+            out[key] = redact_url(value.decode("latin-1"))
+        else:
+            out[key] = value.decode("latin-1")
     return out
 
 
