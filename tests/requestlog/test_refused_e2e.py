@@ -86,3 +86,27 @@ def test_a_request_refused_before_a_context_is_logged_with_its_secrets_redacted(
     assert row["request_headers"]["helicone-fallbacks"] == "[redacted]"
     assert row["request_headers"]["helicone-target-url"] == "https://[redacted]@h.test/?token=[redacted]"
     assert_no_secret_written(gw)
+
+
+def test_requests_refused_before_a_context_keep_the_clients_request_id(
+    start_gateway: Start, mock: MockUpstreamThread
+) -> None:
+    """413, 431 and a malformed header byte: the client's valid id on the response and the row."""
+    gw = start_gateway(gateway_config(mock.url, server={"max_body_size": "1KiB"}))
+    ids = {n: str(uuid.uuid4()) for n in (413, 431, 400)}
+    refused = {
+        413: chat_request(b'{"pad":"' + b"x" * 2000 + b'"}', extra=f"Helicone-Request-Id: {ids[413]}\r\n"),
+        431: chat_request(extra=f"Helicone-Request-Id: {ids[431]}\r\nX-Big: {'y' * 70000}\r\n"),
+        400: chat_request(path="/v1/chat/completions?apikey=sk-SECRET6",
+                          extra=f"Helicone-Request-Id: {ids[400]}\r\nX-Bad: a\x01b\r\n"),
+    }
+    for status, data in refused.items():
+        with connect(gw.port) as s:
+            s.sendall(data)
+            raw = read_until_closed(s)
+        assert raw.startswith(b"HTTP/1.1 %d " % status), raw[:200]
+        assert b"helicone-id: " + ids[status].encode() in raw, raw[:300]
+    logged = rows(gw)
+    assert {status: logged[rid]["status"] for status, rid in ids.items()} == {413: 413, 431: 431, 400: 400}
+    assert logged[ids[400]]["path"] == "/v1/chat/completions?apikey=[redacted]"
+    assert_no_secret_written(gw)

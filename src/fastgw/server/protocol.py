@@ -25,7 +25,7 @@ import httptools
 from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
 from fastgw.app import gateway_headers, sse_error_event
-from fastgw.context import RequestContext, new_request_id
+from fastgw.context import RequestContext, request_id_of_refused
 from fastgw.errors import (
     BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
     as_gateway_error,
@@ -272,7 +272,7 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("unexpected error answering %s", redact_query(ex.url)[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
-            request_id = ctx.request_id if ctx is not None else new_request_id()
+            request_id = ctx.request_id if ctx is not None else request_id_of_refused(ex.raw_headers)
             extra = gateway_headers(request_id, elapsed) + (ctx.extra_headers if ctx is not None else b"")
             self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
             if logger is not None:
@@ -413,9 +413,9 @@ class HttpProtocol(asyncio.Protocol):
     def _write_abort(self) -> None:
         err = self._abort
         assert err is not None
-        request_id = new_request_id()
-        self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
         ex = self.ex
+        request_id = request_id_of_refused(ex.raw_headers if ex is not None else [])
+        self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
         if self.state.logger is not None and ex is not None and ex.url:  # a request, if a cut-off one
             self.state.logger.log_rejected(ex.method, ex.url, ex.raw_headers, err, ex.t_start, request_id)
         self._close()
@@ -423,13 +423,15 @@ class HttpProtocol(asyncio.Protocol):
     def _on_header_timeout(self) -> None:
         if self.task is None and not self.queue:
             err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
-            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+            request_id = request_id_of_refused(self.ex.raw_headers if self.ex is not None else [])
+            self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
     def _on_body_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is not None:
             err = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
-            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+            request_id = request_id_of_refused(self.ex.raw_headers)
+            self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
     def _on_keepalive_timeout(self) -> None:
