@@ -110,3 +110,15 @@ def test_requests_refused_before_a_context_keep_the_clients_request_id(
     assert {status: logged[rid]["status"] for status, rid in ids.items()} == {413: 413, 431: 431, 400: 400}
     assert logged[ids[400]]["path"] == "/v1/chat/completions?apikey=[redacted]"
     assert_no_secret_written(gw)
+
+
+def test_a_body_timeout_is_logged_like_a_413(start_gateway: Start, mock: MockUpstreamThread) -> None:
+    gw = start_gateway(gateway_config(mock.url, server={"body_timeout": "300ms"}))
+    with connect(gw.port) as s:
+        s.sendall(chat_request(path="/v1/chat/completions?key=sk-SECRET1")[:-10])  # the body never ends
+        raw = read_until_closed(s)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    rid = raw.split(b"helicone-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    row = rows(gw)[rid]
+    assert (row["status"], row["error_type"], row["path"]) == (408, "request_timeout", "/v1/chat/completions?key=[redacted]")
+    assert_no_secret_written(gw)

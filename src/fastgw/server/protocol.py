@@ -429,10 +429,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _on_body_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is not None:
-            err = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
-            request_id = request_id_of_refused(self.ex.raw_headers)
-            self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
-            self._close()
+            # Its head is complete, so it is a request: logged like a 413 at the same stage.
+            self._abort = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
+            self._write_abort()
 
     def _on_keepalive_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is None:
