@@ -122,3 +122,29 @@ def test_a_body_timeout_is_logged_like_a_413(start_gateway: Start, mock: MockUps
     row = rows(gw)[rid]
     assert (row["status"], row["error_type"], row["path"]) == (408, "request_timeout", "/v1/chat/completions?key=[redacted]")
     assert_no_secret_written(gw)
+
+
+def test_requests_cut_by_shutdown_are_not_logged_as_clients_leaving(start_gateway: Start, mock: MockUpstreamThread) -> None:
+    gw = start_gateway(gateway_config(mock.url, server={"graceful_timeout": "300ms"}))
+    waiting, streaming = str(uuid.uuid4()), str(uuid.uuid4())
+    stream = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    requests = [
+        chat_request(extra=f"Helicone-Request-Id: {waiting}\r\nx-mock-latency-ms: 5000\r\n"),
+        chat_request(stream, extra=f"Helicone-Request-Id: {streaming}\r\nx-mock-chunks: 50\r\nx-mock-chunk-delay-ms: 200\r\n"),
+    ]
+    socks: list[socket.socket] = []
+    for data in requests:
+        s = connect(gw.port, timeout=10)
+        s.sendall(data)
+        socks.append(s)
+    time.sleep(0.5)  # the stream's head is out; the other still waits on the upstream
+    readers = [threading.Thread(target=read_until_closed, args=(s, 10)) for s in socks]
+    for t in readers:
+        t.start()
+    logged = rows(gw)  # SIGTERM: both outlive the grace period and are aborted by the gateway
+    for t in readers:
+        t.join()
+    for s in socks:
+        s.close()
+    assert (logged[waiting]["status"], logged[waiting]["error_type"]) == (503, "gateway_shutdown")
+    assert (logged[streaming]["status"], logged[streaming]["error_type"]) == (200, "gateway_shutdown")

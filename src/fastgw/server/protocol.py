@@ -27,8 +27,8 @@ from fastgw._native.errors import HeaderError
 from fastgw.app import gateway_headers, sse_error_event
 from fastgw.context import RequestContext, request_id_of_refused
 from fastgw.errors import (
-    BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
-    as_gateway_error,
+    BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, Overloaded,
+    RequestTimeout, as_gateway_error,
 )
 from fastgw.redact import redact_query
 from fastgw.requestlog.record import BodyCapture, content_type_of, is_event_stream
@@ -43,6 +43,9 @@ log = logging.getLogger("fastgw.server")
 
 MAX_PIPELINED = 16  # queued requests before we stop reading the socket
 CLIENT_LEFT = GatewayError("the client closed the connection before the response", code="client_disconnected")
+# A request cut short by our own shutdown (the grace period ran out): not the client's doing, so
+# not logged as CLIENT_LEFT. Nothing reaches the client; the status is for the log.
+GATEWAY_SHUTDOWN = Overloaded("the gateway shut down before the response was complete", code="gateway_shutdown")
 
 
 class _Abort(Exception):
@@ -104,6 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = False
         self._abort: GatewayError | None = None
         self.upgraded = False  # the client asked to switch protocols; we answer, then close
+        self.shut_down = False  # aborted by the server's shutdown: a cancelled answer is ours, not the client's
         # Per-request state (the request being parsed)
         self.ex: Exchange | None = None
         self.head_size = 0  # bytes of the head seen by the parser callbacks
@@ -263,8 +267,9 @@ class HttpProtocol(asyncio.Protocol):
             response = await self.state.gateway.handle(ctx)
         except asyncio.CancelledError:
             if logger is not None and ctx is not None:
-                logger.log_request(ctx, status=499, error=CLIENT_LEFT, body=b"", content_type="",
-                                   t_first_byte=0, client_left=True)
+                err = GATEWAY_SHUTDOWN if self.shut_down else CLIENT_LEFT
+                logger.log_request(ctx, status=err.status if self.shut_down else 499, error=err, body=b"",
+                                   content_type="", t_first_byte=0, client_left=not self.shut_down)
             return self._done(False)
         except Exception as exc:
             err = as_gateway_error(exc)
@@ -289,7 +294,10 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive = await self._send(ex, ctx, response, ex.keep_alive and not self.closing, outcome)
         except asyncio.CancelledError:
             keep_alive = False
-            outcome.client_left = True
+            if self.shut_down:
+                outcome.error = GATEWAY_SHUTDOWN
+            else:
+                outcome.client_left = True
         except Exception:
             log.exception("unexpected error streaming %s", redact_query(ex.url)[:200])
             keep_alive = False
@@ -480,6 +488,8 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
 
     def abort(self) -> None:
+        """The end of the grace period: the response in progress is cut, and logged as ours."""
+        self.shut_down = True
         if self.task is not None:
             self.task.cancel()
         if self.transport is not None:
