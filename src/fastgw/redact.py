@@ -7,8 +7,9 @@ redacted by name (``requestlog.record``); URLs carry secrets too, in two places:
   is a credential when its name (case-insensitive, percent-decoded) contains one of
   ``_NAME_PARTS``, or is one of ``_NAMES``. The rule is broad on purpose: redacting a harmless
   parameter loses a little of a log, missing a secret breaks the promise.
-- the userinfo: ``https://user:password@host``. Everything before the last ``@`` ahead of the
-  query is replaced, since a password may itself hold ``/`` or ``@``.
+- the userinfo: ``https://user:password@host``. Everything from after ``://`` to the last ``@``
+  ahead of the query is replaced, not just what a URL parser calls userinfo: a password may itself
+  hold ``/`` or ``@``, and a path with an ``@`` in it losing a part in a log or an error costs little.
 
 Each keeps the rest of the URL, which is what makes a log or an error useful. ``redact_query``
 runs on every logged path, so it does one substring test before any regex: most paths have no
