@@ -33,6 +33,22 @@ def request_id_for(client_value: str | None) -> str:
         raise InvalidHeader(f"Helicone-Request-Id must be a UUID, got {client_value[:64]!r}") from None
 
 
+def request_id_of_refused(raw_headers: list[tuple[bytes, bytes]]) -> str:
+    """The id of a request refused before it had a context (413, 431, 408, a bad header).
+
+    The client's Helicone-Request-Id when it is a valid UUID, as for any other request, so the
+    client can find the refusal in the log by the id it chose; a new id otherwise, never an error:
+    the request is being refused already. The last such header decides, as in ``parse_headers``.
+    """
+    for name, value in reversed(raw_headers):
+        if len(name) == 19 and name.lower() == b"helicone-request-id":
+            try:
+                return request_id_for(value.strip(b" \t").decode("latin-1"))
+            except InvalidHeader:
+                break
+    return new_request_id()
+
+
 class RequestContext:
     __slots__ = (
         "request_id", "method", "target", "http_version", "headers", "raw_headers", "body", "client",

@@ -75,21 +75,35 @@ def test_the_fast_redaction_check_covers_every_credential_name() -> None:
 
 
 def test_a_key_in_the_query_is_redacted_from_path_and_target_url() -> None:
-    """Gemini takes its key as ?key=: the logged path and target URL keep the query, not the key."""
+    """Gemini takes its key as ?key=, OAuth a token as ?access_token=: the logged path and target
+    URL keep the query, not the credentials."""
     import time
 
     from fastgw.config import ProviderConfig
     from fastgw.providers.table import Provider
     from fastgw.requestlog.record import pack_record
 
-    target = b"/gemini/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
+    target = b"/gemini/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse&Access_Token=TOK-SECRET"
     ctx = context_from_raw(b"POST", target, [(b"host", b"h")], b"{}", time.perf_counter_ns())
     ctx.provider = Provider.from_config("gemini", ProviderConfig(base_url="https://g.test", format="gemini"))
-    ctx.upstream_path = b"/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse"
+    ctx.upstream_path = b"/v1beta/models/g:streamGenerateContent?key=GOOG-SECRET&alt=sse&Access_Token=TOK-SECRET"
     packed = pack_record(ctx, status=200, error=None, response_body=b"", response_truncated=False,
                          response_content_type="", t_first_byte=0, client_left=False, body_limit=100,
                          omit_request=False, omit_response=False, worker=0)
-    assert b"GOOG-SECRET" not in packed
+    assert b"GOOG-SECRET" not in packed and b"TOK-SECRET" not in packed
     meta = decode_record(packed)
-    assert meta["path"] == "/gemini/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse"
-    assert meta["target_url"].endswith("/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse")
+    assert meta["path"] == "/gemini/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse&Access_Token=[redacted]"
+    assert meta["target_url"].endswith("/v1beta/models/g:streamGenerateContent?key=[redacted]&alt=sse&Access_Token=[redacted]")
+
+
+def test_headers_of_a_request_without_context_lose_the_secrets_inside_helicone_values() -> None:
+    """A refused request's record keeps its raw headers: Helicone-Fallbacks carries each
+    fallback's Authorization, Helicone-Target-Url may carry a password or a ?key=."""
+    from fastgw.requestlog.record import redact_headers
+
+    fallbacks = b'[{"target-url": "https://a.test", "headers": {"Authorization": "Bearer sk-FALLBACK"}}]'
+    got = redact_headers([(b"Helicone-Fallbacks", fallbacks),
+                          (b"Helicone-Target-Url", b"https://u:sk-USERINFO@h.test/v1?key=sk-QUERY&x=1"),
+                          (b"Helicone-Request-Id", b"nope"), (b"Authorization", b"Bearer sk-AUTH")])
+    assert got == {"helicone-fallbacks": "[redacted]", "helicone-target-url": "https://[redacted]@h.test/v1?key=[redacted]&x=1",
+                   "helicone-request-id": "nope", "authorization": "[redacted]"}

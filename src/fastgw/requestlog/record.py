@@ -24,6 +24,7 @@ import orjson
 
 from fastgw._native import recordwire
 from fastgw._native._pure.recordwire import header_lines
+from fastgw.redact import redact_query, redact_url
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -49,18 +50,12 @@ _CREDENTIAL_LINE = re.compile(
 _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
 
 
-_QUERY_KEY = re.compile(rb"([?&](?:key|api[-_]key)=)[^&#]*", re.IGNORECASE)
-
-
 def _redact_query(target: bytes) -> str:
-    return _redacted_target(target).decode("latin-1")
+    return redact_query(target).decode("latin-1")
 
 
-def _redacted_target(target: bytes) -> bytes:
-    """A path with a key in its query (Gemini's ``?key=``) is logged with the key redacted."""
-    if b"?" in target:  # most paths have no query at all
-        target = _QUERY_KEY.sub(rb"\1[redacted]", target)
-    return target
+# A path with a credential in its query (Gemini's ``?key=``) is logged with it redacted.
+_redacted_target = redact_query
 
 
 def redacted_lines(ctx: RequestContext) -> bytes:
@@ -139,10 +134,24 @@ def rejected_entry(raw: bytes, worker: int) -> dict[str, Any]:
 
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Headers as a request sent them, for a record made without a parsed request (a request
+    refused before it had a context, a manual log's ``meta``), credentials replaced.
+
+    A parsed request's record never holds the ``Helicone-*`` headers (they become columns, or
+    steer the gateway), so these are the only records where two of them can appear, and both can
+    carry a secret inside: Helicone-Fallbacks is JSON whose entries hold their own Authorization
+    headers, so its value goes whole; Helicone-Target-Url keeps its URL, less userinfo and
+    credential query values.
+    """
     out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
-        out[key] = REDACTED if key in CREDENTIAL_HEADERS else value.decode("latin-1")
+        if key in CREDENTIAL_HEADERS or key == "helicone-fallbacks":
+            out[key] = REDACTED
+        elif key == "helicone-target-url":
+            out[key] = redact_url(value.decode("latin-1"))
+        else:
+            out[key] = value.decode("latin-1")
     return out
 
 

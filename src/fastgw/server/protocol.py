@@ -25,11 +25,12 @@ import httptools
 from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
 from fastgw.app import gateway_headers, sse_error_event
-from fastgw.context import RequestContext, new_request_id
+from fastgw.context import RequestContext, request_id_of_refused
 from fastgw.errors import (
-    BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, RequestTimeout,
-    as_gateway_error,
+    BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, Overloaded,
+    RequestTimeout, as_gateway_error,
 )
+from fastgw.redact import redact_query
 from fastgw.requestlog.record import BodyCapture, content_type_of, is_event_stream
 from fastgw.server.flow_control import FlowControl
 from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
@@ -42,6 +43,9 @@ log = logging.getLogger("fastgw.server")
 
 MAX_PIPELINED = 16  # queued requests before we stop reading the socket
 CLIENT_LEFT = GatewayError("the client closed the connection before the response", code="client_disconnected")
+# A request cut short by our own shutdown (the grace period ran out): not the client's doing, so
+# not logged as CLIENT_LEFT. Nothing reaches the client; the status is for the log.
+GATEWAY_SHUTDOWN = Overloaded("the gateway shut down before the response was complete", code="gateway_shutdown")
 
 
 class _Abort(Exception):
@@ -103,6 +107,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = False
         self._abort: GatewayError | None = None
         self.upgraded = False  # the client asked to switch protocols; we answer, then close
+        self.shut_down = False  # aborted by the server's shutdown: a cancelled answer is ours, not the client's
         # Per-request state (the request being parsed)
         self.ex: Exchange | None = None
         self.head_size = 0  # bytes of the head seen by the parser callbacks
@@ -262,16 +267,17 @@ class HttpProtocol(asyncio.Protocol):
             response = await self.state.gateway.handle(ctx)
         except asyncio.CancelledError:
             if logger is not None and ctx is not None:
-                logger.log_request(ctx, status=499, error=CLIENT_LEFT, body=b"", content_type="",
-                                   t_first_byte=0, client_left=True)
+                err = GATEWAY_SHUTDOWN if self.shut_down else CLIENT_LEFT
+                logger.log_request(ctx, status=err.status if self.shut_down else 499, error=err, body=b"",
+                                   content_type="", t_first_byte=0, client_left=not self.shut_down)
             return self._done(False)
         except Exception as exc:
             err = as_gateway_error(exc)
             if not isinstance(exc, GatewayError):
-                log.exception("unexpected error answering %s", ex.url[:200])
+                log.exception("unexpected error answering %s", redact_query(ex.url)[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
-            request_id = ctx.request_id if ctx is not None else new_request_id()
+            request_id = ctx.request_id if ctx is not None else request_id_of_refused(ex.raw_headers)
             extra = gateway_headers(request_id, elapsed) + (ctx.extra_headers if ctx is not None else b"")
             self.transport.write(error_response(err, extra, keep_alive))  # type: ignore[union-attr]
             if logger is not None:
@@ -288,9 +294,12 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive = await self._send(ex, ctx, response, ex.keep_alive and not self.closing, outcome)
         except asyncio.CancelledError:
             keep_alive = False
-            outcome.client_left = True
+            if self.shut_down:
+                outcome.error = GATEWAY_SHUTDOWN
+            else:
+                outcome.client_left = True
         except Exception:
-            log.exception("unexpected error streaming %s", ex.url[:200])
+            log.exception("unexpected error streaming %s", redact_query(ex.url)[:200])
             keep_alive = False
         finally:
             response.close()
@@ -412,9 +421,9 @@ class HttpProtocol(asyncio.Protocol):
     def _write_abort(self) -> None:
         err = self._abort
         assert err is not None
-        request_id = new_request_id()
-        self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
         ex = self.ex
+        request_id = request_id_of_refused(ex.raw_headers if ex is not None else [])
+        self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
         if self.state.logger is not None and ex is not None and ex.url:  # a request, if a cut-off one
             self.state.logger.log_rejected(ex.method, ex.url, ex.raw_headers, err, ex.t_start, request_id)
         self._close()
@@ -422,14 +431,15 @@ class HttpProtocol(asyncio.Protocol):
     def _on_header_timeout(self) -> None:
         if self.task is None and not self.queue:
             err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
-            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
+            request_id = request_id_of_refused(self.ex.raw_headers if self.ex is not None else [])
+            self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
             self._close()
 
     def _on_body_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is not None:
-            err = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
-            self.transport.write(error_response(err, gateway_headers(new_request_id(), 0), keep_alive=False))  # type: ignore[union-attr]
-            self._close()
+            # Its head is complete, so it is a request: logged like a 413 at the same stage.
+            self._abort = RequestTimeout(f"request body not received within {self.limits.body_timeout:g}s")
+            self._write_abort()
 
     def _on_keepalive_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is None:
@@ -478,6 +488,8 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
 
     def abort(self) -> None:
+        """The end of the grace period: the response in progress is cut, and logged as ours."""
+        self.shut_down = True
         if self.task is not None:
             self.task.cancel()
         if self.transport is not None:

@@ -22,6 +22,7 @@ from fastgw.context import RequestContext
 from fastgw.errors import BadRequest, Forbidden, NotFound
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Origin, Provider, parse_base_url
+from fastgw.redact import redact_query, redact_url
 from fastgw.stages.base import Handler, Response
 
 # A "." or ".." path segment, raw or percent-encoded: an upstream that normalises it would serve a
@@ -173,7 +174,7 @@ class Route:
                     provider = resolve_unified(ctx, self.providers) or provider
             else:
                 raise NotFound(
-                    f"no route for {path[:200].decode('latin-1')}: use /v1/..., /<provider>/..., "
+                    f"no route for {redact_query(path)[:200].decode('latin-1')}: use /v1/..., /<provider>/..., "
                     "or Helicone-Target-Url"
                 )
         ctx.provider = provider
@@ -189,9 +190,9 @@ class Route:
                 raise ValueError("user info in a target URL")
             origin, base_path = parse_base_url(url)
         except ValueError:
-            raise Forbidden(f"Helicone-Target-Url {url[:200]!r} is not a plain http(s) URL in targets.allow") from None
+            raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
         if not self.allowlist.allows(origin, base_path):
-            raise Forbidden(f"Helicone-Target-Url {url[:200]!r} is not in targets.allow")
+            raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not in targets.allow")
         provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
         if len(self._targets) < 1024:
             self._targets[url] = provider

@@ -35,6 +35,7 @@ from fastgw.context import RequestContext
 from fastgw.errors import BadRequest, Forbidden, InvalidHeader, UpstreamError
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Provider, parse_base_url
+from fastgw.redact import redact_url
 from fastgw.routing import balance
 from fastgw.routing.fallbacks import (
     FallbackEntry,
@@ -171,9 +172,9 @@ class Router:
                 raise ValueError("user info in a target URL")
             origin, base_path = parse_base_url(url)
         except ValueError:
-            raise Forbidden(f"Helicone-Fallbacks target-url {url[:200]!r} is not a plain http(s) URL in targets.allow") from None
+            raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
         if not self.allowlist.allows(origin, base_path):
-            raise Forbidden(f"Helicone-Fallbacks target-url {url[:200]!r} is not in targets.allow")
+            raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not in targets.allow")
         provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
         headers = None
         if entry.headers:
