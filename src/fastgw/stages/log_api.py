@@ -27,7 +27,8 @@ from fastgw.context import RequestContext
 from fastgw.errors import BadRequest
 from fastgw.requestlog.enrich import saturated_us
 from fastgw.requestlog.logger import RequestLogger
-from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, _redacted_target, capped
+from fastgw.redact import redact_url
+from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, capped
 from fastgw.stages.base import Handler, Response
 
 _JSON = b"content-type: application/json\r\n"
@@ -104,15 +105,6 @@ def _split(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError:  # "http://[::1": an IPv6 host not closed, and the like
         raise BadRequest("providerRequest.url must be a URL", code="invalid_field") from None
-
-
-def _redacted_url(url: str, parts: SplitResult) -> str:
-    """The URL as the log keeps it: credential query values redacted as a proxied request's are
-    (``record._redacted_target``), and user info (``user:password@``) replaced, which a proxied
-    request's target URL never holds (stages/route.py refuses it)."""
-    if "@" in parts.netloc:
-        url = url.replace(parts.netloc, "[redacted]@" + parts.netloc.rpartition("@")[2], 1)
-    return _redacted_target(url.encode()).decode("utf-8", "replace")
 
 
 def _meta_headers(meta: dict[str, Any]) -> dict[str, str]:
@@ -202,7 +194,7 @@ class LogAPI:
             "total_us": duration_us, "upstream_us": duration_us,
             "method": "POST", "path": parts.path or "/", "provider": provider,
             "format": "anthropic" if provider == "anthropic" else "gemini" if provider == "gemini" else "openai",
-            "target_url": _redacted_url(url, parts), "status": status, "user_id": h.user_id or "",
+            "target_url": redact_url(url), "status": status, "user_id": h.user_id or "",
             "properties": h.properties,
             "session_id": h.session_id or "", "session_path": h.session_path or "", "session_name": h.session_name or "",
             "request_body": request_body.decode("utf-8", "replace"), "request_truncated": request_truncated,
