@@ -11,7 +11,7 @@ import pytest
 from fastgw.app import context_from_raw
 from fastgw.config import ProviderConfig
 from fastgw.providers.table import Provider
-from fastgw.stages.stream_usage import injected_body, wants_injection
+from fastgw.stages.stream_usage import identity_encoding, injected_body, wants_injection
 
 OPENAI = Provider.from_config("openai", ProviderConfig(base_url="https://o.test"))
 ANTHROPIC = Provider.from_config("anthropic", ProviderConfig(base_url="https://a.test", format="anthropic"))
@@ -76,3 +76,9 @@ def test_anything_else_goes_as_the_client_sent_it(options: bytes) -> None:
 @pytest.mark.parametrize("body", [b'{"stream":false}', b"[1]", b'{"stream":"true"}', b"{bad", b'{"stream":true}x'])
 def test_no_stream_or_no_object_is_left_alone(body: bytes) -> None:
     assert injected_body(body) is None
+
+
+def test_identity_encoding_replaces_only_the_accept_encoding_line() -> None:
+    forward = b"accept: */*\r\naccept-encoding: gzip, br\r\nx-note: accept-encoding: gzip\r\n"
+    assert identity_encoding(forward) == b"accept: */*\r\nx-note: accept-encoding: gzip\r\naccept-encoding: identity\r\n"
+    assert identity_encoding(b"") == b"accept-encoding: identity\r\n"

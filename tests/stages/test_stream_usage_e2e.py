@@ -86,6 +86,15 @@ def test_unified_api_with_non_object_stream_options(gw: GatewayProcess, up: Mock
     assert b"data: [DONE]" in response.body
 
 
+def test_injected_requests_ask_for_an_uncompressed_answer(gw: GatewayProcess, up: MockUpstreamThread) -> None:
+    """The usage filter reads plain SSE: the client's Accept-Encoding is not forwarded when injecting."""
+    post(gw.port, CHAT + b"}", extra="Accept-Encoding: gzip, br\r\n")
+    assert last(up).json()["stream_options"] == {"include_usage": True}
+    assert [v for k, v in last(up).headers if k == "accept-encoding"] == ["identity"]
+    post(gw.port, CHAT + b',"stream_options":{"include_usage":true}}', extra="Accept-Encoding: gzip, br\r\n")
+    assert [v for k, v in last(up).headers if k == "accept-encoding"] == ["gzip, br"]  # not injected: as sent
+
+
 def test_the_log_keeps_the_body_the_client_sent(up: MockUpstreamThread, tmp_path_factory: pytest.TempPathFactory) -> None:
     gw = GatewayProcess(gateway_config(up.url, logging={"batch_max_age": 0.2}), tmp_path_factory.mktemp("log"))
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": true}'

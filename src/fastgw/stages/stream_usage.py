@@ -12,6 +12,7 @@ The upstream gets the rewritten body for the call only: the log keeps the body t
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -27,6 +28,8 @@ from fastgw.stream.sse import UsageChunkFilter
 # OpenAI-compatible chat request.
 _STREAM_KEY = (b'"stream"',)
 _ASK_USAGE = b',"stream_options":{"include_usage":true}'
+# Forwarded header lines are lower-cased "name: value\r\n" (_native/headers.pyi: ParsedHeaders.forward).
+_ACCEPT_ENCODING = re.compile(rb"(?m)^accept-encoding:[^\n]*\n")
 
 
 def wants_injection(ctx: RequestContext) -> bool:
@@ -72,6 +75,14 @@ def injected_body(body: bytes) -> bytes | None:
     exact = json.loads(body)
     exact["stream_options"] = {**(exact["stream_options"] or {}), "include_usage": True}
     return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def identity_encoding(forward: bytes) -> bytes:
+    """The client's forwarded headers with its Accept-Encoding replaced by ``identity``: the filter
+    reads the stream as plain SSE, so an injected request must not get it compressed."""
+    if b"accept-encoding:" in forward:
+        forward = _ACCEPT_ENCODING.sub(b"", forward)
+    return forward + b"accept-encoding: identity\r\n"
 
 
 class StreamUsage:
