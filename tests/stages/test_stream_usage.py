@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fastgw.app import context_from_raw
-from fastgw.config import ProviderConfig
+from fastgw.config import ProviderConfig, load
 from fastgw.providers.table import Provider
 from fastgw.stages.stream_usage import identity_encoding, injected_body, wants_injection
 
@@ -82,3 +82,12 @@ def test_identity_encoding_replaces_only_the_accept_encoding_line() -> None:
     forward = b"accept: */*\r\naccept-encoding: gzip, br\r\nx-note: accept-encoding: gzip\r\n"
     assert identity_encoding(forward) == b"accept: */*\r\nx-note: accept-encoding: gzip\r\naccept-encoding: identity\r\n"
     assert identity_encoding(b"") == b"accept-encoding: identity\r\n"
+
+
+def test_the_catalog_never_asks_mistral() -> None:
+    assert load(env={}).providers["mistral"].stream_usage is False
+    assert load(env={}).providers["groq"].stream_usage is True
+    mistral = Provider.from_config("mistral", load(env={}).providers["mistral"])
+    ctx = context_from_raw(b"POST", b"/v1/chat/completions", [(b"host", b"h")], STREAM, time.perf_counter_ns())
+    ctx.provider, ctx.upstream_path = mistral, b"/v1/chat/completions"
+    assert wants_injection(ctx) is False

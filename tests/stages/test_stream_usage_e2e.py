@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
@@ -93,6 +94,16 @@ def test_injected_requests_ask_for_an_uncompressed_answer(gw: GatewayProcess, up
     assert [v for k, v in last(up).headers if k == "accept-encoding"] == ["identity"]
     post(gw.port, CHAT + b',"stream_options":{"include_usage":true}}', extra="Accept-Encoding: gzip, br\r\n")
     assert [v for k, v in last(up).headers if k == "accept-encoding"] == ["gzip, br"]  # not injected: as sent
+
+
+def test_mistral_is_never_asked_for_stream_usage(gw: GatewayProcess, up: MockUpstreamThread) -> None:
+    """Reported to answer 422 to stream_options (providers/catalog.py): neither path adds it."""
+    msgs = [{"role": "user", "content": "hi"}]
+    for base, model in ((gw.url + "/mistral/v1", "mistral-large-latest"), (gw.url + "/v1", "mistral/mistral-large-latest")):
+        with openai.OpenAI(base_url=base, api_key="sk-test", max_retries=0) as client:
+            chunks = list(client.chat.completions.create(model=model, messages=msgs, stream=True))
+        assert "stream_options" not in last(up).json() and last(up).path == "/v1/chat/completions"
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from"
 
 
 def test_the_log_keeps_the_body_the_client_sent(up: MockUpstreamThread, tmp_path_factory: pytest.TempPathFactory) -> None:

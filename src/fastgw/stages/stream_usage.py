@@ -4,7 +4,7 @@ It adds ``stream_options.include_usage: true`` to the upstream request and wraps
 in a filter (stream/sse.py) that takes out what that changes (the extra usage chunk, and the
 ``"usage":null`` member of every other chunk), so the client sees what it would have seen direct
 and the log still gets the provider's own counts. ``logging.inject_stream_usage: false`` leaves the
-stage out of the pipeline.
+stage out of the pipeline; a provider whose catalog entry says ``stream_usage: false`` is never asked.
 
 The upstream gets the rewritten body for the call only: the log keeps the body the client sent.
 """
@@ -34,7 +34,7 @@ _ACCEPT_ENCODING = re.compile(rb"(?m)^accept-encoding:[^\n]*\n")
 
 def wants_injection(ctx: RequestContext) -> bool:
     provider = ctx.provider
-    if provider is None or provider.format.name != "openai" or ctx.method != b"POST":
+    if provider is None or provider.format.name != "openai" or not provider.stream_usage or ctx.method != b"POST":
         return False
     path = ctx.upstream_path
     if b"?" in path:

@@ -66,8 +66,9 @@ class Translate:
                     provider.chat_path, provider.drop_params, stream=chat.get("stream") is True,
                     include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True)
         if not fmt.translates:
-            # stages/stream_usage.py asked for usage on the client's behalf
-            if ctx.usage_injected and may_ask_usage(stream_options):
+            # stages/stream_usage.py asked for usage on the client's behalf; this attempt's
+            # provider may be one that refuses stream_options (a fallback).
+            if ctx.usage_injected and provider.stream_usage and may_ask_usage(stream_options):
                 chat = {**chat, "stream_options": {**(stream_options or {}), "include_usage": True}}
             _build_request(fmt, chat, call)
             return await self._send(ctx, call, None)
