@@ -21,49 +21,95 @@ _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 # Two line endings in a row end an event. A CR is one line ending only when no LF follows it.
 _EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
-# The member to cut, in three places: after a comma (the comma goes with it), first with a comma
-# after it, or alone. A raw '"' can't occur inside a JSON string, so these bytes are structure;
-# whether the object is the top-level one is checked separately (_at_top_level).
-_USAGE_NULL = re.compile(
-    rb'[ \t]*,[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*[,}])'
-    rb'|(?<={)"usage"[ \t]*:[ \t]*null[ \t]*,[ \t]*'
-    rb'|(?<={)"usage"[ \t]*:[ \t]*null(?=[ \t]*})'
-)
-_JSON_STRING = re.compile(rb'"(?:[^"\\\r\n]|\\.)*"')
+# The member to cut, matched where a memmem found '"usage"'. A raw '"' can't occur inside a JSON
+# string, so these bytes are structure; whether the object is the top-level one is checked apart.
+_NULL_USAGE = re.compile(rb'"usage"[ \t]*:[ \t]*null(?=[ \t]*[,}])')
+_JSON_STRING = re.compile(rb'"[^"\\\r\n]*(?:\\.[^"\\\r\n]*)*"')
+_BLANK = b" \t"
 
 
 def _is_usage_chunk(event: bytes) -> bool:
     return b'"usage"' in event and bool(_USAGE_OBJECT.search(event)) and bool(_EMPTY_CHOICES.search(event))
 
 
-def _at_top_level(event: bytes, pos: int) -> bool:
-    """Whether ``pos`` lies directly inside the outer object of a one-line ``data: {...}`` field.
+def _brackets(segment: bytes) -> int:
+    return segment.count(b"{") + segment.count(b"[") + segment.count(b"}") + segment.count(b"]")
 
-    Strings are taken out before the brackets are counted, so a brace in a message's text doesn't
-    count. A field over several lines (rare) is left as it is.
+
+def _depth_change(segment: bytes) -> int:
+    """Brackets opened minus closed in ``segment``, those inside strings left out."""
+    segment = _JSON_STRING.sub(b"", segment)
+    return segment.count(b"{") + segment.count(b"[") - segment.count(b"}") - segment.count(b"]")
+
+
+def _at_top_level(event: bytes, start: int, end: int) -> bool:
+    """Whether ``event[start:end]`` lies directly inside the outer object of a one-line
+    ``data: {...}`` field (a field over several lines, rare, is left as it is).
+
+    Either side of the member tells: one bracket opened before it, or one closed after it. The
+    shorter side is counted, and a side whose only bracket is the outer brace (the usual case:
+    OpenAI's flat head before the member, or its flat tail after it) needs no string scan.
     """
-    line = max(event.rfind(b"\n", 0, pos), event.rfind(b"\r", 0, pos)) + 1
+    line = max(event.rfind(b"\n", 0, start), event.rfind(b"\r", 0, start)) + 1
     if not event.startswith(b"data:", line):
         return False
-    start = line + 5
-    if event.startswith(b" ", start):
-        start += 1
-    if not event.startswith(b"{", start):
+    first = line + 5
+    if event.startswith(b" ", first):
+        first += 1
+    if not event.startswith(b"{", first):
         return False
-    prefix = _JSON_STRING.sub(b"", event[start:pos])
-    return prefix.count(b"{") + prefix.count(b"[") - prefix.count(b"}") - prefix.count(b"]") == 1
+    last = event.find(b"\n", end)
+    if last < 0:
+        last = len(event)
+    cr = event.find(b"\r", end, last)
+    if cr >= 0:
+        last = cr
+    before, after = event[first:start], event[end:last]
+    if _brackets(before) == 1 or _brackets(after) == 1:
+        return True
+    if len(before) <= len(after):
+        return _depth_change(before) == 1
+    return _depth_change(after) == -1
+
+
+def _member_span(event: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """The bytes to cut for the member ``event[start:end]``: with the comma before it, or as the
+    first member with the comma after it, or alone; None in any other place."""
+    i = start
+    while i > 0 and event[i - 1] in _BLANK:
+        i -= 1
+    if i == 0:
+        return None
+    if event[i - 1] == 44:  # ","
+        i -= 1
+        while i > 0 and event[i - 1] in _BLANK:
+            i -= 1
+        return i, end
+    if i != start or event[i - 1] != 123:  # "{"
+        return None
+    j = end
+    while j < len(event) and event[j] in _BLANK:
+        j += 1
+    if event.startswith(b",", j):  # first of several: "usage":null, "next"...
+        j += 1
+        while j < len(event) and event[j] in _BLANK:
+            j += 1
+        return start, j
+    return start, end  # alone: {"usage":null}
 
 
 def without_null_usage(event: bytes) -> bytes:
     """``event`` with its top-level ``"usage":null`` member cut out (unchanged when it has none)."""
-    if b'"usage"' not in event:  # memmem: most events of a non-injected shape stop here
-        return event
+    at = event.find(b'"usage"')  # memmem first, a regex only where it found something
     parts = []
     last = 0
-    for match in _USAGE_NULL.finditer(event):
-        if _at_top_level(event, match.start()):
-            parts.append(event[last:match.start()])
-            last = match.end()
+    while at >= 0:
+        match = _NULL_USAGE.match(event, at)
+        span = _member_span(event, at, match.end()) if match is not None else None
+        if span is not None and span[0] >= last and _at_top_level(event, at, match.end()):  # type: ignore[union-attr]
+            parts.append(event[last:span[0]])
+            last = span[1]
+        at = event.find(b'"usage"', at + 7)
     if not parts:
         return event
     parts.append(event[last:])
@@ -84,6 +130,24 @@ def _last_event_end(data: bytes) -> int:
     if data[at + 1] == 13 and data.startswith(b"\n", end):  # CR LF: one line ending
         end += 1
     return end
+
+
+def _events(block: bytes) -> list[bytes]:
+    """``block`` (whole events) cut into its events; a stray line ending after the last one is a
+    piece of its own. LF framing, by far the most common, is cut with ``split`` alone."""
+    if b"\r" not in block:
+        events = [event + b"\n\n" for event in block.split(b"\n\n")]
+        rest = events.pop()[:-2]
+    else:
+        events = []
+        start = 0
+        for match in _EVENT_END.finditer(block):
+            events.append(block[start:match.end()])
+            start = match.end()
+        rest = block[start:]
+    if rest:
+        events.append(rest)
+    return events
 
 
 class UsageChunkFilter:
@@ -115,12 +179,8 @@ class UsageChunkFilter:
             return head + complete
         out = [head]
         kept = True
-        start = 0
-        for match in _EVENT_END.finditer(complete):
-            kept = self._take(complete[start:match.end()], out)
-            start = match.end()
-        if start < len(complete):  # a stray line ending after the last event
-            out.append(complete[start:])
+        for event in _events(complete):
+            kept = self._take(event, out)
         self._note_cr(complete, kept)
         return b"".join(out)
 
@@ -135,10 +195,11 @@ class UsageChunkFilter:
 
     def _take(self, event: bytes, out: list[bytes]) -> bool:
         """Keep ``event`` for the log (False) or add it to ``out`` without its null usage (True)."""
-        if _is_usage_chunk(event):
+        kept = without_null_usage(event)
+        if kept is event and _is_usage_chunk(event):  # a chunk with "usage":null is not the usage chunk
             self.usage_event += event
             return False
-        out.append(without_null_usage(event))
+        out.append(kept)
         return True
 
     def _note_cr(self, complete: bytes, kept: bool) -> None:
