@@ -81,3 +81,11 @@ def test_streams_without_a_usage_chunk_pass_unchanged() -> None:
 ])
 def test_only_the_top_level_null_usage_member_is_cut(event: bytes, expected: bytes | None) -> None:
     assert without_null_usage(event) == (event if expected is None else expected)
+
+
+def test_a_cut_between_the_cr_and_lf_after_the_usage_chunk_loses_nothing() -> None:
+    stream, direct, usage = (x.replace(b"\n", b"\r\n") for x in (STREAM, DIRECT, USAGE))
+    cut = stream.index(usage) + len(usage) - 1  # the usage event's last CR is in, its LF is not
+    assert run([stream[:cut], stream[cut:]]) == (direct, usage)
+    before = stream.index(usage) - 1  # the same for a kept event, just before the usage chunk
+    assert run([stream[:before], stream[before:]]) == (direct, usage)
