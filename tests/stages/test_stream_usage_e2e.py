@@ -118,3 +118,22 @@ def test_the_log_keeps_the_body_the_client_sent(up: MockUpstreamThread, tmp_path
     (row,) = [r for r in rows if r.get("stream")]
     assert row["request_body"] == body.decode()
     assert row["completion_tokens"] == 2 and row["usage_source"] == "provider"
+
+
+def test_a_route_asks_each_target_as_its_provider_allows(up: MockUpstreamThread,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A route is resolved after the stage injected: each target gets the client's stream_options,
+    with include_usage added only where the provider takes it."""
+    cfg = gateway_config(up.url, providers={"groq": {"base_url": up.url}, "mistral": {"base_url": up.url}},
+                         routes={"to-mistral": {"targets": [{"provider": "mistral", "model": "mistral-large-latest"}]},
+                                 "to-groq": {"targets": [{"provider": "groq", "model": "llama-3.1-8b-instant"}]}})
+    gw = GatewayProcess(cfg, tmp_path_factory.mktemp("routes"))
+    try:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            for model, sent in (("to-mistral", None), ("to-groq", {"include_usage": True})):
+                chunks = list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                             stream=True))
+                assert last(up).json().get("stream_options") == sent, model
+                assert all(c.choices for c in chunks) and "usage" not in chunks[0].model_fields_set
+    finally:
+        assert gw.stop() == 0, gw.log()

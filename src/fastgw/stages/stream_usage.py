@@ -99,11 +99,12 @@ class StreamUsage:
         return self.next(ctx)
 
     async def _filtered(self, ctx: RequestContext, body: bytes) -> Response:
-        client_body, ctx.body, ctx.usage_injected = ctx.body, body, True
+        client_body = ctx.client_body = ctx.body
+        ctx.body, ctx.usage_injected = body, True
         try:
             response = await self.next(ctx)
         finally:
-            ctx.body = client_body  # the log keeps what the client sent
+            ctx.body, ctx.client_body = client_body, None  # the log keeps what the client sent
         if 200 <= response.status < 300 and is_event_stream(response.headers):
             usage_filter = UsageChunkFilter()
             if response.body is not None:
