@@ -4,10 +4,10 @@ Data only, so adding a provider is one line. ``base_url`` is chosen so that a cl
 ``base_url`` of ``http://gateway/<name>/v1`` (``/<name>`` for Perplexity and the native
 Anthropic/Gemini paths) reaches the provider's own path: ``/groq/v1/chat/completions`` becomes
 ``https://api.groq.com/openai/v1/chat/completions``. ``chat_path`` is where the unified API sends
-an OpenAI-format chat request, after the base URL. ``stream_usage: false`` keeps the gateway from
-adding ``stream_options`` to a provider's streams for its log. The auth scheme follows from the format
+an OpenAI-format chat request, after the base URL. The auth scheme follows from the format
 (providers/formats.py): OpenAI-format providers read ``Authorization: Bearer``, Anthropic
-``x-api-key``, Gemini ``x-goog-api-key`` (AI Studio also takes ``?key=``).
+``x-api-key``, Gemini ``x-goog-api-key`` (AI Studio also takes ``?key=``). ``stream_usage: false``
+keeps the gateway from adding ``stream_options`` to a provider's streams for its log.
 
 Config (``providers:``) overrides any field and adds servers of its own, e.g. vLLM or Ollama:
 ``providers: {myvllm: {base_url: "http://10.0.0.5:8000", format: openai}}``.

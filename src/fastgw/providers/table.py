@@ -59,7 +59,8 @@ class Provider:
     # The configured key itself: translated attempts build their own header line from it
     # (providers/credentials.py); ``auth_line`` is the same key, prepared for pass-through.
     api_key: str | None = None
-    stream_usage: bool = True  # may get stream_options.include_usage the client didn't send (stages/stream_usage.py)
+    # Streams may be sent with stream_options.include_usage the client didn't ask for (stages/stream_usage.py).
+    stream_usage: bool = True
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
