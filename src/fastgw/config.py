@@ -100,6 +100,9 @@ class ProviderConfig:
     chat_path: str = "/v1/chat/completions"
     # Unified API: leave out OpenAI parameters this provider can't honour instead of answering 400.
     drop_params: bool = False
+    # Streams may be asked for usage on the client's behalf (logging.inject_stream_usage); false for
+    # a provider that refuses stream_options (providers/catalog.py).
+    stream_usage: bool = True
     # Bedrock (format bedrock): the AWS region; None: AWS_REGION, then AWS_DEFAULT_REGION, then us-east-1.
     region: str | None = None
     # Bedrock: the key pair requests are signed with (SigV4); None: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY

@@ -55,7 +55,7 @@ class RequestContext:
         "t_start", "created_ms", "upstream_ns", "provider", "upstream_path", "usage_injected",
         "hidden_usage", "log_skip", "cache_plan", "cache_status", "cache_prefetch", "extra_headers",
         "spend", "unified", "model_override", "retry_count", "fallback_index", "attempts", "principal",
-        "upstream_head",
+        "upstream_head", "client_body",
     )
 
     def __init__(
@@ -76,6 +76,9 @@ class RequestContext:
         self.provider: Provider | None = None  # set by the route stage
         self.upstream_path = b""  # path and query to request from the provider's origin
         self.usage_injected = False  # we asked the upstream for stream usage the client didn't want
+        # The body as the client sent it while ``body`` is StreamUsage's rewrite for the upstream;
+        # None: ``body`` is the client's.
+        self.client_body: bytes | None = None
         self.hidden_usage = b""  # the usage event(s) that request produced, kept from the client
         self.log_skip = False  # the gateway's own endpoints (health, log API) are not request rows
         self.cache_plan = None  # stages/cache.py: (directive, key) when this request uses the cache

@@ -5,6 +5,7 @@ Each test runs against a gateway on the compiled extension and one on the pure-P
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Iterator
 
@@ -13,7 +14,7 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, chat_request, connect, gateway_config, read_responses
 
 MSGS = [{"role": "user", "content": "hello there"}]
 CLAUDE = "claude-sonnet-4-6"  # not a deprecated name: the SDK warns on those, and warnings are errors
@@ -147,16 +148,37 @@ def test_stream_cut_by_upstream_ends_with_error_event(oai: openai.OpenAI) -> Non
 def test_stream_usage_injection_is_invisible_to_the_client(oai: openai.OpenAI, direct: openai.OpenAI, mock: MockUpstreamThread) -> None:
     """Without include_usage the client sees exactly what it would direct; the upstream was asked for usage."""
 
-    def chunks(client: openai.OpenAI) -> list[dict]:
-        return [c.model_dump(exclude={"id", "created"}) for c in
-                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)]
+    def chunks(client: openai.OpenAI) -> list[tuple[dict, set[str]]]:
+        # to_dict() and model_fields_set hold only the keys the JSON had: a "usage":null that
+        # include_usage adds to each chunk shows there, where model_dump() would fill it in anyway.
+        return [({k: v for k, v in c.to_dict().items() if k not in ("id", "created")}, c.model_fields_set)
+                for c in client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)]
 
     via, want = chunks(oai), chunks(direct)
     assert via == want
-    assert all(c["choices"] and c["usage"] is None for c in via)
+    assert all(c["choices"] and "usage" not in c and "usage" not in fields for c, fields in via)
     sent = [r for r in list(mock.mock.requests) if r.path == "/v1/chat/completions"][-2:]
     assert sent[0].json()["stream_options"] == {"include_usage": True}  # via the gateway
     assert "stream_options" not in sent[1].json()  # direct
+
+
+def _raw_stream(port: int, body: bytes) -> bytes:
+    """The body of one streamed answer as it came over the socket, its ids and times made equal."""
+    with connect(port) as sock:
+        sock.sendall(chat_request(body, extra="Connection: close\r\n"))
+        (response,) = read_responses(sock, 1)
+    assert response.status == 200 and response.complete
+    return re.sub(rb'"id":"chatcmpl-mock\d+","object":"chat.completion.chunk","created":\d+', b"", response.body)
+
+
+@pytest.mark.parametrize("options", [b"", b',"stream_options":null', b',"stream_options":{"include_usage":false}'])
+def test_injected_stream_bytes_equal_the_direct_stream(gw: GatewayProcess, mock: MockUpstreamThread, options: bytes) -> None:
+    """Byte for byte: no usage chunk and no "usage":null member in the chunks the client gets."""
+    body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true' + options + b"}"
+    via = _raw_stream(gw.port, body)
+    assert mock.mock.requests[-1].json()["stream_options"]["include_usage"] is True  # it was injected
+    direct = _raw_stream(int(mock.url.rsplit(":", 1)[1]), body)
+    assert via == direct and via.count(b"data: ") >= 4 and b"usage" not in via
 
 
 def test_client_that_asked_for_usage_still_gets_it(oai: openai.OpenAI) -> None:

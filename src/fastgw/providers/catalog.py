@@ -6,7 +6,8 @@ Anthropic/Gemini paths) reaches the provider's own path: ``/groq/v1/chat/complet
 ``https://api.groq.com/openai/v1/chat/completions``. ``chat_path`` is where the unified API sends
 an OpenAI-format chat request, after the base URL. The auth scheme follows from the format
 (providers/formats.py): OpenAI-format providers read ``Authorization: Bearer``, Anthropic
-``x-api-key``, Gemini ``x-goog-api-key`` (AI Studio also takes ``?key=``).
+``x-api-key``, Gemini ``x-goog-api-key`` (AI Studio also takes ``?key=``). ``stream_usage: false``
+keeps the gateway from adding ``stream_options`` to a provider's streams for its log.
 
 Config (``providers:``) overrides any field and adds servers of its own, e.g. vLLM or Ollama:
 ``providers: {myvllm: {base_url: "http://10.0.0.5:8000", format: openai}}``.
@@ -21,7 +22,9 @@ CATALOG: dict[str, dict[str, Any]] = {
     "anthropic": {"base_url": "https://api.anthropic.com", "format": "anthropic"},
     "gemini": {"base_url": "https://generativelanguage.googleapis.com", "format": "gemini"},
     "groq": {"base_url": "https://api.groq.com/openai", "format": "openai"},
-    "mistral": {"base_url": "https://api.mistral.ai", "format": "openai"},
+    # stream_usage: Mistral is reported (public issue threads, not verified here) to answer 422
+    # extra_forbidden to stream_options, so the gateway never adds it (stages/stream_usage.py).
+    "mistral": {"base_url": "https://api.mistral.ai", "format": "openai", "stream_usage": False},
     "deepseek": {"base_url": "https://api.deepseek.com", "format": "openai"},
     "xai": {"base_url": "https://api.x.ai", "format": "openai"},
     "together": {"base_url": "https://api.together.xyz", "format": "openai"},

@@ -59,13 +59,15 @@ class Provider:
     # The configured key itself: translated attempts build their own header line from it
     # (providers/credentials.py); ``auth_line`` is the same key, prepared for pass-through.
     api_key: str | None = None
+    # Streams may be sent with stream_options.include_usage the client didn't ask for (stages/stream_usage.py).
+    stream_usage: bool = True
 
     @classmethod
     def from_config(cls, name: str, pc: ProviderConfig) -> Provider:
         fmt, base_url = FORMATS[pc.format].bind(pc)
         origin, base_path = parse_base_url(base_url)
         return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None,
-                   pc.chat_path, pc.drop_params, pc.api_key or None)
+                   pc.chat_path, pc.drop_params, pc.api_key or None, pc.stream_usage)
 
 
 def build_table(config: Config) -> dict[str, Provider]:

@@ -9,6 +9,7 @@ from fastgw.context import RequestContext
 from fastgw.errors import UpstreamProtocolError
 from fastgw.providers.credentials import credential_line
 from fastgw.stages.base import Response
+from fastgw.stages.stream_usage import identity_encoding
 from fastgw.upstream.pool import ConnectionPool
 
 # Response headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the framing
@@ -70,6 +71,8 @@ class Dispatch:
                 auth += b"x-api-key: " + h.api_key + b"\r\n"
         if forward is None:
             forward = h.forward
+            if ctx.usage_injected:  # the answer goes through the usage filter: it must come uncompressed
+                forward = identity_encoding(forward)
         body = ctx.body
         method = ctx.method
         framing = b"" if (not body and method in _BODYLESS_METHODS) else b"content-length: %d\r\n" % len(body)

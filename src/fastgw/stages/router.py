@@ -134,7 +134,9 @@ class Router:
             if not any(q in raw for q in self._quoted):
                 return None
             try:
-                body = orjson.loads(ctx.body)
+                # The client's body: Translate asks each target for stream usage only where its
+                # provider takes stream_options (stages/stream_usage.py rewrote ctx.body).
+                body = orjson.loads(ctx.body if ctx.client_body is None else ctx.client_body)
             except orjson.JSONDecodeError:
                 return None  # not ours to judge: the provider answers malformed JSON itself
         model = body.get("model") if isinstance(body, dict) else None
