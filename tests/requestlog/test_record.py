@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastgw.app import context_from_raw
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastgw.requestlog.record import BodyCapture, capped, decode_record, encode_record, redacted_lines
@@ -53,11 +53,34 @@ def test_body_capture_keeps_the_end_that_arrives_in_the_chunk_that_fills_the_hea
 
 
 @given(st.lists(st.binary(max_size=70), max_size=12), st.integers(min_value=0, max_value=160))
+@example([b"xxxxx", b"a", b"bbbbb"], 11)  # a review's: odd limits lost a chunk of a body that long
+@example([b"x"], 1)
+@example([b"a", b"b", b"c"], 3)
 def test_body_capture_equals_capping_the_whole_body(chunks: list[bytes], limit: int) -> None:
     cap = BodyCapture(limit)
     for chunk in chunks:
         cap.add(chunk)
     assert cap.value() == capped(b"".join(chunks), limit)
+
+
+def test_body_capture_equals_capping_on_every_small_body() -> None:
+    """Every split of bodies up to 7 bytes into chunks, every limit up to 9: small enough to try all."""
+    import itertools
+
+    for length in range(8):
+        body = bytes(range(97, 97 + length))
+        for cuts in itertools.product((False, True), repeat=max(length - 1, 0)):
+            chunks, start = [], 0
+            for i, cut in enumerate(cuts, 1):
+                if cut:
+                    chunks.append(body[start:i])
+                    start = i
+            chunks.append(body[start:])
+            for limit in range(10):
+                cap = BodyCapture(limit)
+                for chunk in chunks:
+                    cap.add(chunk)
+                assert cap.value() == capped(body, limit), (chunks, limit)
 
 
 def test_capped_keeps_nothing_past_a_limit_under_two() -> None:

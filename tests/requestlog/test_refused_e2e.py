@@ -137,7 +137,14 @@ def test_requests_cut_by_shutdown_are_not_logged_as_clients_leaving(start_gatewa
         s = connect(gw.port, timeout=10)
         s.sendall(data)
         socks.append(s)
-    time.sleep(0.5)  # the stream's head is out; the other still waits on the upstream
+    # The stream's head is out (its first bytes wait on the socket), and the other request reached
+    # the upstream, where it waits: a fixed sleep could be short on a loaded machine.
+    socks[1].settimeout(10)
+    assert socks[1].recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 10
+    while not any(("x-mock-latency-ms", "5000") in r.headers for r in list(mock.mock.requests)):
+        assert time.monotonic() < deadline, "the waiting request never reached the upstream"
+        time.sleep(0.02)
     readers = [threading.Thread(target=read_until_closed, args=(s, 10)) for s in socks]
     for t in readers:
         t.start()

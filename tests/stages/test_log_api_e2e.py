@@ -19,7 +19,7 @@ from tests.helpers import GatewayProcess, chat_request, connect, gateway_config,
 LIMIT = 1000  # logging.body_max_bytes
 NOW = int(time.time())
 UINT32_MAX = 2**32 - 1
-SECRETS = (b"sk-QUERY1", b"sk-USERINFO1", b"sk-META1")
+SECRETS = (b"sk-QUERY1", b"sk-USERINFO1", b"sk-META1", b"sk-PATHPW1", b"sk-FALLBACK1", b"sk-TARGETPW1", b"sk-TARGETQ1")
 
 
 def manual(url: str = "https://api.openai.com/v1/chat/completions", start: int = NOW, end: int | None = None,
@@ -44,6 +44,12 @@ STORED = {
     "credentials": manual(url="https://user:sk-USERINFO1@generativelanguage.googleapis.com/v1beta/models/"
                               "gemini-2.5-flash:generateContent?key=sk-QUERY1&alt=sse"),
     "utf8_headers": manual(meta={"X-Title": "Straße", "Authorization": "Bearer sk-META1"}),
+    # A review's: without "//" the password is in urlsplit's path, which the row's path took raw.
+    "password_in_path": manual(url="https:user:sk-PATHPW1@api.openai.com/v1/chat/completions"),
+    # and meta kept Helicone-Fallbacks / Helicone-Target-Url whole, unlike a refused request's headers
+    "helicone_meta": manual(meta={
+        "Helicone-Fallbacks": '[{"target-url": "https://h.example", "headers": {"Authorization": "Bearer sk-FALLBACK1"}}]',
+        "Helicone-Target-Url": "https://u:sk-TARGETPW1@h.example/v1?key=sk-TARGETQ1"}),
 }
 REFUSED = {  # case: (body, the field the 400 names)
     "status_99999": (manual(status=99999), "providerResponse.status"),
@@ -89,10 +95,10 @@ def logged(mock: MockUpstreamThread, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         assert gw.stop() == 0, gw.log()
     rows = query(data, "SELECT toString(request_id), total_us, upstream_us, status, target_url, user_id, properties, "
-                       "session_name, request_body, response_body, request_truncated, response_truncated, request_headers "
+                       "session_name, request_body, response_body, request_truncated, response_truncated, request_headers, path "
                        "FROM fastgw.requests FINAL")
     columns = ("total_us", "upstream_us", "status", "target_url", "user_id", "properties", "session_name",
-               "request_body", "response_body", "request_truncated", "response_truncated", "request_headers")
+               "request_body", "response_body", "request_truncated", "response_truncated", "request_headers", "path")
     by_id = {row[0]: dict(zip(columns, row[1:])) for row in rows}
     rejected = gw.log_dir / "spill" / "rejected.jsonl"
     return {"answers": answers, "rows": {name: by_id.get(rid) for name, rid in ids.items()}, "log": gw.log(),
@@ -147,6 +153,16 @@ def test_credentials_in_the_url_are_redacted(logged: dict[str, Any]) -> None:
 def test_utf8_header_values_are_stored_as_text(logged: dict[str, Any], name: str) -> None:
     row = logged["rows"][name]
     assert (row["user_id"], row["properties"], row["session_name"]) == ("Jürgen", {"city": "München"}, "Überblick")
+
+
+def test_a_password_in_a_url_without_an_authority_is_redacted_from_the_path(logged: dict[str, Any]) -> None:
+    row = logged["rows"]["password_in_path"]
+    assert row["path"] == "[redacted]@api.openai.com/v1/chat/completions", row["path"]
+
+
+def test_meta_loses_the_secrets_inside_helicone_values(logged: dict[str, Any]) -> None:
+    assert logged["rows"]["helicone_meta"]["request_headers"] == {
+        "helicone-fallbacks": "[redacted]", "helicone-target-url": "https://[redacted]@h.example/v1?key=[redacted]"}
 
 
 def test_meta_header_values_are_stored_as_text(logged: dict[str, Any]) -> None:

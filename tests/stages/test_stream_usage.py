@@ -43,14 +43,18 @@ def test_wants_injection(provider, method, path, body, expected) -> None:  # typ
 BIG = b'"tools":[{"type":"function","function":{"name":"f","parameters":{"maximum":123456789012345678901234567890}}}]'
 
 
-@pytest.mark.parametrize("body", [
-    STREAM,
-    b'{\n  "model" : "m",\n  "stream" : true,\n  "top_p": 0.1000000000000000055511151231257827\n}\n',
-    b'{"stream":true,"messages":[{"content":"caf\\u00e9 \\ud83d\\ude00 }"}],' + BIG + b'}',
+SPLICED = b',"stream_options":{"include_usage":true}'
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (STREAM, STREAM[:-1] + SPLICED + b"}"),
+    (b'{\n  "model" : "m",\n  "stream" : true,\n  "top_p": 0.1000000000000000055511151231257827\n}\n',
+     b'{\n  "model" : "m",\n  "stream" : true,\n  "top_p": 0.1000000000000000055511151231257827\n' + SPLICED + b'}\n'),
+    (b'{"stream":true,"messages":[{"content":"caf\\u00e9 \\ud83d\\ude00 }"}],' + BIG + b'}',
+     b'{"stream":true,"messages":[{"content":"caf\\u00e9 \\ud83d\\ude00 }"}],' + BIG + SPLICED + b'}'),
 ])
-def test_absent_stream_options_are_spliced_in_and_every_other_byte_kept(body: bytes) -> None:
-    end = body.rstrip().rfind(b"}")
-    assert injected_body(body) == body[:end] + b',"stream_options":{"include_usage":true}' + body[end:]
+def test_absent_stream_options_are_spliced_in_and_every_other_byte_kept(body: bytes, expected: bytes) -> None:
+    assert injected_body(body) == expected
 
 
 @pytest.mark.parametrize(("options", "expected"), [

@@ -69,6 +69,7 @@ def test_streams_without_a_usage_chunk_pass_unchanged() -> None:
     (b'data: {"a":[1],"usage":null}\n\n', b'data: {"a":[1]}\n\n'),  # OpenAI's place, last
     (b'data: {"usage":null,"a":1}\n\n', b'data: {"a":1}\n\n'),
     (b'data: {"usage":null}\n\n', b"data: {}\n\n"),
+    (b'data: { "usage":null, "a":1}\n\n', b'data: { "a":1}\n\n'),  # a review's: a blank after the brace
     (b'data:{"a":1 , "usage" : null }\n\n', b'data:{"a":1 }\n\n'),
     (b'data: {"a":"x\\\\","usage":null}\n\n', b'data: {"a":"x\\\\"}\n\n'),  # an escaped backslash ends the string
     # Left alone: nested objects, text that only looks like the member, a comment, a usage object.
@@ -81,6 +82,13 @@ def test_streams_without_a_usage_chunk_pass_unchanged() -> None:
 ])
 def test_only_the_top_level_null_usage_member_is_cut(event: bytes, expected: bytes | None) -> None:
     assert without_null_usage(event) == (event if expected is None else expected)
+
+
+def test_an_empty_chunk_between_a_cr_and_its_lf_changes_nothing() -> None:
+    """A review's: an empty feed forgot the CR still waiting for its LF."""
+    stream, direct, usage = (x.replace(b"\n", b"\r\n") for x in (STREAM, DIRECT, USAGE))
+    for cut in (stream.index(usage) + len(usage) - 1, stream.index(usage) - 1):
+        assert run([stream[:cut], b"", stream[cut:]]) == (direct, usage), cut
 
 
 def test_a_cut_between_the_cr_and_lf_after_the_usage_chunk_loses_nothing() -> None:

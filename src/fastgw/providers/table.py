@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -68,6 +69,14 @@ class Provider:
         origin, base_path = parse_base_url(base_url)
         return cls(name, origin, base_path, fmt, fmt.auth_line(pc.api_key) if pc.api_key else None,
                    pc.chat_path, pc.drop_params, pc.api_key or None, pc.stream_usage)
+
+
+def target_provider(origin: Origin, base_path: str, providers: Iterable[Provider]) -> Provider:
+    """A raw target URL (Helicone-Target-Url, a fallback's target-url) as a provider: OpenAI's
+    format, the client's own credential. Stream usage is asked for unless a configured provider
+    at the same origin says not to (mistral's catalog entry): the origin is what the API is."""
+    ask = all(p.stream_usage for p in providers if p.origin == origin)
+    return Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None, stream_usage=ask)
 
 
 def build_table(config: Config) -> dict[str, Provider]:

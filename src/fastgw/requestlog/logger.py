@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.errors import GatewayError
-from fastgw.redact import redact_query
+from fastgw.redact import redact_target
 from fastgw.requestlog.record import BodyCapture, capped, encode_record, pack_record, redact_headers
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class RequestLogger:
             self._push({
                 "kind": "request", "request_id": request_id, "created_at_ms": time.time_ns() // 1_000_000,
                 "total_us": (now - t_start) // 1000 if t_start else 0, "gateway_us": (now - t_start) // 1000 if t_start else 0,
-                "method": method.decode("latin-1"), "path": redact_query(target).decode("latin-1")[:2048], "status": error.status,
+                "method": method.decode("latin-1"), "path": redact_target(target).decode("latin-1")[:2048], "status": error.status,
                 "error_type": error.code, "error_message": error.message,
                 "request_headers": redact_headers(raw_headers), "worker": self.worker,
             })

@@ -24,7 +24,7 @@ import orjson
 
 from fastgw._native import recordwire
 from fastgw._native._pure.recordwire import header_lines
-from fastgw.redact import redact_query, redact_url
+from fastgw.redact import REDACTED, redact_query, redact_target, redact_url
 
 if TYPE_CHECKING:
     from fastgw.context import RequestContext
@@ -37,7 +37,6 @@ CREDENTIAL_HEADERS = frozenset(
         "helicone-auth", "cookie", "set-cookie", "x-amz-security-token",
     }
 )
-REDACTED = "[redacted]"
 
 
 # The same credential names, as lines of the forwarded block (Authorization and x-api-key never
@@ -55,7 +54,7 @@ def _redact_query(target: bytes) -> str:
 
 
 # A path with a credential in its query (Gemini's ``?key=``) is logged with it redacted.
-_redacted_target = redact_query
+_redacted_target = redact_target
 
 
 def redacted_lines(ctx: RequestContext) -> bytes:
@@ -135,7 +134,8 @@ def rejected_entry(raw: bytes, worker: int) -> dict[str, Any]:
 
 def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Headers as a request sent them, for a record made without a parsed request (a request
-    refused before it had a context, a manual log's ``meta``), credentials replaced.
+    refused before it had a context; a manual log's ``meta`` goes through ``redacted_value``, the
+    same rule for text), credentials replaced.
 
     A parsed request's record never holds the ``Helicone-*`` headers (they become columns, or
     steer the gateway), so these are the only records where two of them can appear, and both can
@@ -146,13 +146,18 @@ def redact_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode("latin-1").lower()
-        if key in CREDENTIAL_HEADERS or key == "helicone-fallbacks":
-            out[key] = REDACTED
-        elif key == "helicone-target-url":
-            out[key] = redact_url(value.decode("latin-1"))
-        else:
-            out[key] = value.decode("latin-1")
+        out[key] = redacted_value(key, value.decode("latin-1"))
     return out
+
+
+def redacted_value(key: str, value: str) -> str:
+    """One header's value as a log keeps it (``key`` lower-cased): ``redact_headers``' rule, also
+    for a manual log's ``meta``, whose values arrive as text rather than bytes."""
+    if key in CREDENTIAL_HEADERS or key == "helicone-fallbacks":
+        return REDACTED
+    if key == "helicone-target-url":
+        return redact_url(value)
+    return value
 
 
 class BodyCapture:
@@ -161,7 +166,7 @@ class BodyCapture:
     Appending is O(1) and copies nothing: chunks are kept by reference. The head takes whole
     chunks until it holds half the budget, so its last chunk may run past the half; the tail
     takes every chunk after that and drops whole chunks from its front while it would still hold
-    half the budget without them. The last half of the body is then the tail's bytes, led by the
+    the larger half of the budget without them. The last half of the body is then the tail's bytes, led by the
     end of the head's when the tail holds less than half (one large chunk, a short stream after
     it): usage sits at the end of every provider's stream, so that end must never be lost.
     """
@@ -185,7 +190,11 @@ class BodyCapture:
             return
         self.tail.append(chunk)
         self.tail_bytes += len(chunk)
-        while self.tail and self.tail_bytes - len(self.tail[0]) >= half:  # empty when half is 0
+        # A front chunk goes only while the rest holds the larger half (limit - half): the body is
+        # then longer than the limit, so nothing dropped is needed. Against the smaller half, an
+        # odd limit lost a chunk of a body exactly that long, which reported no truncation.
+        keep = self.limit - half
+        while self.tail and self.tail_bytes - len(self.tail[0]) >= keep:
             self.tail_bytes -= len(self.tail.popleft())
 
     def value(self) -> tuple[bytes, bool]:

@@ -30,7 +30,7 @@ from fastgw.errors import (
     BadRequest, BodyTooLarge, GatewayError, HeadersTooLarge, InvalidHeader, MalformedHTTP, Overloaded,
     RequestTimeout, as_gateway_error,
 )
-from fastgw.redact import redact_query
+from fastgw.redact import redact_target
 from fastgw.requestlog.record import BodyCapture, content_type_of, is_event_stream
 from fastgw.server.flow_control import FlowControl
 from fastgw.server.responses import CHUNKED_END, CONTINUE, OVERLOADED, STATUS_LINES, error_response
@@ -274,7 +274,7 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             err = as_gateway_error(exc)
             if not isinstance(exc, GatewayError):
-                log.exception("unexpected error answering %s", redact_query(ex.url)[:200])
+                log.exception("unexpected error answering %s", redact_target(ex.url)[:200])
             elapsed = time.perf_counter_ns() - ex.t_start if ex.t_start else 0
             keep_alive = ex.keep_alive and not self.closing and not err.close_connection
             request_id = ctx.request_id if ctx is not None else request_id_of_refused(ex.raw_headers)
@@ -299,7 +299,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 outcome.client_left = True
         except Exception:
-            log.exception("unexpected error streaming %s", redact_query(ex.url)[:200])
+            log.exception("unexpected error streaming %s", redact_target(ex.url)[:200])
             keep_alive = False
         finally:
             response.close()

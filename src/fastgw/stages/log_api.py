@@ -28,7 +28,7 @@ from fastgw.errors import BadRequest
 from fastgw.requestlog.enrich import saturated_us
 from fastgw.requestlog.logger import RequestLogger
 from fastgw.redact import redact_url
-from fastgw.requestlog.record import CREDENTIAL_HEADERS, REDACTED, capped
+from fastgw.requestlog.record import capped, redacted_value
 from fastgw.stages.base import Handler, Response
 
 _JSON = b"content-type: application/json\r\n"
@@ -109,13 +109,9 @@ def _split(url: str) -> SplitResult:
 
 def _meta_headers(meta: dict[str, Any]) -> dict[str, str]:
     """``providerRequest.meta`` as the row's request_headers: names lower-cased and credentials
-    redacted as ``record.redact_headers`` does, values kept as the text they are (JSON text, not
-    bytes off the wire to decode as latin-1)."""
-    out = {}
-    for name, value in meta.items():
-        key = name.lower()
-        out[key] = REDACTED if key in CREDENTIAL_HEADERS else str(value)
-    return out
+    redacted by ``record.redacted_value`` (the rule of ``record.redact_headers``), values kept as
+    the text they are (JSON text, not bytes off the wire to decode as latin-1)."""
+    return {name.lower(): redacted_value(name.lower(), str(value)) for name, value in meta.items()}
 
 
 class LogAPI:
@@ -192,7 +188,7 @@ class LogAPI:
         self.logger.log_event({
             "kind": "request", "request_id": ctx.request_id, "created_at_ms": start,
             "total_us": duration_us, "upstream_us": duration_us,
-            "method": "POST", "path": parts.path or "/", "provider": provider,
+            "method": "POST", "path": redact_url(parts.path or "/"),  # "https:u:pw@host/x" has no netloc "provider": provider,
             "format": "anthropic" if provider == "anthropic" else "gemini" if provider == "gemini" else "openai",
             "target_url": redact_url(url), "status": status, "user_id": h.user_id or "",
             "properties": h.properties,

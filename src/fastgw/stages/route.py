@@ -20,8 +20,7 @@ import orjson
 from fastgw.config import Config
 from fastgw.context import RequestContext
 from fastgw.errors import BadRequest, Forbidden, NotFound
-from fastgw.providers.formats import FORMATS
-from fastgw.providers.table import Origin, Provider, parse_base_url
+from fastgw.providers.table import Origin, Provider, parse_base_url, target_provider
 from fastgw.redact import redact_query, redact_url
 from fastgw.stages.base import Handler, Response
 
@@ -193,7 +192,7 @@ class Route:
             raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
         if not self.allowlist.allows(origin, base_path):
             raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not in targets.allow")
-        provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
+        provider = target_provider(origin, base_path, self.providers.values())
         if len(self._targets) < 1024:
             self._targets[url] = provider
         return provider

@@ -33,8 +33,7 @@ from fastgw._native.errors import HeaderError
 from fastgw.config import Config
 from fastgw.context import RequestContext
 from fastgw.errors import BadRequest, Forbidden, InvalidHeader, UpstreamError
-from fastgw.providers.formats import FORMATS
-from fastgw.providers.table import Provider, parse_base_url
+from fastgw.providers.table import Provider, parse_base_url, target_provider
 from fastgw.redact import redact_url
 from fastgw.routing import balance
 from fastgw.routing.fallbacks import (
@@ -88,6 +87,7 @@ class Router:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.next = next
         self.routes = build_routes(config, providers) if config.routes else {}
+        self._providers = tuple(providers.values())  # for a fallback target's stream_usage
         # A route's name as a JSON string: a body without any of them is not parsed at all.
         self._quoted = [orjson.dumps(name) for name in self.routes]
         self.health = Health(config.routing.health)
@@ -177,7 +177,7 @@ class Router:
             raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
         if not self.allowlist.allows(origin, base_path):
             raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not in targets.allow")
-        provider = Provider(f"target:{origin}", origin, base_path, FORMATS["openai"], None)
+        provider = target_provider(origin, base_path, self._providers)
         headers = None
         if entry.headers:
             try:

@@ -51,6 +51,12 @@ def may_ask_usage(options: object) -> bool:
     return isinstance(options, dict) and options.get("include_usage", False) is False
 
 
+def asking_usage(options: dict[str, Any] | None) -> dict[str, Any]:
+    """``stream_options`` (``may_ask_usage`` allowed them) with include_usage set: the one place
+    both the pass-through body (``injected_body``) and a translated call (stages/translate.py) get it."""
+    return {**(options or {}), "include_usage": True}
+
+
 def injected_body(body: bytes) -> bytes | None:
     """``body`` asking for stream usage, or None when the request is left as the client sent it.
 
@@ -73,7 +79,7 @@ def injected_body(body: bytes) -> bytes | None:
     if not may_ask_usage(data["stream_options"]):
         return None
     exact = json.loads(body)
-    exact["stream_options"] = {**(exact["stream_options"] or {}), "include_usage": True}
+    exact["stream_options"] = asking_usage(exact["stream_options"])
     return json.dumps(exact, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -34,7 +34,7 @@ from fastgw.providers.credentials import credential_for
 from fastgw.providers.formats import FORMATS
 from fastgw.providers.table import Provider
 from fastgw.stages.base import Handler, Response, RewrittenStream
-from fastgw.stages.stream_usage import may_ask_usage
+from fastgw.stages.stream_usage import asking_usage, may_ask_usage
 
 # Upstream headers that describe the native body, which the translated body replaces.
 _BODY_HEADERS = re.compile(rb"(?im)^(?:content-type|content-encoding|content-length|transfer-encoding):[^\n]*\n")
@@ -69,7 +69,7 @@ class Translate:
             # stages/stream_usage.py asked for usage on the client's behalf; this attempt's
             # provider may be one that refuses stream_options (a fallback).
             if ctx.usage_injected and provider.stream_usage and may_ask_usage(stream_options):
-                chat = {**chat, "stream_options": {**(stream_options or {}), "include_usage": True}}
+                chat = {**chat, "stream_options": asking_usage(stream_options)}
             _build_request(fmt, chat, call)
             return await self._send(ctx, call, None)
         _build_request(fmt, chat, call)

@@ -85,7 +85,7 @@ def _member_span(event: bytes, start: int, end: int) -> tuple[int, int] | None:
         while i > 0 and event[i - 1] in _BLANK:
             i -= 1
         return i, end
-    if i != start or event[i - 1] != 123:  # "{"
+    if event[i - 1] != 123:  # "{", blanks between allowed: { "usage":null, ...
         return None
     j = end
     while j < len(event) and event[j] in _BLANK:
@@ -162,6 +162,8 @@ class UsageChunkFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         """The part of ``chunk`` (with any held-back start) that the client should get now."""
+        if not chunk:  # nothing new: a CR awaiting its LF still awaits it
+            return b""
         head = b""
         if self._after_cr is not None and not self._pending and chunk.startswith(b"\n"):
             head, chunk = (b"\n" if self._after_cr else b""), chunk[1:]
