@@ -188,7 +188,8 @@ class LogAPI:
         self.logger.log_event({
             "kind": "request", "request_id": ctx.request_id, "created_at_ms": start,
             "total_us": duration_us, "upstream_us": duration_us,
-            "method": "POST", "path": redact_url(parts.path or "/"),  # "https:u:pw@host/x" has no netloc "provider": provider,
+            # redact_url on the path too: "https:u:pw@host/x" has no netloc, its password is in the path
+            "method": "POST", "path": redact_url(parts.path or "/"), "provider": provider,
             "format": "anthropic" if provider == "anthropic" else "gemini" if provider == "gemini" else "openai",
             "target_url": redact_url(url), "status": status, "user_id": h.user_id or "",
             "properties": h.properties,
