@@ -215,3 +215,22 @@ def chat_request(body: bytes = b'{"model":"gpt-4o-mini","messages":[{"role":"use
         f"POST {path} HTTP/{version}\r\nHost: gw\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer sk-test\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
+
+
+def query_chdb(data: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` in the chDB folder ``data``, opened after its gateway stopped: chDB lets one
+    process at a time hold a folder."""
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=f"chdb://{data}")
+    try:
+        return list(client.query(sql).result_rows)
+    finally:
+        client.close()
+
+
+def post_once(port: int, path: str, body: bytes, extra: str = "") -> RawResponse:
+    """One request on a fresh connection, and its response."""
+    with connect(port) as s:
+        s.sendall(chat_request(body, path=path, extra=extra))
+        return read_responses(s, 1)[0]

@@ -20,7 +20,7 @@ import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import (
-    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, read_responses,
+    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, query_chdb, read_responses,
 )
 
 MSGS = [{"role": "user", "content": "hello there"}]
@@ -30,12 +30,7 @@ def chdb_config(mock: MockUpstreamThread, data: Path, **logging: Any) -> dict[st
     return gateway_config(mock.url, logging={"sink": f"chdb://{data}", **logging})
 
 
-def query(data: Path, sql: str) -> list[tuple[Any, ...]]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{data}")
-    try:
-        return list(client.query(sql).result_rows)
-    finally:
-        client.close()
+query = query_chdb
 
 
 
@@ -224,9 +219,7 @@ def test_answers_longer_than_the_body_cap_keep_their_usage(start_gateway, mock: 
 
 
 def _post(gw: GatewayProcess, path: str, body: bytes, extra: str = "") -> Any:
-    with connect(gw.port) as s:
-        s.sendall(chat_request(body, path=path, extra=extra))
-        return read_responses(s, 1)[0]
+    return post_once(gw.port, path, body, extra)
 
 
 MANUAL = {

@@ -9,12 +9,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import orjson
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, chat_request, connect, gateway_config, read_responses
+from tests.helpers import GatewayProcess, gateway_config, post_once, query_chdb
 
 LIMIT = 1000  # logging.body_max_bytes
 NOW = int(time.time())
@@ -64,18 +63,11 @@ REFUSED = {  # case: (body, the field the 400 names)
 UTF8_HEADERS = "Helicone-User-Id: Jürgen\r\nHelicone-Property-City: München\r\nHelicone-Session-Name: Überblick\r\n"
 
 
-def query(data: Path, sql: str) -> list[tuple[Any, ...]]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{data}")
-    try:
-        return list(client.query(sql).result_rows)
-    finally:
-        client.close()
+query = query_chdb
 
 
 def _post(gw: GatewayProcess, path: str, body: bytes, extra: str = "") -> Any:
-    with connect(gw.port) as s:
-        s.sendall(chat_request(body, path=path, extra=extra))
-        return read_responses(s, 1)[0]
+    return post_once(gw.port, path, body, extra)
 
 
 @pytest.fixture(scope="module")
