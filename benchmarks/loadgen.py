@@ -73,6 +73,7 @@ class Run:
         self.idle: list[Client] = []
         self.queued: collections.deque[int] = collections.deque()
         self.queued_max = 0
+        self.idle_closed = 0  # idle connections the server closed (its idle timeout)
 
     def running(self, now: int) -> bool:
         if self.want:
@@ -118,6 +119,10 @@ class Client(asyncio.Protocol):
             self.in_flight = False
             self.run.errors += 1
             self.run.conn_idle()
+        elif self in self.run.idle:  # open loop: a spare connection the server timed out
+            self.run.idle.remove(self)
+            self.run.idle_closed += 1
+            self.run.conn_idle()
 
     def fire(self, due: int = 0) -> None:
         """Send the request; ``due`` (open loop) is when it was due, which latency counts from."""
@@ -135,6 +140,8 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = perf()
+        if not self.in_flight:  # unprompted (a 408 before an idle close): not an answer to count
+            return
         buf = self.buf
         buf += data
         if self.body_at < 0:
@@ -313,6 +320,7 @@ async def drive(host: str, port: int, run: Run, conns: int, warmup: float, durat
                 proto.fire()  # type: ignore[attr-defined]
     elapsed = (run.last_done - run.measure_from) / 1e9 if run.last_done > run.measure_from else 0.0
     gc.enable()
+    run.idle = []  # closing them now is ours, not the server's idle timeout
     for c in clients:
         if c.transport is not None:
             c.transport.close()
@@ -375,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": round(cpu_s, 4),
     }
     if args.rate:
-        out.update(rate=args.rate, queued_max=run.queued_max)
+        out.update(rate=args.rate, queued_max=run.queued_max, idle_closed=run.idle_closed)
     if run.ttfb:
         out["ttfb_us"] = percentiles(run.ttfb)
     if args.sse:
