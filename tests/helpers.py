@@ -115,6 +115,15 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
+def process_gone(pid: int) -> bool:
+    """Exited; a zombie counts (whoever adopted it may not have reaped it yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def exporter_pid(gw: GatewayProcess) -> int:
     """The exporter is the supervisor's first child (it is started before the workers)."""
     deadline = time.monotonic() + 10

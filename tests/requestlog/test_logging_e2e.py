@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import (
-    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, query_chdb, read_responses,
+    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, process_gone, query_chdb,
+    read_responses,
 )
 
 MSGS = [{"role": "user", "content": "hello there"}]
@@ -162,6 +164,33 @@ def test_records_of_a_killed_worker_still_arrive(start_gateway, mock: MockUpstre
     time.sleep(1.0)
     assert gw.stop() == 0, gw.log()
     assert query(data, "SELECT count() FROM fastgw.requests FINAL")[0][0] == 25
+
+
+def test_a_supervisor_killed_outright_takes_its_children_down_and_their_records_arrive(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``kill -9`` on ``fastgw serve`` itself: its worker and exporter must not live on as orphans
+    holding the port and the folders. They get a SIGTERM from the kernel and stop as on a normal
+    shutdown, the exporter draining the rings: every record is in chDB, and the port is free."""
+    data = tmp_path / "ch"
+    gw = start_gateway(chdb_config(mock, data))
+    exporter = exporter_pid(gw)
+    worker = [p for p in children(gw.proc.pid) if p != exporter][0]
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+        for _ in range(20):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait()
+    deadline = time.monotonic() + 60
+    while not (process_gone(worker) and process_gone(exporter)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert process_gone(worker) and process_gone(exporter), f"orphans left: worker {worker}, exporter {exporter}\n{gw.log()}"
+    finally:
+        for pid in (worker, exporter):
+            if not process_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", gw.port))  # nothing holds the gateway's port any more
+    assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL")[0] == (20, 20), gw.log()
 
 
 def test_full_ring_spills_to_disk_and_is_replayed(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

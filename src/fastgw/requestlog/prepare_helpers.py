@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NamedTuple, TypeVar
 
 import fastgw
+from fastgw.parent_death import die_with_parent
 
 log = logging.getLogger("fastgw.exporter")
 T = TypeVar("T")
@@ -139,22 +140,9 @@ def unpack(blob: bytes, ends_bytes: bytes) -> list[bytes]:
     return out
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL when the exporter dies, however it dies (Linux); else the pipe's EOF ends the loop."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the exporter died before the call
-        os._exit(0)
-
-
 def helper_main(conn: Connection, parent: int, prices_file: str | None, encode_path: str, metrics: bool) -> None:
     """A helper's loop: a part in, its PartResult out, until the exporter closes the pipe."""
-    _die_with_parent(parent)
+    die_with_parent(parent, signal.SIGKILL)  # its exporter's pipe's EOF ends the loop elsewhere
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import importlib

@@ -2,7 +2,11 @@
 
 The parent binds nothing that accepts (a listening socket in the group would take a share of the
 connections); it starts the workers, restarts one that dies (with a back-off when they die fast),
-and on SIGTERM/SIGINT passes the signal on and waits for them to drain.
+and on SIGTERM/SIGINT passes the signal on and waits for them to drain. A parent killed outright
+(``kill -9``, the OOM killer) cannot pass anything on, so each child asks the kernel for a SIGTERM
+when its parent dies (``parent_death``) and shuts down as it would on the parent's own: the
+workers finish their requests, the exporter drains every ring and spill file it can still read.
+Records a worker pushes after that drain stay in its ring for the next start's exporter.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import os
 import signal
 import time
 from multiprocessing.process import BaseProcess
-from typing import Callable
+from typing import Any, Callable
+
+from fastgw.parent_death import die_with_parent
 
 log = logging.getLogger("fastgw.supervisor")
 
@@ -65,11 +71,13 @@ class Supervisor:
         return self._stop_all()
 
     def _spawn(self, index: int) -> None:
+        parent = os.getpid()
         if index == EXPORTER:
             assert self.exporter is not None
-            proc = self.ctx.Process(target=self.exporter, name="fastgw-exporter", daemon=False)
+            proc = self.ctx.Process(target=_child, args=(parent, self.exporter), name="fastgw-exporter", daemon=False)
         else:
-            proc = self.ctx.Process(target=self.target, args=(index,), name=f"fastgw-worker-{index}", daemon=False)
+            proc = self.ctx.Process(target=_child, args=(parent, self.target, index), name=f"fastgw-worker-{index}",
+                                    daemon=False)
         proc.start()
         self.procs[index] = proc
 
@@ -95,3 +103,12 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+
+def _child(parent: int, target: Callable[..., None], *args: Any) -> None:
+    # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
+    # installs its own, a SIGTERM must end it rather than vanish.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    die_with_parent(parent, signal.SIGTERM)
+    target(*args)
