@@ -8,8 +8,14 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, close_sdk_clients, gateway_config
 from tests.redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    close_sdk_clients()
 
 
 @pytest.fixture(scope="session")

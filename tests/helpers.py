@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httptools
 import yaml
@@ -113,6 +113,23 @@ def gateway_config(mock_url: str, **extra: Any) -> dict[str, Any]:
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
+
+
+T = TypeVar("T")
+_SDK_CLIENTS: list[Any] = []
+
+
+def sdk(client: T) -> T:
+    """An SDK client (openai, anthropic) that the test does not close itself: closed after the test
+    (conftest's ``close_sdk_clients``). Left to the garbage collector, its pooled sockets would
+    raise an unclosed-socket ResourceWarning, an error here, in whichever later test collects it."""
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+def close_sdk_clients() -> None:
+    while _SDK_CLIENTS:
+        _SDK_CLIENTS.pop().close()
 
 
 def process_gone(pid: int) -> bool:

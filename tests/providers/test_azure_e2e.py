@@ -19,7 +19,7 @@ import pytest
 from fastgw.testing.mock_bedrock_azure import MOCK_AZURE_API_KEY
 from fastgw.testing.mock_payloads import content_pieces
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, gateway_config, sdk
 
 TEXT = "".join(content_pieces(3))
 HI = [{"role": "user", "content": "hi"}]
@@ -50,8 +50,8 @@ def last(up: MockUpstreamThread) -> Any:
 
 
 def azure_client(gw: GatewayProcess, prefix: str, key: str) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(azure_endpoint=f"{gw.url}/{prefix}", api_key=key, api_version="2024-10-21",
-                              max_retries=0, timeout=10)
+    return sdk(openai.AzureOpenAI(azure_endpoint=f"{gw.url}/{prefix}", api_key=key, api_version="2024-10-21",
+                                  max_retries=0, timeout=10))
 
 
 # --- pass-through ----------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_unified_stream_usage_only_when_asked(client: openai.OpenAI, up: MockUps
 
 
 def test_unified_error_in_openai_shape(gw: GatewayProcess) -> None:
-    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong-key", max_retries=0, timeout=10)
+    c = sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong-key", max_retries=0, timeout=10))
     with pytest.raises(openai.AuthenticationError) as info:
         c.chat.completions.create(model="azure/gpt4o-prod", messages=HI)
     assert info.value.body["type"] == "authentication_error" and info.value.body["code"] == "401"
@@ -139,8 +139,8 @@ def test_api_keys_are_redacted_in_the_request_log(up: MockUpstreamThread, tmp_pa
     g = GatewayProcess(_config(up), tmp_path)
     try:
         azure_client(g, "azure", MOCK_AZURE_API_KEY).chat.completions.create(model="gpt4o-prod", messages=HI)
-        openai.OpenAI(base_url=g.url + "/v1", api_key=MOCK_AZURE_API_KEY, max_retries=0).chat.completions.create(
-            model="azure/gpt4o-prod", messages=HI)
+        sdk(openai.OpenAI(base_url=g.url + "/v1", api_key=MOCK_AZURE_API_KEY, max_retries=0)).chat.completions.create(
+                model="azure/gpt4o-prod", messages=HI)
     finally:
         assert g.stop() == 0, g.log()
     rows = [json.loads(line) for f in sorted((g.log_dir / "sink").rglob("*.jsonl")) for line in f.read_text().splitlines()]
@@ -168,22 +168,22 @@ def test_gateway_keys_get_their_granted_azure_key_and_are_never_forwarded(
         granted = create("--name", "granted", "--credential", "azure-team")
         bare = create("--name", "bare")
         assert granted.startswith("fgw-") and bare.startswith("fgw-")
-        unified = openai.OpenAI(base_url=g.url + "/v1", api_key=granted, max_retries=0, timeout=10)
+        unified = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key=granted, max_retries=0, timeout=10))
         assert unified.chat.completions.create(model="azure/gpt4o-prod", messages=HI).choices[0].message.content == TEXT
         # the AzureOpenAI SDK with the gateway key as its bearer token (azure_ad_token)
-        passthrough = openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=granted,
-                                         api_version="2024-10-21", max_retries=0, timeout=10)
+        passthrough = sdk(openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=granted,
+                                             api_version="2024-10-21", max_retries=0, timeout=10))
         assert passthrough.chat.completions.create(model="gpt4o-prod", messages=HI).choices[0].message.content == TEXT
         for sent in list(up.mock.requests)[-2:]:
             assert sent.header("api-key") == MOCK_AZURE_API_KEY and sent.header("authorization") is None
             assert not any("fgw-" in v for _, v in sent.headers)
         before = up.mock.request_count
         with pytest.raises(openai.PermissionDeniedError, match="has no credential for provider 'azure'"):
-            openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=bare, api_version="2024-10-21",
-                               max_retries=0).chat.completions.create(model="gpt4o-prod", messages=HI)
+            sdk(openai.AzureOpenAI(azure_endpoint=f"{g.url}/azure", azure_ad_token=bare, api_version="2024-10-21",
+                                   max_retries=0)).chat.completions.create(model="gpt4o-prod", messages=HI)
         with pytest.raises(openai.PermissionDeniedError, match="has no credential for provider 'azure'"):
-            openai.OpenAI(base_url=g.url + "/v1", api_key=bare, max_retries=0).chat.completions.create(
-                model="azure/gpt4o-prod", messages=HI)
+            sdk(openai.OpenAI(base_url=g.url + "/v1", api_key=bare, max_retries=0)).chat.completions.create(
+                    model="azure/gpt4o-prod", messages=HI)
         assert up.mock.request_count == before  # refused by the gateway: nothing sent without a credential
     finally:
         assert g.stop() == 0, g.log()

@@ -19,7 +19,7 @@ import pytest
 from fastgw.providers import eventstream
 from fastgw.testing.mock_bedrock_azure import MOCK_AWS_CREDENTIALS
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, gateway_config, sdk
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 SENT_PATH = "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
@@ -180,7 +180,7 @@ def test_wrong_secret_is_caught_by_the_mock(up: MockUpstreamThread, tmp_path: An
     """The mock really checks signatures: a gateway with a wrong secret gets AWS's 403."""
     g = _gateway(up, tmp_path, {**AWS_ENV, "AWS_SECRET_ACCESS_KEY": "wrong-secret"})
     try:
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+        c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10))
         with pytest.raises(openai.PermissionDeniedError) as info:
             c.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
         assert "signature we calculated does not match" in info.value.message
@@ -194,7 +194,7 @@ def test_config_credentials_with_session_token_and_region(up: MockUpstreamThread
     g = _gateway(up, tmp_path, env, region="ap-south-1", aws_access_key_id=MOCK_AWS_CREDENTIALS.access_key_id,
                  aws_secret_access_key=MOCK_AWS_CREDENTIALS.secret_access_key, aws_session_token="FwoGZXIvYXdzE-token")
     try:
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+        c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10))
         r = c.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
         assert r.choices[0].message.content == _pieces(4)
         req = last(up)
@@ -209,7 +209,7 @@ def test_config_credentials_with_session_token_and_region(up: MockUpstreamThread
 def test_no_credentials_is_a_clear_error(up: MockUpstreamThread, tmp_path: Any) -> None:
     g = _gateway(up, tmp_path, {k: "" for k in AWS_ENV})
     try:
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+        c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10))
         with pytest.raises(openai.InternalServerError) as info:
             c.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
         assert "AWS_ACCESS_KEY_ID" in info.value.message
@@ -293,7 +293,7 @@ def test_request_log_has_usage_and_no_credentials(up: MockUpstreamThread, tmp_pa
     try:
         assert _post(g, f"/bedrock/model/{MODEL}/converse", CONVERSE)[0] == 200
         assert _post(g, f"/bedrock/model/{MODEL}/converse-stream", CONVERSE)[0] == 200
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+        c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10))
         list(c.chat.completions.create(model=f"bedrock/{MODEL}", stream=True, messages=[{"role": "user", "content": "hi"}]))
         c.close()
     finally:
@@ -355,7 +355,7 @@ def test_gateway_keys_use_the_gateways_aws_credentials(up: MockUpstreamThread, t
                               str(g.config_path)], check=True, capture_output=True, text=True, timeout=30)
         key = out.stdout.strip()
         assert key.startswith("fgw-")
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=10)
+        c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=10))
         r = c.chat.completions.create(model=f"bedrock/{MODEL}", messages=[{"role": "user", "content": "hi"}])
         assert r.choices[0].message.content == _pieces(4)
         c.close()
@@ -398,7 +398,7 @@ def test_route_falls_back_from_bedrock_to_azure(up: MockUpstreamThread, tmp_path
                 {"provider": "azure", "model": "gpt4o-prod", "api_key": MOCK_AZURE_API_KEY}]}})
         g = GatewayProcess(cfg, tmp_path, env=AWS_ENV)
         try:
-            c = openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10)
+            c = sdk(openai.OpenAI(base_url=g.url + "/v1", api_key="sk-client-key", max_retries=0, timeout=10))
             raw = c.chat.completions.with_raw_response.create(model="smart", messages=[{"role": "user", "content": "hi"}])
             assert raw.headers["helicone-fallback-index"] == "1"
             assert raw.parse().choices[0].message.content == _pieces(4)

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, gateway_config, sdk
 from tests.redis_server import RedisServer
 
 CHAT = [{"role": "user", "content": "hello there"}]
@@ -63,7 +63,7 @@ def settle(config: Path, name: str, period: str = "total", timeout: float = 5.0)
 
 
 def client(gw: GatewayProcess, key: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, default_headers=headers or None)
+    return sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, default_headers=headers or None))
 
 
 def status_of(call: Callable[[], Any]) -> int:
@@ -360,8 +360,8 @@ def test_anthropic_sdk_key_in_x_api_key(start_gateway: Callable[..., GatewayProc
     gw = start_gateway(cfg)
     key = create_key(gw.config_path, "--name", "claude", "--model", "claude-*", "--credential", "team-anthropic")
     marker = uuid.uuid4().hex
-    c = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=key, max_retries=0,
-                            default_headers={"x-test-id": marker})
+    c = sdk(anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=key, max_retries=0,
+                                default_headers={"x-test-id": marker}))
     msg = c.messages.create(model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert msg.content
     headers = _received(mock, marker)
@@ -369,8 +369,8 @@ def test_anthropic_sdk_key_in_x_api_key(start_gateway: Callable[..., GatewayProc
     with pytest.raises(anthropic.PermissionDeniedError):
         c.messages.create(model="gpt-4o", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="fgw-" + "z" * 43, max_retries=0).messages.create(
-            model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+        sdk(anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="fgw-" + "z" * 43, max_retries=0)).messages.create(
+                model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
 
 
 def _rows(gw: GatewayProcess, timeout: float = 10.0, want: int = 1) -> list[dict[str, Any]]:

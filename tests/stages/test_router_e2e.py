@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess
+from tests.helpers import GatewayProcess, sdk
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -37,8 +37,8 @@ def config(a: MockUpstreamThread, b: MockUpstreamThread, **extra: Any) -> dict[s
 
 
 def client(gw: GatewayProcess, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client", max_retries=0, timeout=30,
-                         default_headers=headers)
+    return sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-client", max_retries=0, timeout=30,
+                             default_headers=headers))
 
 
 def chat(gw: GatewayProcess, model: str = "gpt-4o-mini", **headers: str) -> Any:

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, gateway_config, sdk
 
 PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 WEATHER = {"type": "function", "function": {
@@ -328,7 +328,7 @@ def test_unknown_prefix_stays_pass_through(client: openai.OpenAI, up: MockUpstre
 
 
 def test_anthropic_sdk_pass_through_still_works(gw: GatewayProcess, up: MockUpstreamThread) -> None:
-    c = anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="sk-ant-key", max_retries=0)
+    c = sdk(anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key="sk-ant-key", max_retries=0))
     m = c.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert m.content[0].text == "Hello from the mock"
     sent = last(up)  # the client's own credential, in the header its SDK chose, passed through as sent

@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import GatewayProcess, gateway_config
+from tests.helpers import GatewayProcess, gateway_config, sdk
 
 CHAT = [{"role": "user", "content": "hello there"}]
 
@@ -29,8 +29,8 @@ def up() -> Iterator[MockUpstreamThread]:
 def test_cache_replays_a_translated_stream(start_gateway: Callable[..., GatewayProcess], up: MockUpstreamThread) -> None:
     gw = start_gateway(gateway_config(up.url, providers={"anthropic": {"base_url": up.url, "format": "anthropic"}}))
     up.mock.chunk_delay_ms = 5  # so the answer streams through the gateway rather than arriving whole
-    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-a", max_retries=0,
-                      default_headers={"helicone-cache-enabled": "true"})
+    c = sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-a", max_retries=0,
+                          default_headers={"helicone-cache-enabled": "true"}))
     seen = []
     for _ in range(2):
         with c.chat.completions.with_streaming_response.create(
@@ -45,7 +45,7 @@ def test_cache_replays_a_translated_stream(start_gateway: Callable[..., GatewayP
 def test_route_falls_back_across_formats(start_gateway: Callable[..., GatewayProcess], up: MockUpstreamThread) -> None:
     gw = start_gateway(gateway_config(up.url, routes={"smart": {"targets": [
         {"provider": "anthropic", "model": "claude-haiku-4-5"}, {"provider": "openai", "model": "gpt-4o-mini"}]}}))
-    c = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-a", max_retries=0)
+    c = sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-a", max_retries=0))
     r = c.chat.completions.with_raw_response.create(model="smart", messages=CHAT)
     assert r.parse().object == "chat.completion" and r.headers["helicone-fallback-index"] == "0"
     assert up.mock.requests[-1].path == "/v1/messages" and up.mock.requests[-1].json()["model"] == "claude-haiku-4-5"
@@ -72,7 +72,7 @@ def test_gateway_key_credential_in_anthropics_scheme(start_gateway: Callable[...
         return out.stdout.strip()
 
     key = cli("create", "--name", "u", "--model", "anthropic/*", "--budget-total", "100", "--credential", "team-anthropic")
-    c = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    c = sdk(openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0))
     c.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=CHAT)
     list(c.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=CHAT, stream=True))
     for sent in list(up.mock.requests)[-2:]:
