@@ -165,6 +165,19 @@ def test_header_timeout_gets_408_then_close(start_gateway, mock: MockUpstreamThr
     assert 0.2 < took < 2.0
 
 
+def test_a_connection_that_never_sends_is_closed_silently(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
+    """No byte of a request: nothing to answer. A 408 written into an idle connection would be read
+    by the client as the answer to the next request it sends there (a pooled connection)."""
+    gw = start_gateway(gateway_config(mock.url, server={"header_timeout": "300ms", "keepalive_timeout": "30s"}))
+    with connect(gw.port) as s:
+        t0 = time.monotonic()
+        assert read_until_closed(s) == b""
+        assert 0.2 < time.monotonic() - t0 < 2.0
+    with connect(gw.port) as s:  # and the server keeps serving
+        s.sendall(chat_request())
+        assert read_responses(s, 1)[0].status == 200
+
+
 def test_body_timeout_gets_408_then_close(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
     gw = start_gateway(gateway_config(mock.url, server={"body_timeout": "300ms"}))
     with connect(gw.port) as s:
