@@ -19,7 +19,9 @@ and each "on" variant starts from an idle exporter. Each repetition runs every v
 rotated) at 16 closed-loop connections, 2,000 and 6,000 requests a second open loop, 2.5 s each,
 with 1 KB of bodies (bench_logging.py's requests and upstream). Medians of the P99s are printed,
 each "on" variant against off, with a sign test of the paired repetitions (in how many the
-variant was slower than off; the two-sided p-value of a split at least that uneven).
+variant was slower than off; the two-sided p-value of a split at least that uneven). Then the
+worker's CPU per request answered in the same runs (warm-up included), which tells the worker's
+own logging work from what a busy core 1 costs its wake-ups of the client and nginx there.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> int:
         assert exporter is not None
         lg = ["--body", bl.BODY_1K, *(arg for h in bl.MOCK_HEADERS for arg in ("-H", h))]
         p99: dict[tuple[str, str], list[float]] = {(v, load): [] for v in VARIANTS for load in LOADS}
+        worker_us: dict[tuple[str, str], list[float]] = {(v, load): [] for v in VARIANTS for load in LOADS}
         for rep in range(args.reps):
             for variant in rb.rotate(VARIANTS, rep):
                 busy = None
@@ -80,7 +83,10 @@ def main() -> int:
                 try:
                     line = []
                     for load, extra in LOADS.items():
+                        w0 = rb.cpu_ticks([g.worker])
                         r = rb.run_loadgen(g.url(), *extra, "-d", str(LAT_S), "--warmup", "0.3", *lg)
+                        answered = r["count"] * (LAT_S + 0.3) / LAT_S
+                        worker_us[(variant, load)].append((rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / answered * 1e6)
                         p99[(variant, load)].append(r["latency_us"]["p99"])
                         line.append(f"{load} p99 {r['latency_us']['p99']:7.0f}")
                 finally:
@@ -101,6 +107,11 @@ def main() -> int:
                 k, n, pv = sign_test(base, mine)
                 versus.append(f"{statistics.median(mine) / statistics.median(base) - 1:+.0%} ({k}/{n}, p={pv:.2f})")
             print(f"| {v} | " + " | ".join(cells) + " | " + " | ".join(versus) + " |")
+        print(f"\nWorker CPU µs per request, medians of {args.reps} (the same runs)")
+        print("| variant | " + " | ".join(LOADS) + " |")
+        print("|---|" + "---:|" * len(LOADS))
+        for v in VARIANTS:
+            print(f"| {v} | " + " | ".join(f"{statistics.median(worker_us[(v, load)]):.1f}" for load in LOADS) + " |")
         for load in LOADS:
             print(f"per repetition, {load}: " + "; ".join(f"{v} " + " ".join(f"{x:.0f}" for x in p99[(v, load)])
                                                            for v in VARIANTS))
