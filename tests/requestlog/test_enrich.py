@@ -197,3 +197,19 @@ def test_timings_past_the_uint32_columns_saturate_and_the_row_is_kept() -> None:
     assert rows[0]["gateway_us"] == 0  # first byte before the upstream's time ended: negative, kept as 0
     assert [rows[1][k] for k in ("total_us", "ttfb_us", "upstream_us", "gateway_us")] == [MAX_US, 5, MAX_US, 0]
     encode_native(rows)  # raised "column 'total_us', row 0: ... is out of range" before
+
+
+def test_attempt_timings_past_the_uint32_columns_saturate_too() -> None:
+    """A retried request's attempts carry their own UInt32 offsets and durations: an attempt that
+    waited over 71 minutes made the sink's encoder refuse the whole row."""
+    from fastgw.requestlog.record import encode_record
+    from fastgw.requestlog.sinks.clickhouse import encode_native
+
+    attempts = [{"target": "openai", "status": 504, "error": "upstream_timeout", "start_us": 0, "dur_us": 2**40,
+                 "fallback_index": -1},
+                {"target": "anthropic", "status": 200, "error": "", "start_us": 2**33, "dur_us": -5, "fallback_index": 0}]
+    record = encode_record({k: v for k, v in raw().items() if not k.endswith("_body")} | {"attempts": attempts})
+    row = Enricher(PriceTable.load()).row_of(record)
+    assert [(a["start_us"], a["dur_us"]) for a in row["attempts"]] == [(0, 2**32 - 1), (2**32 - 1, 0)]
+    assert [a["target"] for a in row["attempts"]] == ["openai", "anthropic"]
+    encode_native([row])  # raised "column 'attempts', row 0: ... is out of range" before

@@ -101,6 +101,7 @@ RECORD_ONLY = ("created_at_ms", "format", "response_content_type", "hidden_usage
 # the column's maximum, where the sink would refuse the whole row; a negative one (a clock step)
 # becomes 0 for the same reason.
 TIMINGS_US = ("total_us", "ttfb_us", "upstream_us", "gateway_us")
+ATTEMPT_US = ("start_us", "dur_us")
 MAX_US = 2**32 - 1
 
 
@@ -169,6 +170,13 @@ class Enricher:
             us = row.get(key)
             if us.__class__ is int and not 0 <= us <= MAX_US:
                 row[key] = saturated_us(us)
+        attempts = row.get("attempts")
+        if attempts:  # retries and fallbacks: their UInt32 offsets and durations too
+            for attempt in attempts:
+                for key in ATTEMPT_US:
+                    us = attempt.get(key) if attempt.__class__ is dict else None
+                    if us.__class__ is int and not 0 <= us <= MAX_US:
+                        attempt[key] = saturated_us(us)
         row.update(
             kind="request",
             created_at=created_at,
