@@ -14,8 +14,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent(parent: int, signum: int) -> bool:
-    """Have ``signum`` sent to this process when ``parent`` (its parent now) dies; exit at once if it
-    is already gone. False where the platform cannot do it."""
+    """Have ``signum`` sent to this process when ``parent`` (its parent at the fork) dies, or sent
+    now if it is already gone. False where the platform cannot do it."""
     try:
         import ctypes
 
