@@ -321,6 +321,24 @@ def test_retries_and_fallbacks_from_rows() -> None:
     assert value(smp, "fastgw_fallbacks_total", provider="openai") == 1
 
 
+def test_each_token_kind_cost_and_saving_is_summed_into_its_own_series() -> None:
+    """fold_rows sums the token kinds by position, written out by hand: each must land in its own
+    series (distinct values per kind, so a swap shows)."""
+    m = GatewayMetrics(MetricsConfig())
+    kinds = {"prompt": 3, "completion": 5, "cache_read": 7, "cache_write": 11, "reasoning": 13}
+    one = row(**{f"{k}_tokens": v for k, v in kinds.items()}, cost_nanousd=17_000, cache_saved_nanousd=19_000,
+              ttfb_us=2_000_000)
+    m.observe([one, one, row(ttfb_us=0)])
+    smp = samples(m.render()[1].decode())
+    labels = {"provider": "openai", "model": "gpt-4o-mini"}
+    for kind, n in kinds.items():
+        assert value(smp, "fastgw_tokens_total", kind=kind, **labels) == 2 * n + {"prompt": 1, "completion": 1}.get(kind, 0)
+    assert value(smp, "fastgw_cost_usd_total", **labels) == pytest.approx(34e-6)
+    assert value(smp, "fastgw_cache_saved_usd_total", **labels) == pytest.approx(38e-6)
+    assert value(smp, "fastgw_time_to_first_byte_seconds_count", **labels) == 2  # a zero TTFB is not observed
+    assert value(smp, "fastgw_time_to_first_byte_seconds_sum", **labels) == pytest.approx(4.0)
+
+
 def test_openmetrics_when_the_scraper_asks_for_it() -> None:
     from prometheus_client.openmetrics.parser import (
         text_string_to_metric_families as parse_openmetrics,
