@@ -193,6 +193,29 @@ def test_a_supervisor_killed_outright_takes_its_children_down_and_their_records_
     assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL")[0] == (20, 20), gw.log()
 
 
+def test_records_left_in_the_rings_by_a_killed_gateway_arrive_at_the_next_start(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every process of a gateway killed at once (a container's SIGKILL) while its exporter was
+    paused: the records are in the rings, on shared memory or a run_dir. A new ``fastgw serve`` on
+    the same folders exports them."""
+    data, folders = tmp_path / "ch", {"run_dir": str(tmp_path / "run"), "spill_dir": str(tmp_path / "spill")}
+    gw = start_gateway(chdb_config(mock, data, **folders))
+    exporter = exporter_pid(gw)
+    os.kill(exporter, signal.SIGSTOP)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+        for _ in range(15):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+    everyone = [gw.proc.pid, *children(gw.proc.pid)]
+    for pid in everyone:
+        os.kill(pid, signal.SIGKILL)
+    gw.proc.wait()
+    deadline = time.monotonic() + 10
+    while not all(process_gone(pid) for pid in everyone) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = start_gateway(chdb_config(mock, data, **folders))
+    assert again.stop() == 0, again.log()  # its exporter drains every ring on SIGTERM
+    assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL")[0] == (15, 15), again.log()
+
+
 def test_full_ring_spills_to_disk_and_is_replayed(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "ch"
     gw = start_gateway(chdb_config(mock, data, ring_size="64KiB"))
