@@ -309,7 +309,9 @@ def test_a_stopping_exporter_retries_a_failing_sink_for_a_while(tmp_path: Path, 
         drain = exporter.drains[0]
         exporter.stopping = True
         started = time.monotonic()
-        exporter.run()  # SIGTERM's drain: retried for a while, then gives up, records kept on disk
+        # SIGTERM's drain: retried for a while, then gives up, records kept on disk. ``loop``, not
+        # ``run``, which would leave its SIGTERM and SIGINT handlers in pytest's process.
+        exporter.loop()
         assert 1.5 <= time.monotonic() - started < 10
         assert exporter.stats.sink_failures >= 2 and exporter.stats.exported == 0
         # Given up: what the rings held is parked on disk (shared memory doesn't outlive a reboot).
