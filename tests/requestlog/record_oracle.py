@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from fastgw.context import RequestContext
-from fastgw.requestlog.record import _redact_query, capped, redacted_lines
+from fastgw.redact import redact_query, redact_target
+from fastgw.requestlog.record import capped, redacted_lines
 
 
 def build_record(
@@ -43,11 +44,11 @@ def build_record(
         "upstream_us": ctx.upstream_ns // 1000,
         "gateway_us": ((t_first_byte or now) - ctx.t_start - ctx.upstream_ns) // 1000,
         "method": ctx.method.decode("latin-1"),
-        "path": _redact_query(ctx.target),
+        "path": redact_target(ctx.target).decode("latin-1"),
         "provider": provider.name if provider is not None else "",
         # A unified-API answer reached the client in OpenAI's format, whatever the provider's.
         "format": ("openai" if ctx.unified is not None else provider.format.name) if provider is not None else "",
-        "target_url": (str(provider.origin) + _redact_query(ctx.upstream_path)) if provider is not None else "",
+        "target_url": (str(provider.origin) + redact_query(ctx.upstream_path).decode("latin-1")) if provider is not None else "",
         "status": status,
         "error_type": error[0] if error else "",
         "error_message": error[1] if error else "",

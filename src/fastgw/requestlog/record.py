@@ -49,13 +49,6 @@ _CREDENTIAL_LINE = re.compile(
 _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
 
 
-def _redact_query(target: bytes) -> str:
-    return redact_query(target).decode("latin-1")
-
-
-# A path with a credential in its query (Gemini's ``?key=``) is logged with it redacted.
-_redacted_target = redact_target
-
 
 def redacted_lines(ctx: RequestContext) -> bytes:
     """The request's headers for the log, as ``name: value`` lines, credentials replaced."""
@@ -255,8 +248,8 @@ def pack_record(
     provider = ctx.provider
     request_body, request_truncated = capped(ctx.body, body_limit)
     return recordwire.pack_request(
-        ctx, status, error[0] if error else "", error[1] if error else "", _redacted_target(ctx.target),
-        (provider.origin.url + _redact_query(ctx.upstream_path)) if provider is not None else "",
+        ctx, status, error[0] if error else "", error[1] if error else "", redact_target(ctx.target),
+        (provider.origin.url + redact_query(ctx.upstream_path).decode("latin-1")) if provider is not None else "",
         redacted_lines(ctx), request_body, request_truncated, response_body, response_truncated,
         response_content_type, t_first_byte, client_left, omit_request, omit_response, worker, now,
     )
