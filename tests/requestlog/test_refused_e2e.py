@@ -124,6 +124,23 @@ def test_a_body_timeout_is_logged_like_a_413(start_gateway: Start, mock: MockUps
     assert_no_secret_written(gw)
 
 
+def test_a_head_timeout_is_logged_like_a_431_and_an_idle_connection_leaves_no_row(start_gateway: Start, mock: MockUpstreamThread) -> None:
+    gw = start_gateway(gateway_config(mock.url, server={"header_timeout": "300ms"}))
+    with connect(gw.port) as s:  # a head begun and never finished: a cut-off request
+        s.sendall(b"POST /v1/chat/completions?key=sk-SECRET2 HTTP/1.1\r\nAuthorization: Bearer sk-SECRET3\r\nHost: gw\r\n")
+        raw = read_until_closed(s)
+    with connect(gw.port) as s:  # nothing at all: no request, no answer, no row
+        assert read_until_closed(s) == b""
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    rid = raw.split(b"helicone-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    logged = rows(gw)
+    assert list(logged) == [rid]
+    row = logged[rid]
+    assert (row["status"], row["error_type"], row["path"]) == (408, "request_timeout", "/v1/chat/completions?key=[redacted]")
+    assert row["request_headers"]["authorization"] == "[redacted]"
+    assert_no_secret_written(gw)
+
+
 def test_requests_cut_by_shutdown_are_not_logged_as_clients_leaving(start_gateway: Start, mock: MockUpstreamThread) -> None:
     gw = start_gateway(gateway_config(mock.url, server={"graceful_timeout": "300ms"}))
     waiting, streaming = str(uuid.uuid4()), str(uuid.uuid4())

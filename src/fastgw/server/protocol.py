@@ -429,17 +429,17 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def _on_header_timeout(self) -> None:
-        if self.task is None and not self.queue and self.ex is None:
+        if self.task is not None or self.queue:
+            return
+        if self.ex is None:
             # Not a byte of a request yet: an idle connection, closed without a word as an idle
             # keep-alive one is. A 408 here would be read as the answer to whatever request the
             # client writes next, and nginx and uvicorn close such a connection silently too.
             self._close()
             return
-        if self.task is None and not self.queue:
-            err = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
-            request_id = request_id_of_refused(self.ex.raw_headers if self.ex is not None else [])
-            self.transport.write(error_response(err, gateway_headers(request_id, 0), keep_alive=False))  # type: ignore[union-attr]
-            self._close()
+        # A head begun and not finished: answered and logged like any refusal at that stage (431).
+        self._abort = RequestTimeout(f"request head not received within {self.limits.header_timeout:g}s")
+        self._write_abort()
 
     def _on_body_timeout(self) -> None:
         if self.task is None and not self.queue and self.ex is not None:
