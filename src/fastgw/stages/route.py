@@ -13,6 +13,7 @@ There are three cases, checked in this order:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import orjson
@@ -144,6 +145,20 @@ class TargetAllowlist:
                 return True
         return False
 
+    def provider_for(self, url: str, what: str, providers: Iterable[Provider]) -> Provider:
+        """A client-named target URL (``what`` names where it came from, for the error) as a
+        provider (``providers.table.target_provider``), or 403. Anything not provably on the list is
+        refused alike: unparseable, with user info, or unlisted; the message never shows a secret."""
+        try:
+            if "@" in urlsplit(url).netloc:
+                raise ValueError("user info in a target URL")
+            origin, base_path = parse_base_url(url)
+        except ValueError:
+            raise Forbidden(f"{what} {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
+        if not self.allows(origin, base_path):
+            raise Forbidden(f"{what} {redact_url(url)[:200]!r} is not in targets.allow")
+        return target_provider(origin, base_path, providers)
+
 
 class Route:
     def __init__(self, next: Handler, config: Config, providers: dict[str, Provider]) -> None:
@@ -183,16 +198,7 @@ class Route:
         provider = self._targets.get(url)
         if provider is not None:
             return provider
-        # Anything not provably on the list is refused alike: unparseable, user info, or unlisted.
-        try:
-            if "@" in urlsplit(url).netloc:
-                raise ValueError("user info in a target URL")
-            origin, base_path = parse_base_url(url)
-        except ValueError:
-            raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
-        if not self.allowlist.allows(origin, base_path):
-            raise Forbidden(f"Helicone-Target-Url {redact_url(url)[:200]!r} is not in targets.allow")
-        provider = target_provider(origin, base_path, self.providers.values())
+        provider = self.allowlist.provider_for(url, "Helicone-Target-Url", self.providers.values())
         if len(self._targets) < 1024:
             self._targets[url] = provider
         return provider

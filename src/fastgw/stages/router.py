@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -32,9 +31,8 @@ from fastgw._native import headers as native_headers
 from fastgw._native.errors import HeaderError
 from fastgw.config import Config
 from fastgw.context import RequestContext
-from fastgw.errors import BadRequest, Forbidden, InvalidHeader, UpstreamError
-from fastgw.providers.table import Provider, parse_base_url, target_provider
-from fastgw.redact import redact_url
+from fastgw.errors import BadRequest, InvalidHeader, UpstreamError
+from fastgw.providers.table import Provider
 from fastgw.routing import balance
 from fastgw.routing.fallbacks import (
     FallbackEntry,
@@ -168,16 +166,7 @@ class Router:
         return steps
 
     def _entry_step(self, ctx: RequestContext, entry: FallbackEntry) -> Step:
-        url = entry.target_url
-        try:
-            if "@" in urlsplit(url).netloc:
-                raise ValueError("user info in a target URL")
-            origin, base_path = parse_base_url(url)
-        except ValueError:
-            raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not a plain http(s) URL in targets.allow") from None
-        if not self.allowlist.allows(origin, base_path):
-            raise Forbidden(f"Helicone-Fallbacks target-url {redact_url(url)[:200]!r} is not in targets.allow")
-        provider = target_provider(origin, base_path, self._providers)
+        provider = self.allowlist.provider_for(entry.target_url, "Helicone-Fallbacks target-url", self._providers)
         headers = None
         if entry.headers:
             try:
@@ -185,7 +174,7 @@ class Router:
             except HeaderError as exc:
                 raise InvalidHeader(f"Helicone-Fallbacks headers: {exc}") from None
         body = override_body(ctx.body, entry.body_override) if entry.body_override else ctx.body
-        return Step(f"{provider.name}/", provider, base_path.encode() + ctx.target, body, headers, None, None, entry)
+        return Step(f"{provider.name}/", provider, provider.base_path.encode() + ctx.target, body, headers, None, None, entry)
 
     # --- running them -------------------------------------------------------------------------
 
