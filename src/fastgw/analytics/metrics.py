@@ -261,17 +261,13 @@ def fold_rows(rows: list[dict[str, Any]], providers: Callable[[str], str], model
               error_types: Callable[[str], str], into: _Totals | None = None) -> _Totals:
     """``rows`` counted; into ``into`` when given (rows folded in pieces, in order, count as one list).
 
-    This runs for every record the exporter writes, so the loop is written out by hand: the
-    histograms' ``add`` inlined, the token sums unrolled and the label functions skipped when they
-    are ``raw_label`` (the exporter's own parts and its helpers'). Compiled, in pieces of 250 rows:
-    2.0 µs a row, against 2.4 with the plain loop, of the 20 µs one core has a record at 50,000
-    records a second."""
+    This runs for every record the exporter writes: the token sums are unrolled and the label
+    functions skipped when they are ``raw_label`` (the exporter's own parts and its helpers').
+    Compiled, in pieces of 250 rows: 2.1 µs a row, against 2.4 with the plain loop, of the 20 µs
+    one core has a record at 50,000 records a second."""
     t = _Totals() if into is None else into
     requests, usage, errors = t.requests, t.usage, t.errors
-    lat_series, lat_bounds = t.latency.series, t.latency.bounds
-    ttfb_series, ttfb_bounds = t.ttfb.series, t.ttfb.bounds
-    ovh_series, ovh_bounds = t.overhead.series, t.overhead.bounds
-    n_lat, n_ovh = len(lat_bounds) + 2, len(ovh_bounds) + 2
+    latency, ttfb, overhead = t.latency, t.ttfb, t.overhead
     raw = providers is raw_label and models is raw_label and error_types is raw_label
     for row in rows:
         get = row.get
@@ -295,27 +291,11 @@ def fold_rows(rows: list[dict[str, Any]], providers: Callable[[str], str], model
         acc[4] += get("reasoning_tokens") or 0
         acc[5] += get("cost_nanousd") or 0
         acc[6] += get("cache_saved_nanousd") or 0
-        seconds = (get("total_us") or 0) / 1e6
-        h = lat_series.get(pm)
-        if h is None:
-            h = lat_series[pm] = [0.0] * n_lat
-        h[bisect_left(lat_bounds, seconds)] += 1
-        h[-1] += seconds
+        latency.add(pm, (get("total_us") or 0) / 1e6)
         ttfb_us = get("ttfb_us")
         if ttfb_us:
-            seconds = ttfb_us / 1e6
-            h = ttfb_series.get(pm)
-            if h is None:
-                h = ttfb_series[pm] = [0.0] * n_lat
-            h[bisect_left(ttfb_bounds, seconds)] += 1
-            h[-1] += seconds
-        seconds = (get("gateway_us") or 0) / 1e6
-        pk = (provider,)
-        h = ovh_series.get(pk)
-        if h is None:
-            h = ovh_series[pk] = [0.0] * n_ovh
-        h[bisect_left(ovh_bounds, seconds)] += 1
-        h[-1] += seconds
+            ttfb.add(pm, ttfb_us / 1e6)
+        overhead.add((provider,), (get("gateway_us") or 0) / 1e6)
         error = get("error_type")
         if error:
             ek = (provider, error if raw else error_types(error))
