@@ -31,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,6 +52,54 @@ def place(pid: int, cpus: set[int]) -> None:
             pass  # the thread ended meanwhile
 
 
+class Runs:
+    """P99 and the worker's CPU per request, per (variant, load), over repetitions: one loadgen run
+    of ``seconds`` (after ``warmup``) per load, the variant's set-up around them. Shared with bench_exporter_session.py."""
+
+    def __init__(self, variants: Sequence[str], loads: dict[str, list[str]] = LOADS, seconds: float = LAT_S,
+                 warmup: float = 0.3) -> None:
+        self.variants, self.loads, self.seconds, self.warmup = list(variants), loads, seconds, warmup
+        self.p99: dict[tuple[str, str], list[float]] = {(v, load): [] for v in variants for load in loads}
+        self.worker_us: dict[tuple[str, str], list[float]] = {(v, load): [] for v in variants for load in loads}
+        self.lg = ["--body", bl.BODY_1K, *(arg for h in bl.MOCK_HEADERS for arg in ("-H", h))]
+
+    def measure(self, rep: int, variant: str, g: bl.Gateway) -> None:
+        line = []
+        for load, extra in self.loads.items():
+            w0 = rb.cpu_ticks([g.worker])
+            r = rb.run_loadgen(g.url(), *extra, "-d", str(self.seconds), "--warmup", str(self.warmup), *self.lg)
+            answered = r["count"] * (self.seconds + self.warmup) / self.seconds
+            self.worker_us[(variant, load)].append((rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / answered * 1e6)
+            self.p99[(variant, load)].append(r["latency_us"]["p99"])
+            line.append(f"{load} p99 {r['latency_us']['p99']:7.0f}")
+        bl.log(f"rep{rep} {variant:24s} " + "; ".join(line) + " µs")
+
+    def report(self, reps: int, base: str = "off") -> None:
+        p99, worker_us = self.p99, self.worker_us
+        print(f"P99 in ms, medians of {reps} repetitions; against {base}: the median's change, and the sign test")
+        print("| variant | " + " | ".join(self.loads) + " | " + " | ".join(f"vs {base}, {load}" for load in self.loads) + " |")
+        print("|---|" + "---:|" * (2 * len(self.loads)))
+        for v in self.variants:
+            cells = [f"{statistics.median(p99[(v, load)]) / 1000:.3f}" for load in self.loads]
+            versus = []
+            for load in self.loads:
+                if v == base:
+                    versus.append("")
+                    continue
+                before, mine = p99[(base, load)], p99[(v, load)]
+                k, n, pv = sign_test(before, mine)
+                versus.append(f"{statistics.median(mine) / statistics.median(before) - 1:+.0%} ({k}/{n}, p={pv:.2f})")
+            print(f"| {v} | " + " | ".join(cells) + " | " + " | ".join(versus) + " |")
+        print(f"\nWorker CPU µs per request, medians of {reps} (the same runs)")
+        print("| variant | " + " | ".join(self.loads) + " |")
+        print("|---|" + "---:|" * len(self.loads))
+        for v in self.variants:
+            print(f"| {v} | " + " | ".join(f"{statistics.median(worker_us[(v, load)]):.1f}" for load in self.loads) + " |")
+        for load in self.loads:
+            print(f"per repetition, {load}: " + "; ".join(f"{v} " + " ".join(f"{x:.0f}" for x in p99[(v, load)])
+                                                           for v in self.variants))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=10)
@@ -66,9 +115,7 @@ def main() -> int:
             gws[name] = bl.Gateway(name, tmp, procs, port)
         exporter = gws["on"].exporter
         assert exporter is not None
-        lg = ["--body", bl.BODY_1K, *(arg for h in bl.MOCK_HEADERS for arg in ("-H", h))]
-        p99: dict[tuple[str, str], list[float]] = {(v, load): [] for v in VARIANTS for load in LOADS}
-        worker_us: dict[tuple[str, str], list[float]] = {(v, load): [] for v in VARIANTS for load in LOADS}
+        runs = Runs(VARIANTS)
         for rep in range(args.reps):
             for variant in rb.rotate(VARIANTS, rep):
                 busy = None
@@ -79,42 +126,12 @@ def main() -> int:
                     busy = procs.start("busy-core-1", ["chrt", "--idle", "0", *rb.pinned(rb.CLIENT_CPU, [rb.PY, "-c", "while True: pass"])],
                                        tmp / "busy.log")
                     time.sleep(0.3)
-                g = gws["on" if variant.startswith("on") else "off"]
                 try:
-                    line = []
-                    for load, extra in LOADS.items():
-                        w0 = rb.cpu_ticks([g.worker])
-                        r = rb.run_loadgen(g.url(), *extra, "-d", str(LAT_S), "--warmup", "0.3", *lg)
-                        answered = r["count"] * (LAT_S + 0.3) / LAT_S
-                        worker_us[(variant, load)].append((rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / answered * 1e6)
-                        p99[(variant, load)].append(r["latency_us"]["p99"])
-                        line.append(f"{load} p99 {r['latency_us']['p99']:7.0f}")
+                    runs.measure(rep, variant, gws["on" if variant.startswith("on") else "off"])
                 finally:
                     if busy is not None:
                         procs.stop(busy, timeout=10)
-                bl.log(f"rep{rep} {variant:24s} " + "; ".join(line) + " µs")
-        print(f"P99 in ms, medians of {args.reps} repetitions; against off: the median's change, and the sign test")
-        print("| variant | " + " | ".join(LOADS) + " | " + " | ".join(f"vs off, {load}" for load in LOADS) + " |")
-        print("|---|" + "---:|" * (2 * len(LOADS)))
-        for v in VARIANTS:
-            cells = [f"{statistics.median(p99[(v, load)]) / 1000:.3f}" for load in LOADS]
-            versus = []
-            for load in LOADS:
-                if v == "off":
-                    versus.append("")
-                    continue
-                base, mine = p99[("off", load)], p99[(v, load)]
-                k, n, pv = sign_test(base, mine)
-                versus.append(f"{statistics.median(mine) / statistics.median(base) - 1:+.0%} ({k}/{n}, p={pv:.2f})")
-            print(f"| {v} | " + " | ".join(cells) + " | " + " | ".join(versus) + " |")
-        print(f"\nWorker CPU µs per request, medians of {args.reps} (the same runs)")
-        print("| variant | " + " | ".join(LOADS) + " |")
-        print("|---|" + "---:|" * len(LOADS))
-        for v in VARIANTS:
-            print(f"| {v} | " + " | ".join(f"{statistics.median(worker_us[(v, load)]):.1f}" for load in LOADS) + " |")
-        for load in LOADS:
-            print(f"per repetition, {load}: " + "; ".join(f"{v} " + " ".join(f"{x:.0f}" for x in p99[(v, load)])
-                                                           for v in VARIANTS))
+        runs.report(args.reps)
     return 0
 
 

@@ -358,6 +358,9 @@ def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
         "on": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', spill_dir: '{tmp / name / 'spill'}'}}",
         "nice": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', "
                 f"spill_dir: '{tmp / name / 'spill'}', exporter_idle: false}}",
+        # The exporter stays in the session of `fastgw serve` (before exporter_own_session).
+        "inherited": f"{{sink: 'chdb://{tmp / name / 'chdb'}', run_dir: '{rings_dir(tmp / name)}', "
+                     f"spill_dir: '{tmp / name / 'spill'}', exporter_own_session: false}}",
         # A ClickHouse server that is not there: connection refused, the exporter backs off.
         "down": f"{{sink: 'http://127.0.0.1:{rb.free_port()}/', run_dir: '{rings_dir(tmp / name)}', "
                 f"spill_dir: '{tmp / name / 'spill'}'}}",
@@ -369,13 +372,15 @@ def gateway_config(tmp: Path, name: str, mock_port: int, port: int) -> Path:
 
 
 class Gateway:
-    def __init__(self, name: str, tmp: Path, procs: rb.Procs, mock_port: int, cli: list[str] | None = None) -> None:
+    def __init__(self, name: str, tmp: Path, procs: rb.Procs, mock_port: int, cli: list[str] | None = None,
+                 own_session: bool = False) -> None:
         """``fastgw serve`` with the ``name`` config; ``cli``: another command line for fastgw's CLI
-        (bench_log_packing.py's, which changes the worker's logging before it starts)."""
+        (bench_log_packing.py's, which changes the worker's logging before it starts);
+        ``own_session``: started in a session apart from the client's, as a service is."""
         self.name, self.port = name, rb.free_port()
         cfg = gateway_config(tmp, name, mock_port, self.port)
         self.proc = procs.start(f"fastgw-{name}", rb.pinned(rb.PROXY_CPU, [*(cli or rb.fastgw_cmd()), "serve", "--config", str(cfg)]),
-                                tmp / f"{name}.log")
+                                tmp / f"{name}.log", start_new_session=own_session)
         rb.wait_port(self.port, self.proc, f"fastgw ({name})")
         self.worker, self.exporter = self.proc.pid, None
         if name != "off":

@@ -158,6 +158,12 @@ class LoggingConfig:
     exporter_idle: bool = True
     # The exporter's niceness (0-19) where SCHED_IDLE is off or refused (not Linux).
     exporter_nice: int = 10
+    # Where the kernel schedules sessions as groups (autogroups: processes outside a cpu cgroup),
+    # SCHED_IDLE and nice rank the exporter only within the session of `fastgw serve`, and an app
+    # started from another session would share a core with it half and half. So the exporter
+    # starts a session of its own at autogroup nice 19 (exporter_nice without SCHED_IDLE). Off:
+    # it stays in the session it inherits (one process group for job control).
+    exporter_own_session: bool = True
     # Processes that decode, enrich and encode large chunks beside the exporter, past Python's one
     # lock (requestlog/prepare_helpers.py); chDB sinks only. -1: one fewer than the cores the exporter
     # may use (none on one core); 0: none.

@@ -19,6 +19,7 @@ import clickhouse_connect
 import openai
 import pytest
 
+from fastgw.requestlog.exporter import AUTOGROUP_ENABLED
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import (
     GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, process_gone, query_chdb,
@@ -333,10 +334,12 @@ def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("idle", [True, False])
-def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread, tmp_path: Path, idle: bool) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("idle", "own_session"), [(True, True), (False, True), (True, False)])
+def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread, tmp_path: Path, idle: bool,  # type: ignore[no-untyped-def]
+                                         own_session: bool) -> None:
     """SCHED_IDLE by default, for every thread chDB starts too, but the admin server's; nice 10 when switched off."""
-    gw = start_gateway(chdb_config(mock, tmp_path / "ch", batch_max_age="100ms", exporter_idle=idle))
+    gw = start_gateway(chdb_config(mock, tmp_path / "ch", batch_max_age="100ms", exporter_idle=idle,
+                                   exporter_own_session=own_session))
     with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
         client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     exporter = exporter_pid(gw)
@@ -357,5 +360,17 @@ def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread
     else:
         assert {policy for _, policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
         assert threads[exporter][2] == 10, threads
+    # Where sessions are scheduled as groups, the exporter's session is its own, at the lowest
+    # weight it may ask for; the worker stays in the session of `fastgw serve`.
+    assert os.getsid(worker) == os.getsid(gw.proc.pid)
+    if own_session and Path(AUTOGROUP_ENABLED).read_text().strip() == "1":
+        assert os.getsid(exporter) == exporter
+        group, _, nice = Path(f"/proc/{exporter}/autogroup").read_text().split()
+        assert group != Path(f"/proc/{worker}/autogroup").read_text().split()[0]
+        assert int(nice) == (19 if idle else 10)
+        assert f"exporter priority: {'idle' if idle else 'nice 10'}, autogroup nice {nice}" in gw.log()
+    else:
+        assert os.getsid(exporter) == os.getsid(gw.proc.pid)
+        assert f"exporter priority: {'idle' if idle else 'nice 10'}\n" in gw.log()
     assert gw.stop() == 0, gw.log()
     assert query(tmp_path / "ch", "SELECT count() FROM fastgw.requests")[0][0] == 1
