@@ -705,8 +705,8 @@ def own_autogroup(nice: int, path: str = "/proc/self/autogroup", enabled: str = 
     each. SCHED_IDLE and nice only rank the exporter inside the session it inherited, the one of
     ``fastgw serve``: against an app started from another shell or service, the exporter's session
     weighed as much as the app's. On this 2-core VM, a SCHED_IDLE busy loop in another session
-    left a normal process on its core 41% of it and a ping-pong p99 of 2.1 ms; in a session of its
-    own at autogroup nice 19, 81% and 59 µs, as in the same session
+    left a normal process on its core 41-51% of it and a ping-pong p99 of 2.1 ms; in a session of
+    its own at autogroup nice 19, 81-96% and 59-65 µs, about as in the same session
     (benchmarks/micro/bench_autogroup.py). A session's nice is the one knob an unprivileged process
     has over its group.
 
