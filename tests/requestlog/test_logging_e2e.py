@@ -322,6 +322,47 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
         ("accuracy", 7.0, False), ("helpful", 0.0, True)]
 
 
+@pytest.mark.parametrize("own_session", [True, False])
+def test_ctrl_c_in_a_terminal_stops_every_process_and_exports_every_record(mock: MockUpstreamThread, tmp_path: Path,
+                                                                           own_session: bool) -> None:
+    """Ctrl-C reaches the terminal's foreground process group: `fastgw serve` and its workers, and
+    the exporter while it stays in their session. The exporter leaves its stop to the supervisor,
+    which stops it once the workers have finished their requests, so a request answered during the
+    stop is exported too; an exporter that took Ctrl-C itself drained and left before that
+    request's record came (12 rows of 13, before the exporter ignored SIGINT)."""
+    gw = GatewayProcess(chdb_config(mock, tmp_path / "ch", exporter_own_session=own_session), tmp_path,
+                        foreground_job=True)
+    slow: list[Any] = []
+    try:
+        with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
+            for _ in range(12):
+                client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+        exporter = exporter_pid(gw)
+        kids = children(gw.proc.pid)
+        deadline = time.monotonic() + 20
+        while "exporter priority" not in gw.log():  # the exporter has moved (or not) by then
+            assert time.monotonic() < deadline, gw.log()
+            time.sleep(0.05)
+        if own_session and Path(AUTOGROUP_ENABLED).read_text().strip() == "1":
+            assert os.getpgid(exporter) == exporter != gw.proc.pid  # outside the job: Ctrl-C misses it
+        else:
+            assert os.getpgid(exporter) == gw.proc.pid
+        # One more request, answered 1.5 s into the stop (the workers' grace lets it finish).
+        sender = threading.Thread(target=lambda: slow.append(post_once(
+            gw.port, "/v1/chat/completions", b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}', extra="x-mock-latency-ms: 1500\r\n")))
+        sender.start()
+        time.sleep(0.3)
+        os.killpg(gw.proc.pid, signal.SIGINT)
+        sender.join(20)
+        assert gw.proc.wait(60) == 0, gw.log()
+    finally:
+        gw.stop()
+    assert slow and slow[0].status == 200, slow
+    assert all(process_gone(pid) for pid in kids), (kids, gw.log())
+    rows = query(tmp_path / "ch", "SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL")
+    assert rows == [(13, 13)], (rows, gw.log())
+
+
 def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
     """Each thread of a process: its name, scheduling policy and nice value."""
     out: dict[int, tuple[str, int, int]] = {}

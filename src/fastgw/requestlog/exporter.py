@@ -158,7 +158,11 @@ class Exporter:
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        # Ctrl-C in a terminal goes to the whole foreground group. Taken here, it would start the
+        # final drain while the workers still finish their requests, and a record pushed after it
+        # would wait in its ring for the next start. `fastgw serve` sends SIGTERM once its workers
+        # are done (and the kernel does if it dies: parent_death).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.loop()
 
     def loop(self) -> None:
@@ -745,6 +749,7 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     # handler inherited from the supervisor would swallow it, and run() would never stop.
     early: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # from the start: see Exporter.run
     exporter = Exporter(config, paths, workers)
     signal.signal(signal.SIGTERM, exporter._on_signal)
     exporter.stopping = exporter.stopping or bool(early)
