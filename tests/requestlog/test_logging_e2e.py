@@ -322,14 +322,16 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
         ("accuracy", 7.0, False), ("helpful", 0.0, True)]
 
 
-@pytest.mark.parametrize("own_session", [True, False])
-def test_ctrl_c_in_a_terminal_stops_every_process_and_exports_every_record(mock: MockUpstreamThread, tmp_path: Path,
-                                                                           own_session: bool) -> None:
-    """Ctrl-C reaches the terminal's foreground process group: `fastgw serve` and its workers, and
-    the exporter while it stays in their session. The exporter leaves its stop to the supervisor,
-    which stops it once the workers have finished their requests, so a request answered during the
-    stop is exported too; an exporter that took Ctrl-C itself drained and left before that
-    request's record came (12 rows of 13, before the exporter ignored SIGINT)."""
+@pytest.mark.parametrize(("stop", "own_session"), [("ctrl-c", True), ("ctrl-c", False), ("sigterm to each", True)])
+def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it(
+        mock: MockUpstreamThread, tmp_path: Path, stop: str, own_session: bool) -> None:
+    """Two ways a stop reaches more than `fastgw serve`:
+    - Ctrl-C in a terminal: SIGINT to the foreground process group, `fastgw serve` and its workers,
+      and the exporter while it stays in their session;
+    - systemd's default KillMode=control-group: SIGTERM to every process of the unit at once.
+    Either way a request still in flight is answered during the stop (the workers' grace), and its
+    record must be exported before the exporter leaves. Before, the exporter drained at once and
+    left first: 12 rows of 13."""
     gw = GatewayProcess(chdb_config(mock, tmp_path / "ch", exporter_own_session=own_session), tmp_path,
                         foreground_job=True)
     slow: list[Any] = []
@@ -347,12 +349,17 @@ def test_ctrl_c_in_a_terminal_stops_every_process_and_exports_every_record(mock:
             assert os.getpgid(exporter) == exporter != gw.proc.pid  # outside the job: Ctrl-C misses it
         else:
             assert os.getpgid(exporter) == gw.proc.pid
-        # One more request, answered 1.5 s into the stop (the workers' grace lets it finish).
-        sender = threading.Thread(target=lambda: slow.append(post_once(
-            gw.port, "/v1/chat/completions", b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}', extra="x-mock-latency-ms: 1500\r\n")))
+        # One more request, answered 1.5 s into the stop.
+        body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+        sender = threading.Thread(target=lambda: slow.append(
+            post_once(gw.port, "/v1/chat/completions", body, extra="x-mock-latency-ms: 1500\r\n")))
         sender.start()
         time.sleep(0.3)
-        os.killpg(gw.proc.pid, signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(gw.proc.pid, signal.SIGINT)
+        else:
+            for pid in [gw.proc.pid, *kids]:
+                os.kill(pid, signal.SIGTERM)
         sender.join(20)
         assert gw.proc.wait(60) == 0, gw.log()
     finally:

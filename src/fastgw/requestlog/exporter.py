@@ -198,14 +198,25 @@ class Exporter:
                 now = time.monotonic()
                 failing_since = (failing_since or now) if self._backoff else None
                 gave_up = failing_since is not None and now - failing_since > STOP_SINK_PATIENCE
-                if self.stopping and (drained or gave_up or (deadline is not None and now > deadline)):
+                past = deadline is not None and now > deadline
+                if self.stopping and (gave_up or past or (drained and not self._workers_running())):
                     if gave_up:
                         self._park_rest(deadline)
                     break
                 if self._backoff and self.stopping:
                     time.sleep(self._backoff)
+                elif self.stopping and drained:
+                    time.sleep(IDLE_SLEEP)  # a worker still finishes its requests: their records come next
         finally:
             self.close()
+
+    def _workers_running(self) -> bool:
+        """A worker that pushes into one of the rings still runs. A stop can reach the exporter with
+        its workers rather than after them (systemd's default KillMode signals every process of a
+        unit at once; the kernel's parent-death signal): the records of the requests they are still
+        finishing come after this drain, and would wait in the rings for the next start."""
+        parent = os.getppid()
+        return any(_running_child_of(d.ring.producer_pid, parent) for d in self.drains.values())
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -669,6 +680,20 @@ def _enriched(enricher: Enricher, raw: bytes) -> dict[str, Any] | None:
 
 def _no_backlog(behind: bool, caught_up: bool, writing: bool) -> None:
     pass
+
+
+def _running_child_of(pid: int, parent: int) -> bool:
+    """``pid`` runs (a zombie has ended) as ``parent``'s child: a worker beside this exporter, not
+    a recycled pid, nor this process (a test that pushes and exports in one). False where there
+    is no /proc to ask."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return False
+    return state != b"Z" and int(ppid) == parent
 
 
 def _batch_id(rows: list[dict[str, Any]]) -> str:
