@@ -322,13 +322,15 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
         ("accuracy", 7.0, False), ("helpful", 0.0, True)]
 
 
-@pytest.mark.parametrize(("stop", "own_session"), [("ctrl-c", True), ("ctrl-c", False), ("sigterm to each", True)])
+@pytest.mark.parametrize(("stop", "own_session"), [("ctrl-c", True), ("ctrl-c", False), ("sigterm to each", True),
+                                                   ("sigkill to fastgw serve", True)])
 def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it(
         mock: MockUpstreamThread, tmp_path: Path, stop: str, own_session: bool) -> None:
     """Two ways a stop reaches more than `fastgw serve`:
     - Ctrl-C in a terminal: SIGINT to the foreground process group, `fastgw serve` and its workers,
       and the exporter while it stays in their session;
-    - systemd's default KillMode=control-group: SIGTERM to every process of the unit at once.
+    - systemd's default KillMode=control-group: SIGTERM to every process of the unit at once;
+    - `fastgw serve` killed outright: the kernel's SIGTERM to its children (parent_death).
     Either way a request still in flight is answered during the stop (the workers' grace), and its
     record must be exported before the exporter leaves. Before, the exporter drained at once and
     left first: 12 rows of 13."""
@@ -357,11 +359,17 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
         time.sleep(0.3)
         if stop == "ctrl-c":
             os.killpg(gw.proc.pid, signal.SIGINT)
-        else:
+        elif stop == "sigterm to each":
             for pid in [gw.proc.pid, *kids]:
                 os.kill(pid, signal.SIGTERM)
+        else:
+            os.kill(gw.proc.pid, signal.SIGKILL)
         sender.join(20)
-        assert gw.proc.wait(60) == 0, gw.log()
+        assert gw.proc.wait(60) == (-signal.SIGKILL if stop.startswith("sigkill") else 0), gw.log()
+        deadline = time.monotonic() + 60
+        while not all(process_gone(pid) for pid in kids):  # orphans: nobody waits for them but this
+            assert time.monotonic() < deadline, (kids, gw.log())
+            time.sleep(0.05)
     finally:
         gw.stop()
     assert slow and slow[0].status == 200, slow
