@@ -100,6 +100,17 @@ class Runs:
                                                            for v in self.variants))
 
 
+    def compare(self, base: str, other: str) -> None:
+        """One variant against another, paired by repetition: the P99 medians' change and the sign test."""
+        cells = []
+        for load in self.loads:
+            before, mine = self.p99[(base, load)], self.p99[(other, load)]
+            k, n, pv = sign_test(before, mine)
+            cells.append(f"{load} {statistics.median(mine) / statistics.median(before) - 1:+.0%} "
+                         f"(higher in {k}/{n}, p={pv:.2f})")
+        print(f"P99, {other} against {base}: " + "; ".join(cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=10)

@@ -16,6 +16,10 @@ session of its own, as a service is, while the client (loadgen) and the provider
 - on, inherited session: ``logging.exporter_own_session: false``, the exporter in the session of
   `fastgw serve`, as before.
 
+--client-session: every gateway in this script's session instead, with the client and nginx, as
+bench_logging.py runs it: what the exporter's own session costs where its old one was the
+client's too (SCHED_IDLE inside one group, against nice 19 as a group of its own).
+
 Each repetition runs every variant (order rotated) at 16 closed-loop connections, 2,000 and 6,000
 requests a second open loop, 2.5 s each, with 1 KB of bodies; each "on" variant starts from an
 idle exporter. Printed as bench_exporter_placement.py prints: medians of the P99s against off
@@ -60,6 +64,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--catch-up", action="store_true", help="measure while the exporter drains a backlog")
+    ap.add_argument("--client-session", action="store_true", help="gateways in the client's session")
     args = ap.parse_args()
     if why := rb.missing_tools("nginx", "wrk", "taskset", "chrt"):
         print(why, file=sys.stderr)
@@ -69,7 +74,7 @@ def main() -> int:
         gws = {}
         for variant, name in VARIANTS.items():
             (tmp / name).mkdir()
-            gws[variant] = bl.Gateway(name, tmp, procs, port, own_session=True)
+            gws[variant] = bl.Gateway(name, tmp, procs, port, own_session=not args.client_session)
         for variant, g in gws.items():  # once the exporters have lowered their priority (after their sinks open)
             if g.exporter:
                 bl.wait_idle([g.exporter])
@@ -87,6 +92,7 @@ def main() -> int:
                     backlog(g, runs.lg)
                 runs.measure(rep, variant, g)
         runs.report(args.reps)
+        runs.compare("on, inherited session", "on, own session")
     return 0
 
 
