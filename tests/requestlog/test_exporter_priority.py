@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fastgw.requestlog.exporter import AUTOGROUP_ENABLED, own_autogroup
+from fastgw.requestlog.exporter import AUTOGROUP_ENABLED, lower_priority, own_autogroup
 
 
 def in_child(fn: Any) -> int:
@@ -99,5 +99,16 @@ def test_the_real_kernel_files(tmp_path: Path) -> None:
             return applied is None
         mine = Path("/proc/self/autogroup").read_text().split()
         return applied == "autogroup nice 19" and mine[0] != ours and mine[1:] == ["nice", "19"]
+
+    assert in_child(child) == 0
+
+
+def test_no_session_of_its_own_at_a_normal_priority() -> None:
+    """exporter_idle off and exporter_nice 0: a session of its own would weigh as much as the
+    workers' whole session, more than the exporter had in theirs."""
+    before = os.getsid(0)
+
+    def child() -> bool:
+        return lower_priority(False, 0, True) == "normal" and os.getsid(0) == before
 
     assert in_child(child) == 0

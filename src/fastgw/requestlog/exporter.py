@@ -176,6 +176,10 @@ class Exporter:
                 self._attach_drains()
                 if self.stopping and deadline is None:
                     deadline = time.monotonic() + SHUTDOWN_DEADLINE
+                # The last drain, once no worker runs: until then batches keep their pace, as a stop
+                # that reached the workers too lets them finish their requests. Asked before the
+                # read, so whatever a worker pushed before it went is in that read.
+                final = self.stopping and not self._workers_running()
                 now = time.monotonic()
                 if not self.stopping and now < self._retry_at:  # the sink failed: park until its next try
                     if now >= self._park_at and self._batch_due(last_flush, parked=False):
@@ -184,7 +188,7 @@ class Exporter:
                     else:
                         time.sleep(min(IDLE_SLEEP, self._retry_at - now))
                     continue
-                if not (self.stopping or self._batch_due(last_flush)):
+                if not (final or self._batch_due(last_flush)):
                     if self._in_flight is not None:
                         with _collector_paused():
                             self.settle()  # nothing to overlap it with: commit it now
@@ -199,14 +203,12 @@ class Exporter:
                 failing_since = (failing_since or now) if self._backoff else None
                 gave_up = failing_since is not None and now - failing_since > STOP_SINK_PATIENCE
                 past = deadline is not None and now > deadline
-                if self.stopping and (gave_up or past or (drained and not self._workers_running())):
+                if self.stopping and (gave_up or past or (drained and final)):
                     if gave_up:
                         self._park_rest(deadline)
                     break
                 if self._backoff and self.stopping:
                     time.sleep(self._backoff)
-                elif self.stopping and drained:
-                    time.sleep(IDLE_SLEEP)  # a worker still finishes its requests: their records come next
         finally:
             self.close()
 
@@ -705,7 +707,8 @@ def lower_priority(idle: bool, nice: int, own_session: bool = True) -> str:
     """Background priority for this process, before it starts any thread (chDB's inherit it).
 
     Returns what was applied, for the log and the tests."""
-    group = own_autogroup(LOWEST_NICE if idle else nice) if own_session else None
+    # Not at nice 0 without SCHED_IDLE: a session of its own would weigh as much as the workers' whole session.
+    group = own_autogroup(LOWEST_NICE if idle else nice) if own_session and (idle or nice > 0) else None
     applied = "normal"
     if idle and hasattr(os, "SCHED_IDLE"):
         try:
