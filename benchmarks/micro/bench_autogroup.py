@@ -5,7 +5,7 @@
 Why: where Linux schedules sessions as groups (autogroups), SCHED_IDLE ranks a process only
 within its session. The exporter used to stay in the session of `fastgw serve`; an app in another
 session then shared a core with it as an equal. Since exporter_own_session it starts a session of
-its own at autogroup nice 19 (requestlog/exporter.py, own_autogroup). This measures, with a
+its own at autogroup nice 19 (requestlog/priority.py, own_autogroup). This measures, with a
 SCHED_IDLE busy loop on core 1 standing in for a busy exporter:
 
 - share: how many loop turns a normal process on core 1 gets in --seconds, against alone;

@@ -1,4 +1,4 @@
-"""The exporter's own session and autogroup nice (exporter.own_autogroup).
+"""The exporter's own session and autogroup nice (priority.own_autogroup).
 
 Each case runs in a forked child: starting a session would take the test process out of its own.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fastgw.requestlog.exporter import AUTOGROUP_ENABLED, lower_priority, own_autogroup
+from fastgw.requestlog.priority import autogroups_on, lower_priority, own_autogroup
 
 
 def in_child(fn: Any) -> int:
@@ -27,13 +27,6 @@ def in_child(fn: Any) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-def _autogroups_on() -> bool:
-    try:
-        return Path(AUTOGROUP_ENABLED).read_text().strip() == "1"
-    except OSError:
-        return False
 
 
 def test_with_autogroups_on_the_exporter_leads_its_own_session_at_the_given_nice(tmp_path: Path) -> None:
@@ -90,7 +83,7 @@ def test_a_refused_change_is_tried_again(tmp_path: Path) -> None:
 def test_the_real_kernel_files(tmp_path: Path) -> None:
     """Against /proc: the child's autogroup is new and carries the nice; with autogroups off, the
     child stays in its session."""
-    on = _autogroups_on()
+    on = autogroups_on()
     ours = Path("/proc/self/autogroup").read_text().split()[0] if Path("/proc/self/autogroup").exists() else None
 
     def child() -> bool:

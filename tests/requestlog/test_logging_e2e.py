@@ -19,7 +19,7 @@ import clickhouse_connect
 import openai
 import pytest
 
-from fastgw.requestlog.exporter import AUTOGROUP_ENABLED
+from fastgw.requestlog.priority import autogroups_on
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import (
     GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, process_gone, query_chdb,
@@ -347,7 +347,7 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
         while "exporter priority" not in gw.log():  # the exporter has moved (or not) by then
             assert time.monotonic() < deadline, gw.log()
             time.sleep(0.05)
-        if own_session and Path(AUTOGROUP_ENABLED).read_text().strip() == "1":
+        if own_session and autogroups_on():
             assert os.getpgid(exporter) == exporter != gw.proc.pid  # outside the job: Ctrl-C misses it
         else:
             assert os.getpgid(exporter) == gw.proc.pid
@@ -419,7 +419,7 @@ def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread
     # Where sessions are scheduled as groups, the exporter's session is its own, at the lowest
     # weight it may ask for; the worker stays in the session of `fastgw serve`.
     assert os.getsid(worker) == os.getsid(gw.proc.pid)
-    if own_session and Path(AUTOGROUP_ENABLED).read_text().strip() == "1":
+    if own_session and autogroups_on():
         assert os.getsid(exporter) == exporter
         group, _, nice = Path(f"/proc/{exporter}/autogroup").read_text().split()
         assert group != Path(f"/proc/{worker}/autogroup").read_text().split()[0]

@@ -46,6 +46,7 @@ from fastgw.requestlog.parking import ParkedBatch, ParkedStore
 from fastgw.requestlog.paths import LogPaths
 from fastgw.requestlog.prepare_helpers import PIECE, PartResult, PrepareHelpers, prepare_part, row_ids
 from fastgw.requestlog.prices import PriceTable
+from fastgw.requestlog.priority import lower_priority
 from fastgw.requestlog.record import rejected_entry
 from fastgw.requestlog.sinks.base import Sink, SinkError, SinkOptions, make_sink
 
@@ -701,73 +702,6 @@ def _running_child_of(pid: int, parent: int) -> bool:
 def _batch_id(rows: list[dict[str, Any]]) -> str:
     """The same rows give the same id, so a retried batch is deduplicated by the sink."""
     return hashlib.blake2b(row_ids(rows), digest_size=16).hexdigest()
-
-
-def lower_priority(idle: bool, nice: int, own_session: bool = True) -> str:
-    """Background priority for this process, before it starts any thread (chDB's inherit it).
-
-    Returns what was applied, for the log and the tests."""
-    # Not at nice 0 without SCHED_IDLE: a session of its own would weigh as much as the workers' whole session.
-    group = own_autogroup(LOWEST_NICE if idle else nice) if own_session and (idle or nice > 0) else None
-    applied = "normal"
-    if idle and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            applied = "idle"
-        except OSError as exc:
-            log.warning("could not run the exporter under SCHED_IDLE (%s); using nice %d", exc, nice)
-    if applied == "normal" and nice:
-        try:
-            os.nice(nice)
-            applied = f"nice {nice}"
-        except OSError as exc:
-            log.warning("could not lower the exporter's priority: %s", exc)
-    return f"{applied}, {group}" if group else applied
-
-
-LOWEST_NICE = 19
-AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
-
-
-def own_autogroup(nice: int, path: str = "/proc/self/autogroup", enabled: str = AUTOGROUP_ENABLED) -> str | None:
-    """A session of its own, at ``nice``, where Linux schedules sessions as groups (autogroups).
-
-    With autogroups on (the default of most distributions' kernels, for processes outside a cpu
-    cgroup), the scheduler first shares a core between sessions, then between the processes of
-    each. SCHED_IDLE and nice only rank the exporter inside the session it inherited, the one of
-    ``fastgw serve``: against an app started from another shell or service, the exporter's session
-    weighed as much as the app's. On this 2-core VM, a SCHED_IDLE busy loop in another session
-    left a normal process on its core 41-51% of it and a ping-pong p99 of 2.1 ms; in a session of
-    its own at autogroup nice 19, 81-96% and 59-65 µs, about as in the same session
-    (benchmarks/micro/bench_autogroup.py). A session's nice is the one knob an unprivileged process
-    has over its group.
-
-    Left alone where it would do nothing: autogroups off or not built in. None when not applied."""
-    try:
-        with open(enabled) as f:
-            if f.read().strip() != "1":
-                return None
-    except OSError:
-        return None
-    if os.getsid(0) != os.getpid():
-        try:
-            os.setsid()
-        except OSError as exc:  # a process-group leader can't start a session
-            log.warning("the exporter could not start a session of its own (%s); it shares one with the workers", exc)
-            return None
-    # The kernel takes one autogroup nice change a tenth of a second, machine-wide (EAGAIN).
-    for attempt in range(20):
-        try:
-            with open(path, "w") as f:
-                f.write(f"{nice}\n")
-            return f"autogroup nice {nice}"
-        except BlockingIOError:
-            time.sleep(0.05 + 0.01 * attempt)
-        except OSError as exc:
-            log.warning("could not set the exporter's autogroup nice (%s)", exc)
-            return None
-    log.warning("could not set the exporter's autogroup nice: the kernel kept refusing (EAGAIN)")
-    return None
 
 
 def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:

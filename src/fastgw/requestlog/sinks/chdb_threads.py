@@ -20,11 +20,12 @@ import os
 import time
 from collections.abc import Callable
 
+from fastgw.requestlog.priority import LOWEST
+
 log = logging.getLogger(__name__)
 
 # ClickHouse's merge-and-mutate pool (thread names are cut to 15 characters).
 BACKGROUND_PREFIXES = ("MergeMutate",)
-LOWEST = 19
 
 
 class BackgroundPriority:
