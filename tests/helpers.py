@@ -35,17 +35,14 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background runner's job may inherit it ignored
-
-
 class GatewayProcess:
     """``fastgw serve`` started the way a user starts it, with a config file written for the test."""
 
     def __init__(self, config: dict[str, Any], tmp: Path, *, pure: bool = False, env: dict[str, str] | None = None,
                  args: list[str] | None = None, foreground_job: bool = False) -> None:
-        """``foreground_job``: a process group of its own that takes SIGINT, as a shell runs a command
-        in a terminal (Ctrl-C goes to the whole group)."""
+        """``foreground_job``: a process group of its own, as a shell runs a command in a terminal
+        (Ctrl-C goes to the whole group). `fastgw serve` and its workers set their own SIGINT
+        handlers, so one the test runner left ignored doesn't matter."""
         self.port = free_port()
         cfg = {**config, "server": {"port": self.port, **config.get("server", {})}}
         # Each gateway's admin server on a port of its own: tests run many gateways side by side.
@@ -70,7 +67,7 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fastgw", "serve", "--config", str(self.config_path), *(args or [])],
             env=full_env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=tmp,
-            **({"process_group": 0, "preexec_fn": _default_sigint} if foreground_job else {}),
+            **({"process_group": 0} if foreground_job else {}),
         )
         try:
             wait_for_port(self.port, proc=self.proc)
