@@ -162,7 +162,8 @@ class LoggingConfig:
     # SCHED_IDLE and nice rank the exporter only within the session of `fastgw serve`, and an app
     # started from another session would share a core with it half and half. So the exporter
     # starts a session of its own at autogroup nice 19 (exporter_nice without SCHED_IDLE; none at
-    # nice 0, where it would weigh as much as the workers' whole session). Off:
+    # nice 0, where it would weigh as much as the workers' whole session; none where the session
+    # is the boot session's, the root task group, already the best place for SCHED_IDLE). Off:
     # it stays in the session it inherits (one process group for job control).
     exporter_own_session: bool = True
     # Processes that decode, enrich and encode large chunks beside the exporter, past Python's one

@@ -32,6 +32,7 @@ def in_child(fn: Any) -> int:
 def test_with_autogroups_on_the_exporter_leads_its_own_session_at_the_given_nice(tmp_path: Path) -> None:
     enabled, group = tmp_path / "enabled", tmp_path / "autogroup"
     enabled.write_text("1\n")
+    group.write_text("/autogroup-1606 nice 0\n")
     before = os.getsid(0)
 
     def child() -> bool:
@@ -41,15 +42,20 @@ def test_with_autogroups_on_the_exporter_leads_its_own_session_at_the_given_nice
     assert in_child(child) == 0
 
 
-@pytest.mark.parametrize("state", ["0\n", None])
-def test_with_autogroups_off_or_absent_nothing_changes(tmp_path: Path, state: str | None) -> None:
+@pytest.mark.parametrize("state", ["off", "absent", "root task group"])
+def test_with_autogroups_off_absent_or_not_ours_nothing_changes(tmp_path: Path, state: str) -> None:
+    """The root task group: a session the kernel booted with (a VM's init never calling setsid)
+    has the default autogroup, whose /proc/<pid>/autogroup reads empty (CI here)."""
     enabled, group = tmp_path / "enabled", tmp_path / "autogroup"
-    if state is not None:
-        enabled.write_text(state)
+    if state != "absent":
+        enabled.write_text("0\n" if state == "off" else "1\n")
+        group.write_text("/autogroup-1606 nice 0\n" if state == "off" else "")
     before = os.getsid(0)
+    content = group.read_text() if group.exists() else None
 
     def child() -> bool:
-        return own_autogroup(19, str(group), str(enabled)) is None and os.getsid(0) == before and not group.exists()
+        return (own_autogroup(19, str(group), str(enabled)) is None and os.getsid(0) == before
+                and (group.read_text() if group.exists() else None) == content)
 
     assert in_child(child) == 0
 
@@ -59,6 +65,7 @@ def test_a_refused_change_is_tried_again(tmp_path: Path) -> None:
     (EAGAIN); root is exempt, so the refusal is played by open()."""
     enabled, group = tmp_path / "enabled", tmp_path / "autogroup"
     enabled.write_text("1")
+    group.write_text("/autogroup-1606 nice 0\n")
     real_open = builtins.open
 
     def child() -> bool:
@@ -81,19 +88,38 @@ def test_a_refused_change_is_tried_again(tmp_path: Path) -> None:
 
 
 def test_the_real_kernel_files(tmp_path: Path) -> None:
-    """Against /proc: the child's autogroup is new and carries the nice; with autogroups off, the
-    child stays in its session."""
-    on = autogroups_on()
-    ours = Path("/proc/self/autogroup").read_text().split()[0] if Path("/proc/self/autogroup").exists() else None
+    """Against /proc, both ways whatever session pytest runs in. In a session of its own (the
+    child's setsid gives it an autogroup where they are on), the exporter's autogroup is new and
+    carries the nice. In the root task group (the file reads empty), or with autogroups off, it
+    stays where it is."""
+    def read() -> str:
+        return Path("/proc/self/autogroup").read_text() if Path("/proc/self/autogroup").exists() else ""
 
-    def child() -> bool:
+    def moves() -> bool:
         applied = own_autogroup(19)
-        if not on:
-            return applied is None
-        mine = Path("/proc/self/autogroup").read_text().split()
-        return applied == "autogroup nice 19" and mine[0] != ours and mine[1:] == ["nice", "19"]
+        mine = read().split()
+        return applied == "autogroup nice 19" and mine[1:] == ["nice", "19"] and mine[0] != ours
 
-    assert in_child(child) == 0
+    def from_a_session_of_its_own() -> bool:
+        nonlocal ours
+        os.setsid()
+        if not autogroups_on():  # off (or not built in): nothing to do
+            return own_autogroup(19) is None
+        ours = read().split()[0]
+        return in_child(moves) == 0
+
+    ours = ""
+    assert in_child(from_a_session_of_its_own) == 0
+    sid = os.getsid(0)
+
+    def stays() -> bool:
+        return own_autogroup(19) is None and os.getsid(0) == sid
+
+    if not autogroups_on():  # the root task group, or autogroups off: as in the test above
+        assert in_child(stays) == 0
+    else:
+        ours = read().split()[0]
+        assert in_child(moves) == 0
 
 
 def test_no_session_of_its_own_at_a_normal_priority() -> None:

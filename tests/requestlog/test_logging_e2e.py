@@ -347,7 +347,7 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
         while "exporter priority" not in gw.log():  # the exporter has moved (or not) by then
             assert time.monotonic() < deadline, gw.log()
             time.sleep(0.05)
-        if own_session and autogroups_on():
+        if own_session and autogroups_on(group=f"/proc/{gw.proc.pid}/autogroup"):
             assert os.getpgid(exporter) == exporter != gw.proc.pid  # outside the job: Ctrl-C misses it
         else:
             assert os.getpgid(exporter) == gw.proc.pid
@@ -417,9 +417,10 @@ def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread
         assert {policy for _, policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
         assert threads[exporter][2] == 10, threads
     # Where sessions are scheduled as groups, the exporter's session is its own, at the lowest
-    # weight it may ask for; the worker stays in the session of `fastgw serve`.
+    # weight it may ask for; the worker stays in the session of `fastgw serve`. Where that session
+    # is the root task group (its autogroup file reads empty), the exporter stays in it.
     assert os.getsid(worker) == os.getsid(gw.proc.pid)
-    if own_session and autogroups_on():
+    if own_session and autogroups_on(group=f"/proc/{worker}/autogroup"):
         assert os.getsid(exporter) == exporter
         group, _, nice = Path(f"/proc/{exporter}/autogroup").read_text().split()
         assert group != Path(f"/proc/{worker}/autogroup").read_text().split()[0]

@@ -17,11 +17,22 @@ LOWEST = 19  # the lowest priority a nice value gives (chDB's merge threads, the
 AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
 
 
-def autogroups_on(enabled: str = AUTOGROUP_ENABLED) -> bool:
-    """Whether this kernel schedules sessions as groups (built in, and switched on)."""
+def autogroups_on(enabled: str = AUTOGROUP_ENABLED, group: str = "/proc/self/autogroup") -> bool:
+    """Whether this process's session is scheduled as a group of its own (autogroups built in,
+    switched on, and the session not the boot session's).
+
+    A process whose session never left the one the kernel booted with (a VM's init never calling
+    setsid, as on CI here) is in the default autogroup, which is the root task group itself:
+    /proc/self/autogroup reads empty, and its tasks compete one by one with the sessions' groups.
+    A SCHED_IDLE exporter does best there as it is: a task of the lowest weight, which a waking
+    request-path task preempts at once. A session of its own would make it a group entity of
+    autogroup nice 19 (weight 15, not 3) that loses that preemption."""
     try:
         with open(enabled) as f:
-            return f.read().strip() == "1"
+            if f.read().strip() != "1":
+                return False
+        with open(group) as f:
+            return f.read().startswith("/autogroup-")
     except OSError:
         return False
 
@@ -61,8 +72,9 @@ def own_autogroup(nice: int, path: str = "/proc/self/autogroup", enabled: str = 
     (benchmarks/micro/bench_autogroup.py). A session's nice is the one knob an unprivileged process
     has over its group.
 
-    Left alone where it would do nothing: autogroups off or not built in. None when not applied."""
-    if not autogroups_on(enabled):
+    Left alone where it would do nothing or worse: autogroups off or not built in, or the session
+    already the root task group (autogroups_on). None when not applied."""
+    if not autogroups_on(enabled, path):
         return None
     if os.getsid(0) != os.getpid():
         try:
