@@ -74,9 +74,12 @@ class Supervisor:
         parent = os.getpid()
         if index == EXPORTER:
             assert self.exporter is not None
-            proc = self.ctx.Process(target=_child, args=(parent, self.exporter), name="fastgw-exporter", daemon=False)
+            # SIGINT ignored from its first line, not from run_exporter's: see Exporter.run.
+            proc = self.ctx.Process(target=_child, args=(parent, signal.SIG_IGN, self.exporter), name="fastgw-exporter",
+                                    daemon=False)
         else:
-            proc = self.ctx.Process(target=_child, args=(parent, self.target, index), name=f"fastgw-worker-{index}",
+            proc = self.ctx.Process(target=_child, args=(parent, signal.default_int_handler, self.target, index),
+                                    name=f"fastgw-worker-{index}",
                                     daemon=False)
         proc.start()
         self.procs[index] = proc
@@ -105,10 +108,10 @@ class Supervisor:
                 proc.join()
 
 
-def _child(parent: int, target: Callable[..., None], *args: Any) -> None:
+def _child(parent: int, on_int: Any, target: Callable[..., None], *args: Any) -> None:
     # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
     # installs its own, a SIGTERM must end it rather than vanish.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, on_int)
     die_with_parent(parent, signal.SIGTERM)
     target(*args)
