@@ -125,6 +125,9 @@ class Exporter:
         self.lc = config.logging
         self.paths = paths
         self.workers = workers
+        # The workers' session, taken before this process may leave it for one of its own
+        # (priority.own_autogroup): with the parent, what tells a worker from a recycled pid.
+        self._workers_session = os.getsid(0)
         self.drains: dict[int, RecordDrain] = {}
         self.parked = ParkedStore(paths.parked_dir)
         self.prices = PriceTable.load(self.lc.prices_file)
@@ -219,7 +222,7 @@ class Exporter:
         unit at once; the kernel's parent-death signal): the records of the requests they are still
         finishing come after this drain, and would wait in the rings for the next start."""
         parent = os.getppid()
-        return any(_running_child_of(d.ring.producer_pid, parent) for d in self.drains.values())
+        return any(_running_child_of(d.ring.producer_pid, parent, self._workers_session) for d in self.drains.values())
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -685,18 +688,20 @@ def _no_backlog(behind: bool, caught_up: bool, writing: bool) -> None:
     pass
 
 
-def _running_child_of(pid: int, parent: int) -> bool:
-    """``pid`` runs (a zombie has ended) as ``parent``'s child: a worker beside this exporter, not
-    a recycled pid, nor this process (a test that pushes and exports in one). False where there
-    is no /proc to ask."""
+def _running_child_of(pid: int, parent: int, session: int) -> bool:
+    """``pid`` runs (a zombie has ended) as ``parent``'s child in ``session``: a worker beside this
+    exporter, not this process (a test that pushes and exports in one), nor a recycled pid. Once
+    ``fastgw serve`` is gone its children are init's (or a subreaper's), as are many daemons, and
+    a pid of a worker that exited may be taken by one of them: the session tells them apart (a
+    daemon starts its own). False where there is no /proc to ask."""
     if pid <= 0 or pid == os.getpid():
         return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state, ppid = f.read().rsplit(b")", 1)[1].split()[:2]
+            state, ppid, _, sid = f.read().rsplit(b")", 1)[1].split()[:4]
     except (OSError, ValueError):
         return False
-    return state != b"Z" and int(ppid) == parent
+    return state != b"Z" and int(ppid) == parent and int(sid) == session
 
 
 def _batch_id(rows: list[dict[str, Any]]) -> str:
