@@ -146,12 +146,16 @@ def process_gone(pid: int) -> bool:
 
 
 def exporter_pid(gw: GatewayProcess) -> int:
-    """The exporter is the supervisor's first child (it is started before the workers)."""
+    """The supervisor's child named fastgw-exporter (process_name): by name, as a restarted
+    exporter comes after the workers, and pids wrap."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        kids = sorted(children(gw.proc.pid))
-        if len(kids) >= 2:
-            return kids[0]
+        for pid in children(gw.proc.pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter":
+                    return pid
+            except OSError:
+                continue
         time.sleep(0.05)
     raise AssertionError("no exporter process")
 

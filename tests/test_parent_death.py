@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +36,7 @@ def _reports_then_waits(out: multiprocessing.Queue) -> None:  # type: ignore[typ
 
 
 def _starts_one_then_dies(out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    CTX.Process(target=_child, args=(os.getpid(), signal.default_int_handler, _reports_then_waits, out)).start()
+    CTX.Process(target=_child, args=("fastgw-test", os.getpid(), signal.default_int_handler, _reports_then_waits, out)).start()
     time.sleep(0.5)
     os._exit(0)  # the grandchild is signalled either way: by the kernel, or by its own check if it asks later
 
@@ -59,7 +60,7 @@ def test_a_child_whose_parent_is_already_gone_gets_its_signal_at_once() -> None:
     out = CTX.Queue()
     # Told its parent is a process that is not its parent: the race the check covers (the parent
     # died between the fork and the call, and the child was adopted by another).
-    child = CTX.Process(target=_child, args=(os.getpid() + 1_000_000, signal.default_int_handler, _reports_then_waits, out))
+    child = CTX.Process(target=_child, args=("fastgw-test", os.getpid() + 1_000_000, signal.default_int_handler, _reports_then_waits, out))
     child.start()
     child.join(10)
     if child.exitcode is None:  # still paused: the test fails, without leaving it for pytest's exit to wait on
@@ -70,14 +71,15 @@ def test_a_child_whose_parent_is_already_gone_gets_its_signal_at_once() -> None:
 
 
 def _interrupts_itself(out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    name = Path("/proc/self/comm").read_text().strip()
     try:
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C reaching the child before its own setup
-        out.put("survived")
+        out.put(("survived", name))
     except KeyboardInterrupt:
-        out.put("interrupted")
+        out.put(("interrupted", name))
 
 
-def test_the_exporter_ignores_ctrl_c_from_its_first_line_and_a_worker_does_not() -> None:
+def test_the_exporter_ignores_ctrl_c_from_its_first_line_and_a_worker_does_not_each_by_its_name() -> None:
     """The exporter leaves only on the supervisor's SIGTERM, after the workers; a Ctrl-C that came
     between the fork and run_exporter's own SIG_IGN ended it before (its rows waited for the next
     start). The supervisor's spawn passes SIG_IGN for the exporter, default_int_handler for workers."""
@@ -87,9 +89,9 @@ def test_the_exporter_ignores_ctrl_c_from_its_first_line_and_a_worker_does_not()
     sup = Supervisor(1, lambda index: _interrupts_itself(out), grace=1.0, exporter=lambda: _interrupts_itself(out))
     try:
         sup._spawn(EXPORTER)
-        assert out.get(timeout=10) == "survived"
+        assert out.get(timeout=10) == ("survived", "fastgw-exporter")  # named as top and pgrep show it
         sup._spawn(0)
-        assert out.get(timeout=10) == "interrupted"
+        assert out.get(timeout=10) == ("interrupted", "fastgw-worker-0")
     finally:
         for proc in sup.procs.values():
             proc.join(10)

@@ -139,7 +139,8 @@ def test_exporter_killed_mid_load_then_restarted_keeps_counts_exact(start_gatewa
         first = exporter_pid(gw)
         os.kill(first, signal.SIGKILL)
         time.sleep(1.5)  # the supervisor starts a new exporter; load goes on
-        assert exporter_pid(gw) != first
+        again = exporter_pid(gw)
+        assert again != first and Path(f"/proc/{again}/comm").read_text() == "fastgw-exporter\n"
     finally:
         stop.set()
         t.join(10)
@@ -406,6 +407,7 @@ def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread
         time.sleep(0.1)
         threads = _threads(exporter)
     worker = [p for p in children(gw.proc.pid) if p != exporter][0]
+    assert Path(f"/proc/{worker}/comm").read_text() == "fastgw-worker-0\n"
     assert os.sched_getscheduler(worker) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, worker) == 0
     assert len(threads) > 5, threads
     if idle:

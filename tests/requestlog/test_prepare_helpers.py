@@ -112,6 +112,7 @@ def test_a_helper_prepares_a_part_as_the_exporter_would() -> None:
     try:
         ready(helpers)
         pid = helpers.pids[0]
+        assert Path(f"/proc/{pid}/comm").read_text() == "fastgw-helper\n"  # as top and pgrep show it
         [theirs], own = helpers.prepare([raws], lambda: "the exporter's part")
         assert own == "the exporter's part"
         assert theirs is not None and helpers.parts == 1 and helpers.failures == 0

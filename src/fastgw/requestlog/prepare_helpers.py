@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import fastgw
 from fastgw.parent_death import die_with_parent
+from fastgw.process_name import name_this_process
 
 log = logging.getLogger("fastgw.exporter")
 T = TypeVar("T")
@@ -143,6 +144,7 @@ def unpack(blob: bytes, ends_bytes: bytes) -> list[bytes]:
 def helper_main(conn: Connection, parent: int, prices_file: str | None, encode_path: str, metrics: bool) -> None:
     """A helper's loop: a part in, its PartResult out, until the exporter closes the pipe."""
     die_with_parent(parent, signal.SIGKILL)  # its exporter's pipe's EOF ends the loop elsewhere
+    name_this_process("fastgw-helper")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import importlib

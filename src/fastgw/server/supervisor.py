@@ -20,6 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Callable
 
 from fastgw.parent_death import die_with_parent
+from fastgw.process_name import name_this_process
 
 log = logging.getLogger("fastgw.supervisor")
 
@@ -75,11 +76,12 @@ class Supervisor:
         if index == EXPORTER:
             assert self.exporter is not None
             # SIGINT ignored from its first line, not from run_exporter's: see Exporter.run.
-            proc = self.ctx.Process(target=_child, args=(parent, signal.SIG_IGN, self.exporter), name="fastgw-exporter",
-                                    daemon=False)
+            proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, self.exporter),
+                                    name="fastgw-exporter", daemon=False)
         else:
-            proc = self.ctx.Process(target=_child, args=(parent, signal.default_int_handler, self.target, index),
-                                    name=f"fastgw-worker-{index}",
+            name = f"fastgw-worker-{index}"
+            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target, index),
+                                    name=name,
                                     daemon=False)
         proc.start()
         self.procs[index] = proc
@@ -108,10 +110,11 @@ class Supervisor:
                 proc.join()
 
 
-def _child(parent: int, on_int: Any, target: Callable[..., None], *args: Any) -> None:
+def _child(name: str, parent: int, on_int: Any, target: Callable[..., None], *args: Any) -> None:
     # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
     # installs its own, a SIGTERM must end it rather than vanish.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, on_int)
+    name_this_process(name)  # before any thread starts, so its threads carry it too
     die_with_parent(parent, signal.SIGTERM)
     target(*args)

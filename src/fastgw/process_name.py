@@ -1,0 +1,24 @@
+"""The name a process shows in ``top``, ``pgrep``, ``ps -o comm`` and /proc/<pid>/comm.
+
+Every process of ``fastgw serve`` is the same Python interpreter, so without this they all read
+"python3": an operator can't tell the exporter that burns a core from a worker, nor signal one by
+name. Linux keeps 15 bytes of it per thread; a thread started later inherits its starter's (chDB
+names its own). Elsewhere nothing happens.
+"""
+
+from __future__ import annotations
+
+PR_SET_NAME = 15
+LIMIT = 15  # the kernel's TASK_COMM_LEN, less its terminating NUL
+
+
+def name_this_process(name: str) -> bool:
+    """Name the calling thread (the main one, when called first thing in a child). False where the
+    platform can't."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:LIMIT]), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
