@@ -97,6 +97,12 @@ def start_time(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
 
+def is_exporter(pid: int) -> bool:
+    """By its name (a restarted exporter starts after the workers); an older fastgw, unnamed,
+    started it first."""
+    return Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter"
+
+
 # ------------------------------------------------------------------------------ A. rings -> chDB
 
 
@@ -389,7 +395,7 @@ class Gateway:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name}: expected an exporter and a worker, got {kids}")
                 time.sleep(0.05)
-            self.exporter, self.worker = sorted(kids, key=start_time)  # the exporter is started first
+            self.exporter, self.worker = sorted(kids, key=lambda pid: (not is_exporter(pid), start_time(pid)))
             os.sched_setaffinity(self.exporter, {1})
             for tid in os.listdir(f"/proc/{self.exporter}/task"):  # threads already running (chDB's)
                 try:

@@ -152,8 +152,9 @@ def exporter_pid(gw: GatewayProcess) -> int:
     while time.monotonic() < deadline:
         for pid in children(gw.proc.pid):
             try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter":
-                    return pid
+                running = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+                if running and Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter":
+                    return pid  # not a killed one the supervisor hasn't reaped yet
             except OSError:
                 continue
         time.sleep(0.05)

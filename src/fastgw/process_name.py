@@ -12,6 +12,16 @@ PR_SET_NAME = 15
 LIMIT = 15  # the kernel's TASK_COMM_LEN, less its terminating NUL
 
 
+def worker_name(index: int) -> str:
+    """``fastgw-worker-3``, whole within the kernel's 15 bytes for workers 0-9; from 10 on,
+    ``fastgw-worker10`` (to 99), then ``fastgw-w100``: cut at 15 bytes, workers 10-19 would all
+    read ``fastgw-worker-1``, and ``pkill -x`` would hit eleven of them."""
+    for name in (f"fastgw-worker-{index}", f"fastgw-worker{index}", f"fastgw-w{index}"):
+        if len(name.encode()) <= LIMIT:
+            return name
+    return f"fgw{index}"[:LIMIT]
+
+
 def name_this_process(name: str) -> bool:
     """Name the calling thread (the main one, when called first thing in a child). False where the
     platform can't."""
@@ -20,5 +30,5 @@ def name_this_process(name: str) -> bool:
 
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:LIMIT]), 0, 0, 0)) == 0
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, ImportError):  # ImportError: a Python built without ctypes
         return False

@@ -131,3 +131,27 @@ def test_no_session_of_its_own_at_a_normal_priority() -> None:
         return lower_priority(False, 0, True) == "normal" and os.getsid(0) == before
 
     assert in_child(child) == 0
+
+
+@pytest.mark.parametrize(("cgroup", "cpu_weight_at", "grouped"), [
+    (None, None, True),  # no cgroup file to read: as the root
+    ("9:name=systemd:/\n2:cpu,cpuacct:/\n0::/\n", None, True),  # v1, the root cpu cgroup (this VM)
+    ("2:cpu,cpuacct:/system.slice/fastgw.service\n0::/\n", None, False),  # v1, a unit's cpu cgroup
+    ("0::/system.slice/fastgw.service\n", "system.slice/fastgw.service", False),  # v2, cpu controller on
+    ("0::/system.slice/fastgw.service\n", None, True),  # v2, the cpu controller off there
+    ("0::/\n", None, True),  # v2 root (or inside a cgroup namespace: can't tell)
+])
+def test_in_a_cpu_cgroup_other_than_the_root_sessions_are_not_groups(
+        tmp_path: Path, cgroup: str | None, cpu_weight_at: str | None, grouped: bool) -> None:
+    """The kernel uses autogroups only for tasks of the root cpu cgroup; elsewhere the cgroup's
+    weight decides, and a session of its own would only take the exporter out of the job."""
+    proc, root = tmp_path / "proc", tmp_path / "sys-fs-cgroup"
+    proc.mkdir()
+    (proc / "enabled").write_text("1\n")
+    (proc / "autogroup").write_text("/autogroup-1606 nice 0\n")
+    if cgroup is not None:
+        (proc / "cgroup").write_text(cgroup)
+    if cpu_weight_at is not None:
+        (root / cpu_weight_at).mkdir(parents=True)
+        (root / cpu_weight_at / "cpu.weight").write_text("100\n")
+    assert autogroups_on(str(proc / "enabled"), str(proc / "autogroup"), str(root)) is grouped

@@ -17,24 +17,51 @@ LOWEST = 19  # the lowest priority a nice value gives (chDB's merge threads, the
 AUTOGROUP_ENABLED = "/proc/sys/kernel/sched_autogroup_enabled"
 
 
-def autogroups_on(enabled: str = AUTOGROUP_ENABLED, group: str = "/proc/self/autogroup") -> bool:
-    """Whether this process's session is scheduled as a group of its own (autogroups built in,
-    switched on, and the session not the boot session's).
+def autogroups_on(enabled: str = AUTOGROUP_ENABLED, group: str = "/proc/self/autogroup",
+                  cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether this process's session is scheduled as a group of its own: autogroups built in and
+    switched on, the session not the boot session's, and the process in the root cpu cgroup.
 
     A process whose session never left the one the kernel booted with (a VM's init never calling
     setsid, as on CI here) is in the default autogroup, which is the root task group itself:
-    /proc/self/autogroup reads empty, and its tasks compete one by one with the sessions' groups.
+    /proc/<pid>/autogroup reads empty, and its tasks compete one by one with the sessions' groups.
     A SCHED_IDLE exporter does best there as it is: a task of the lowest weight, which a waking
     request-path task preempts at once. A session of its own would make it a group entity of
-    autogroup nice 19 (weight 15, not 3) that loses that preemption."""
+    autogroup nice 19 (weight 15, not 3) that loses that preemption.
+
+    In a cpu cgroup other than the root (a systemd unit with the cpu controller on, a container)
+    the kernel doesn't use autogroups, though the file still names one; the cgroup's weight
+    decides. Inside a cgroup namespace the path reads "/" and this can't tell: a session of its
+    own there changes nothing."""
     try:
         with open(enabled) as f:
             if f.read().strip() != "1":
                 return False
         with open(group) as f:
-            return f.read().startswith("/autogroup-")
+            if not f.read().startswith("/autogroup-"):
+                return False
     except OSError:
         return False
+    return not _in_a_cpu_cgroup(os.path.join(os.path.dirname(group), "cgroup"), cgroup_root)
+
+
+def _in_a_cpu_cgroup(cgroup_file: str, cgroup_root: str) -> bool:
+    """The process's cpu cgroup isn't the root one: in cgroup v1 the ``cpu`` controller's path, in
+    v2 a path whose folder has the cpu controller's files. False when it can't tell."""
+    try:
+        with open(cgroup_file) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return path != "/"
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and path != "/":
+            return os.path.exists(os.path.join(cgroup_root, path.lstrip("/"), "cpu.weight"))
+    return False
 
 
 def lower_priority(idle: bool, nice: int, own_session: bool = True) -> str:

@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Callable
 
 from fastgw.parent_death import die_with_parent
-from fastgw.process_name import name_this_process
+from fastgw.process_name import name_this_process, worker_name
 
 log = logging.getLogger("fastgw.supervisor")
 
@@ -79,7 +79,7 @@ class Supervisor:
             proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, self.exporter),
                                     name="fastgw-exporter", daemon=False)
         else:
-            name = f"fastgw-worker-{index}"
+            name = worker_name(index)
             proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target, index),
                                     name=name,
                                     daemon=False)
