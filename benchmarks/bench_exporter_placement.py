@@ -99,7 +99,6 @@ class Runs:
             print(f"per repetition, {load}: " + "; ".join(f"{v} " + " ".join(f"{x:.0f}" for x in p99[(v, load)])
                                                            for v in self.variants))
 
-
     def compare(self, base: str, other: str) -> None:
         """One variant against another, paired by repetition: the P99 medians' change and the sign test."""
         cells = []

@@ -152,8 +152,7 @@ def exporter_pid(gw: GatewayProcess) -> int:
     while time.monotonic() < deadline:
         for pid in children(gw.proc.pid):
             try:
-                running = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-                if running and Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter":
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "fastgw-exporter" and not process_gone(pid):
                     return pid  # not a killed one the supervisor hasn't reaped yet
             except OSError:
                 continue

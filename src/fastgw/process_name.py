@@ -16,10 +16,9 @@ def worker_name(index: int) -> str:
     """``fastgw-worker-3``, whole within the kernel's 15 bytes for workers 0-9; from 10 on,
     ``fastgw-worker10`` (to 99), then ``fastgw-w100``: cut at 15 bytes, workers 10-19 would all
     read ``fastgw-worker-1``, and ``pkill -x`` would hit eleven of them."""
-    for name in (f"fastgw-worker-{index}", f"fastgw-worker{index}", f"fastgw-w{index}"):
-        if len(name.encode()) <= LIMIT:
-            return name
-    return f"fgw{index}"[:LIMIT]
+    if index < 10:
+        return f"fastgw-worker-{index}"
+    return f"fastgw-worker{index}" if index < 100 else f"fastgw-w{index}"
 
 
 def name_this_process(name: str) -> bool:

@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 from fastgw.requestlog.exporter import _running_child_of
+from tests.helpers import process_gone
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(30)"]
 
@@ -27,7 +26,7 @@ def test_a_running_child_in_the_session_is_a_worker() -> None:
 def test_a_zombie_is_not() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{proc.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":
+    while not process_gone(proc.pid):  # a zombie: exited, not yet reaped
         assert time.monotonic() < deadline
         time.sleep(0.01)
     try:

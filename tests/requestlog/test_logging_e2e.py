@@ -139,8 +139,7 @@ def test_exporter_killed_mid_load_then_restarted_keeps_counts_exact(start_gatewa
         first = exporter_pid(gw)
         os.kill(first, signal.SIGKILL)
         time.sleep(1.5)  # the supervisor starts a new exporter; load goes on
-        again = exporter_pid(gw)
-        assert again != first and Path(f"/proc/{again}/comm").read_text() == "fastgw-exporter\n"
+        assert exporter_pid(gw) != first  # found by name: the workers' pids are lower
     finally:
         stop.set()
         t.join(10)

@@ -716,7 +716,6 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     # handler inherited from the supervisor would swallow it, and run() would never stop.
     early: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: early.append(signum))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # from the start: see Exporter.run
     exporter = Exporter(config, paths, workers)
     signal.signal(signal.SIGTERM, exporter._on_signal)
     exporter.stopping = exporter.stopping or bool(early)

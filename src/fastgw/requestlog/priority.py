@@ -50,18 +50,17 @@ def _in_a_cpu_cgroup(cgroup_file: str, cgroup_root: str) -> bool:
     v2 a path whose folder has the cpu controller's files. False when it can't tell."""
     try:
         with open(cgroup_file) as f:
-            lines = f.read().splitlines()
+            lines = [line for line in f.read().splitlines() if line.count(":") >= 2]
     except OSError:
         return False
+    unified = "/"
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "cpu" in controllers.split(","):
+        if "cpu" in controllers.split(","):  # v1's cpu hierarchy decides where it is mounted
             return path != "/"
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "" and path != "/":
-            return os.path.exists(os.path.join(cgroup_root, path.lstrip("/"), "cpu.weight"))
-    return False
+        if not controllers:
+            unified = path
+    return unified != "/" and os.path.exists(os.path.join(cgroup_root, unified.lstrip("/"), "cpu.weight"))
 
 
 def lower_priority(idle: bool, nice: int, own_session: bool = True) -> str:
