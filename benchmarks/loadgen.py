@@ -60,6 +60,8 @@ class Run:
         self.stop_at = end_ns  # no request is sent after this (duration mode)
         self.want = count  # stop after this many recorded responses (count mode; 0 = duration mode)
         self.latency: list[int] = []
+        self.sent_at: list[int] = []  # with --dump: when each recorded request was due (perf_counter_ns)
+        self.dump = False
         self.ttfb: list[int] = []
         self.events: list[list[int]] = []  # per response: event arrival times relative to its send
         self.errors = 0
@@ -223,6 +225,8 @@ class Client(asyncio.Protocol):
         run.statuses[self.status] = run.statuses.get(self.status, 0) + 1
         if self.t0 >= run.measure_from and ok and run.running(self.t0):
             run.latency.append(now - self.t0)
+            if run.dump:
+                run.sent_at.append(self.t0)
             run.last_done = now
             if run.sse or self.first_byte:
                 run.ttfb.append((self.first_byte or now) - self.t0)
@@ -355,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sse", action="store_true", help="streamed request; record TTFB and SSE event times")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="open loop: requests due per second, spread over -c connections (not with -n)")
+    ap.add_argument("--dump", type=argparse.FileType("w"),
+                    help="write each recorded request's due time and latency (ns, CLOCK_MONOTONIC) as TSV lines")
     ap.add_argument("--expect-gap-ms", type=float, default=0.0,
                     help="with --sse: report the max deviation of inter-event gaps from this")
     args = ap.parse_args(argv)
@@ -362,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     body = args.body.encode() if args.body is not None else (CHAT_STREAM_BODY if args.sse else CHAT_BODY)
     host, port, request = build_request(args.url, body, args.header, args.method)
     run = Run(request, args.sse, 0, 0, args.count)
+    run.dump = args.dump is not None
     try:
         import uvloop
         runner = uvloop.run
@@ -397,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
             out["gap_median_dev_us"] = sorted(devs)[len(devs) // 2] / 1e3 if devs else None
             if len(gaps) <= 2000:
                 out["gaps_raw_us"] = [round(g / 1e3, 1) for g in gaps]
+    if args.dump is not None:
+        args.dump.writelines(f"{t}\t{lat}\n" for t, lat in zip(run.sent_at, run.latency))
+        args.dump.close()
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0 if run.latency and not run.errors else 1
