@@ -268,3 +268,35 @@ def post_once(port: int, path: str, body: bytes, extra: str = "") -> RawResponse
     with connect(port) as s:
         s.sendall(chat_request(body, path=path, extra=extra))
         return read_responses(s, 1)[0]
+
+
+def can_make_idle_cgroup() -> bool:
+    """Whether this process may make a cpu cgroup marked cpu.idle under its own, as the exporter
+    does (requestlog/idle_cgroup.py): tried here with a folder of the test's own, then removed."""
+    from fastgw.requestlog.idle_cgroup import cpu_cgroup
+
+    where = cpu_cgroup()
+    if where is None:
+        return False
+    probe = Path(where.path) / f"fastgw-test-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    try:
+        if not where.v1 and not (probe / "cpu.idle").exists():
+            (Path(where.path) / "cgroup.subtree_control").write_text("+cpu\n")
+        (probe / "cpu.idle").write_text("1\n")
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.rmdir()
+
+
+def cpu_cgroup_of(pid: int, tid: int | None = None) -> Path | None:
+    """The folder of a process's (or one of its threads') cpu cgroup, as the kernel reports it."""
+    from fastgw.requestlog.idle_cgroup import cpu_cgroup
+
+    where = cpu_cgroup(f"/proc/{pid}/task/{tid or pid}/cgroup", f"/proc/{pid}/mountinfo")
+    return Path(where.path) if where is not None else None

@@ -125,6 +125,10 @@ def serve_forever(config: Config) -> int:
             s.graceful_timeout, exporter=exporter,
         ).run()
     finally:
+        if paths is not None and config.logging.exporter_idle_cgroup:
+            from fastgw.requestlog import idle_cgroup
+
+            idle_cgroup.remove(os.getpid())  # the exporter's, empty once it exited
         for fd in locks:
             os.close(fd)
 

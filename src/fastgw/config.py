@@ -166,6 +166,14 @@ class LoggingConfig:
     # is the boot session's, the root task group, already the best place for SCHED_IDLE). Off:
     # it stays in the session it inherits (one process group for job control).
     exporter_own_session: bool = True
+    # Under SCHED_IDLE, also a cpu cgroup of its own marked cpu.idle (Linux 5.15+), under the one it
+    # inherits, where the process may make one (root, a delegated subtree): only there does a task of
+    # another session or cgroup that wakes on its core preempt it at once instead of waiting for the
+    # scheduler's tick (requestlog/idle_cgroup.py). Elsewhere nothing changes. In its cgroup the
+    # exporter needs no session of its own (exporter_own_session applies only where it has none).
+    # Off where something else must be the only one to write the cgroup tree (systemd without
+    # Delegate=yes, an orchestrator's agent).
+    exporter_idle_cgroup: bool = True
     # Processes that decode, enrich and encode large chunks beside the exporter, past Python's one
     # lock (requestlog/prepare_helpers.py); chDB sinks only. -1: one fewer than the cores the exporter
     # may use (none on one core); 0: none.

@@ -22,8 +22,8 @@ import pytest
 from fastgw.requestlog.priority import autogroups_on
 from fastgw.testing.mock_upstream import MockUpstreamThread
 from tests.helpers import (
-    GatewayProcess, chat_request, children, connect, exporter_pid, gateway_config, post_once, process_gone, query_chdb,
-    read_responses,
+    GatewayProcess, can_make_idle_cgroup, chat_request, children, connect, cpu_cgroup_of, exporter_pid, gateway_config,
+    post_once, process_gone, query_chdb, read_responses,
 )
 
 MSGS = [{"role": "user", "content": "hello there"}]
@@ -192,6 +192,14 @@ def test_a_supervisor_killed_outright_takes_its_children_down_and_their_records_
     with socket.socket() as s:
         s.bind(("127.0.0.1", gw.port))  # nothing holds the gateway's port any more
     assert query(data, "SELECT count(), uniqExact(request_id) FROM fastgw.requests FINAL")[0] == (20, 20), gw.log()
+    # Nobody was left to remove the exporter's idle cgroup: the next start's sweep does.
+    home = cpu_cgroup_of(os.getpid())
+    if can_make_idle_cgroup():
+        assert home is not None
+        cgroup = home / f"fastgw-exporter-{gw.proc.pid}"
+        assert cgroup.is_dir() and not (cgroup / "tasks" if (cgroup / "tasks").exists() else cgroup / "cgroup.procs").read_text()
+        start_gateway(chdb_config(mock, tmp_path / "ch2")).stop()
+        assert not cgroup.exists()
 
 
 def test_records_left_in_the_rings_by_a_killed_gateway_arrive_at_the_next_start(start_gateway, mock: MockUpstreamThread, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -334,8 +342,9 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
     Either way a request still in flight is answered during the stop (the workers' grace), and its
     record must be exported before the exporter leaves. Before, the exporter drained at once and
     left first: 12 rows of 13."""
-    gw = GatewayProcess(chdb_config(mock, tmp_path / "ch", exporter_own_session=own_session), tmp_path,
-                        foreground_job=True)
+    # Its own session is what takes the exporter out of the job; an idle cgroup keeps it in.
+    gw = GatewayProcess(chdb_config(mock, tmp_path / "ch", exporter_own_session=own_session,
+                                    exporter_idle_cgroup=not own_session), tmp_path, foreground_job=True)
     slow: list[Any] = []
     try:
         with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
@@ -347,7 +356,9 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
         while "exporter priority" not in gw.log():  # the exporter has moved (or not) by then
             assert time.monotonic() < deadline, gw.log()
             time.sleep(0.05)
-        if own_session and autogroups_on(group=f"/proc/{gw.proc.pid}/autogroup"):
+        in_cgroup = "cpu.idle cgroup" in gw.log()
+        assert in_cgroup == (not own_session and can_make_idle_cgroup()), gw.log()
+        if own_session and autogroups_on(group=f"/proc/{gw.proc.pid}/autogroup") and not in_cgroup:
             assert os.getpgid(exporter) == exporter != gw.proc.pid  # outside the job: Ctrl-C misses it
         else:
             assert os.getpgid(exporter) == gw.proc.pid
@@ -390,12 +401,14 @@ def _threads(pid: int) -> dict[int, tuple[str, int, int]]:
     return out
 
 
-@pytest.mark.parametrize(("idle", "own_session"), [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize(("idle", "own_session", "idle_cgroup"), [(True, True, True), (False, True, True),
+                                                                    (True, False, True), (True, True, False)])
 def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread, tmp_path: Path, idle: bool,  # type: ignore[no-untyped-def]
-                                         own_session: bool) -> None:
-    """SCHED_IDLE by default, for every thread chDB starts too, but the admin server's; nice 10 when switched off."""
+                                         own_session: bool, idle_cgroup: bool) -> None:
+    """SCHED_IDLE by default, for every thread chDB starts too, but the admin server's; nice 10 when
+    switched off. In a cpu.idle cgroup of its own where this machine lets a process make one."""
     gw = start_gateway(chdb_config(mock, tmp_path / "ch", batch_max_age="100ms", exporter_idle=idle,
-                                   exporter_own_session=own_session))
+                                   exporter_own_session=own_session, exporter_idle_cgroup=idle_cgroup))
     with openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-test", max_retries=0) as client:
         client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     exporter = exporter_pid(gw)
@@ -417,10 +430,30 @@ def test_exporter_runs_in_the_background(start_gateway, mock: MockUpstreamThread
     else:
         assert {policy for _, policy, _ in threads.values()} == {os.SCHED_OTHER}, threads
         assert threads[exporter][2] == 10, threads
-    # Where sessions are scheduled as groups, the exporter's session is its own, at the lowest
-    # weight it may ask for; the worker stays in the session of `fastgw serve`. Where that session
-    # is the root task group (its autogroup file reads empty), the exporter stays in it.
+    # In its idle cgroup, under the one of `fastgw serve` (the worker's), all but the admin server's
+    # thread in cgroup v1; no session of its own then. Otherwise, where sessions are scheduled as
+    # groups, the exporter's session is its own, at the lowest weight it may ask for; the worker
+    # stays in the session of `fastgw serve`. Where that session is the root task group (its
+    # autogroup file reads empty), the exporter stays in it.
     assert os.getsid(worker) == os.getsid(gw.proc.pid)
+    home = cpu_cgroup_of(worker)
+    cgroup = home / f"fastgw-exporter-{gw.proc.pid}" if home is not None else None
+    if idle and idle_cgroup and can_make_idle_cgroup():
+        assert cgroup is not None and (cgroup / "cpu.idle").read_text() == "1\n"
+        placed = {tid: cpu_cgroup_of(exporter, tid) for tid in threads}
+        outside = [tid for tid, where in placed.items() if where != cgroup]
+        if cpu_cgroup_of(exporter) == cgroup and len(outside) == 1:  # cgroup v1: the admin thread stays out
+            assert threads[outside[0]][1] == os.SCHED_OTHER, (placed, threads)
+        else:
+            assert outside == [], (placed, threads)  # v2: the whole process
+        assert os.getsid(exporter) == os.getsid(gw.proc.pid)
+        assert f"exporter priority: idle, cpu.idle cgroup {cgroup}\n" in gw.log()
+        assert gw.stop() == 0, gw.log()
+        assert not cgroup.exists()  # fastgw serve removed it once its exporter was gone
+        assert query(tmp_path / "ch", "SELECT count() FROM fastgw.requests")[0][0] == 1
+        return
+    assert cgroup is None or not cgroup.exists()
+    assert all(cpu_cgroup_of(exporter, tid) == home for tid in threads)
     if own_session and autogroups_on(group=f"/proc/{worker}/autogroup"):
         assert os.getsid(exporter) == exporter
         group, _, nice = Path(f"/proc/{exporter}/autogroup").read_text().split()

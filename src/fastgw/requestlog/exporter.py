@@ -724,11 +724,13 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     admin = start_admin(config.admin, config.logging.sink, exporter.metrics)
     # Lowered once the admin server's thread runs (it, and the threads it starts per request, keep
     # the normal policy: scrapes and dashboards answer first among the exporter's threads, though
-    # in its low-weight session when autogroups are on), and before the sink opens (chDB's threads,
+    # in its low-weight session when autogroups are on, and in its idle cgroup under cgroup v2),
+    # and before the sink opens (chDB's threads,
     # the sink thread and the loop itself inherit it). A thread can't get its priority back from
     # SCHED_IDLE without privileges.
     lc = config.logging
-    log.info("exporter priority: %s", lower_priority(lc.exporter_idle, lc.exporter_nice, lc.exporter_own_session))
+    owner = os.getppid() if lc.exporter_idle_cgroup else None  # the supervisor, who removes the cgroup
+    log.info("exporter priority: %s", lower_priority(lc.exporter_idle, lc.exporter_nice, lc.exporter_own_session, owner))
     try:
         exporter.run()
     finally:

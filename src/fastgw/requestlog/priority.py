@@ -1,8 +1,9 @@
 """The exporter's place in the scheduler: a background process, below every request-path one.
 
 Why a module of its own: how low the exporter runs decides what its work costs the requests that
-share its core (config.LoggingConfig.exporter_idle, exporter_nice, exporter_own_session), and it is
-Linux process state (policy, nice, session, autogroup), nothing of the exporter's loop.
+share its core (config.LoggingConfig.exporter_idle, exporter_nice, exporter_own_session,
+exporter_idle_cgroup), and it is Linux process state (policy, nice, session, autogroup, cgroup),
+nothing of the exporter's loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+from fastgw.requestlog import idle_cgroup
 
 log = logging.getLogger("fastgw.exporter")
 
@@ -63,12 +66,15 @@ def _in_a_cpu_cgroup(cgroup_file: str, cgroup_root: str) -> bool:
     return unified != "/" and os.path.exists(os.path.join(cgroup_root, unified.lstrip("/"), "cpu.weight"))
 
 
-def lower_priority(idle: bool, nice: int, own_session: bool = True) -> str:
+def lower_priority(idle: bool, nice: int, own_session: bool = True, cgroup_owner: int | None = None) -> str:
     """Background priority for this process, before it starts any thread (chDB's inherit it).
+    ``cgroup_owner``: under SCHED_IDLE, an idle cgroup named after this pid (idle_cgroup.enter).
 
     Returns what was applied, for the log and the tests."""
+    cgroup = idle_cgroup.enter(cgroup_owner) if idle and cgroup_owner is not None else None
     # Not at nice 0 without SCHED_IDLE: a session of its own would weigh as much as the workers' whole session.
-    group = own_autogroup(LOWEST if idle else nice) if own_session and (idle or nice > 0) else None
+    group = (own_autogroup(LOWEST if idle else nice) if own_session and (idle or nice > 0) and cgroup is None
+             else f"cpu.idle cgroup {cgroup}" if cgroup else None)
     applied = "normal"
     if idle and hasattr(os, "SCHED_IDLE"):
         try:
