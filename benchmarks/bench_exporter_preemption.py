@@ -21,6 +21,7 @@ in a cgroup marked cpu.idle (requestlog/idle_cgroup.py).
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -55,7 +56,9 @@ def timehist(data: Path) -> list[tuple[float, int, str, int, float, float]]:
 def waits(rows: list[tuple[float, int, str, int, float, float]], victims: set[int],
           exporters: dict[int, str]) -> tuple[int, float, Counter[str]]:
     """The victims' waits over WAIT_MS on core 1: how many, their total (ms), and who ran meanwhile."""
-    core1 = [r for r in rows if r[1] == 1]
+    core1 = sorted(r for r in rows if r[1] == 1)
+    ends = [r[0] for r in core1]
+    longest = max((r[5] for r in core1), default=0.0) / 1e3
     n, total, blame = 0, 0.0, Counter[str]()
     for t, _, _, pid, delay, run in core1:
         if pid not in victims or delay <= WAIT_MS:
@@ -63,7 +66,8 @@ def waits(rows: list[tuple[float, int, str, int, float, float]], victims: set[in
         n, total = n + 1, total + delay
         end = t - run / 1e3
         start = end - delay / 1e3
-        for t2, _, comm2, pid2, _, run2 in core1:
+        # Runs that overlap [start, end] ended after start, and began (ended, at the latest) before end + longest.
+        for t2, _, comm2, pid2, _, run2 in core1[bisect.bisect_right(ends, start):bisect.bisect_right(ends, end + longest)]:
             overlap = min(t2, end) - max(t2 - run2 / 1e3, start)
             if overlap > 0:
                 who = exporters.get(pid2) or ("kdamond" if comm2.startswith("kdamond") else "idle" if pid2 == 0 else "other")
