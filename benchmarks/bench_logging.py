@@ -63,6 +63,7 @@ import run_bench as rb  # noqa: E402
 from log_records import make_records  # noqa: E402
 
 from fastgw.config import LoggingConfig  # noqa: E402
+from fastgw.requestlog import idle_cgroup  # noqa: E402
 from fastgw.requestlog.buffer import RecordBuffer  # noqa: E402
 
 PROMPT = "Summarise the following text in two sentences. " * 10  # ~480 bytes
@@ -267,6 +268,7 @@ def rings_to_chdb(p: dict[str, Any], tmp: Path, procs: rb.Procs) -> dict[str, An
     for b in bufs:
         b.close()
     procs.stop(exporter, timeout=120)
+    idle_cgroup.remove(os.getpid())  # the exporter's cpu.idle cgroup, where it made one: this script is its supervisor
     import clickhouse_connect
 
     client = clickhouse_connect.get_client(interface="chdb", path=str(data))
