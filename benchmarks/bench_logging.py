@@ -110,12 +110,13 @@ def is_exporter(pid: int) -> bool:
 
 
 EXPORTER_MAIN = """
+import os
 import sys
 from fastgw import config
 from fastgw.requestlog.exporter import run_exporter
 from fastgw.requestlog.paths import LogPaths
 cfg = config.load(sys.argv[1])
-run_exporter(cfg, LogPaths.for_config(cfg), 2)
+run_exporter(cfg, LogPaths.for_config(cfg), 2, os.getppid())  # this script: its supervisor, as `fastgw serve` is
 """
 
 

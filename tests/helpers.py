@@ -271,12 +271,16 @@ def post_once(port: int, path: str, body: bytes, extra: str = "") -> RawResponse
 
 
 def can_make_idle_cgroup() -> bool:
-    """Whether this process may make a cpu cgroup marked cpu.idle under its own, as the exporter
-    does (requestlog/idle_cgroup.py): tried here with a folder of the test's own, then removed."""
+    """Whether this process may make a cpu cgroup marked cpu.idle under its own without changing the
+    hierarchy, as the exporter does (requestlog/idle_cgroup.py): cgroup v1, or v2's root cgroup with
+    the cpu controller given to its children. Tried here with a folder of the test's own, then removed."""
     from fastgw.requestlog.idle_cgroup import cpu_cgroup
 
     where = cpu_cgroup()
-    if where is None:
+    if where is None or not (Path(where.path) / "cgroup.procs").exists():
+        return False
+    if not where.v1 and ((Path(where.path) / "cgroup.type").exists()
+                         or "cpu" not in (Path(where.path) / "cgroup.subtree_control").read_text().split()):
         return False
     probe = Path(where.path) / f"fastgw-test-probe-{os.getpid()}"
     try:
@@ -284,9 +288,11 @@ def can_make_idle_cgroup() -> bool:
     except OSError:
         return False
     try:
-        if not where.v1 and not (probe / "cpu.idle").exists():
-            (Path(where.path) / "cgroup.subtree_control").write_text("+cpu\n")
-        (probe / "cpu.idle").write_text("1\n")
+        fd = os.open(probe / "cpu.idle", os.O_WRONLY)
+        try:
+            os.write(fd, b"1\n")
+        finally:
+            os.close(fd)
         return True
     except OSError:
         return False

@@ -115,8 +115,10 @@ def serve_forever(config: Config) -> int:
             return 1
         from fastgw.requestlog.exporter import run_exporter
 
+        supervisor = os.getpid()
+
         def exporter() -> None:
-            run_exporter(config, paths, workers)
+            run_exporter(config, paths, workers, supervisor)
 
     print(banner, file=sys.stderr, flush=True)
     try:

@@ -169,8 +169,8 @@ class LoggingConfig:
     # Under SCHED_IDLE, also a cpu cgroup of its own marked cpu.idle (Linux 5.15+), under the one it
     # inherits, where the process may make one (root, a delegated subtree): only there does a task of
     # another session or cgroup that wakes on its core preempt it at once instead of waiting for the
-    # scheduler's tick (requestlog/idle_cgroup.py). Elsewhere nothing changes. In its cgroup the
-    # exporter needs no session of its own (exporter_own_session applies only where it has none).
+    # scheduler's tick (requestlog/idle_cgroup.py): cgroup v1, or v2's root cgroup with the cpu
+    # controller already given to its children. Elsewhere nothing changes.
     # Off where something else must be the only one to write the cgroup tree (systemd without
     # Delegate=yes, an orchestrator's agent).
     exporter_idle_cgroup: bool = True

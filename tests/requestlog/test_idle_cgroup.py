@@ -56,6 +56,15 @@ def test_a_container_sees_its_cgroup_mounted_as_the_root(tmp_path: Path) -> None
     assert cpu_cgroup(*files(tmp_path, cg, mounts)) == CpuCgroup("/sys/fs/cgroup", False)
 
 
+def test_escapes_and_mounts_that_dont_show_the_path(tmp_path: Path) -> None:
+    cg = "1:cpu:/batch/jobs\n"
+    mounts = ("25 24 0:22 /docker/x /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"  # another subtree: not here
+              "26 24 0:22 / /mnt/cpu\\040set rw - cgroup cgroup rw,cpu\n")
+    assert cpu_cgroup(*files(tmp_path, cg, mounts)) == CpuCgroup("/mnt/cpu set/batch/jobs", True)
+    # A cgroup namespace can show a path that climbs out of the mounted subtree.
+    assert cpu_cgroup(*files(tmp_path, "0::/../other\n", "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")) is None
+
+
 @pytest.mark.parametrize(("cg", "mounts"), [
     ("4:memory:/x\n", "25 24 0:22 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"),  # no cpu controller
     ("1:cpu:/x\n", "33 24 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"),  # v1 cpu not mounted
@@ -66,37 +75,59 @@ def test_no_cpu_cgroup_to_be_found(tmp_path: Path, cg: str, mounts: str) -> None
     assert cpu_cgroup(str(tmp_path / "missing"), str(tmp_path / "mountinfo")) is None
 
 
+def stand_in(tmp_path: Path, owner: int, v2_root_with_cpu: bool = False) -> Path:
+    """A plain folder for a cpu cgroup, and the folder the exporter's would be with the control
+    files the kernel would have made in it (a plain mkdir makes none)."""
+    (tmp_path / "cgroup.procs").write_text("")
+    if v2_root_with_cpu:
+        (tmp_path / "cgroup.subtree_control").write_text("cpu memory\n")
+    child = tmp_path / f"fastgw-exporter-{owner}"
+    child.mkdir()
+    for name in ("cpu.idle", "tasks", "cgroup.procs"):
+        (child / name).write_text("")
+    return child
+
+
 def test_enter_marks_the_folder_idle_and_moves_this_thread(tmp_path: Path) -> None:
-    """A plain folder stands in for a v1 cpu cgroup: the files the kernel would act on."""
-    where = CpuCgroup(str(tmp_path), True)
-    path = enter(4242, where)
-    assert path == str(tmp_path / "fastgw-exporter-4242")
-    assert (tmp_path / "fastgw-exporter-4242" / "cpu.idle").read_text() == "1\n"
     import threading
 
-    assert (tmp_path / "fastgw-exporter-4242" / "tasks").read_text() == f"{threading.get_native_id()}\n"
-    assert enter(4242, where) == path  # a restarted exporter takes its supervisor's folder again
+    child = stand_in(tmp_path, 4242)
+    assert enter(4242, CpuCgroup(str(tmp_path), True)) == str(child)
+    assert (child / "cpu.idle").read_text() == "1\n"
+    assert (child / "tasks").read_text() == f"{threading.get_native_id()}\n"  # v1: this thread alone
 
 
-def test_v2_moves_the_process_after_giving_the_cpu_controller_down(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.subtree_control").write_text("")
-    path = enter(77, CpuCgroup(str(tmp_path), False))
-    assert path is not None
-    assert (tmp_path / "cgroup.subtree_control").read_text() == "+cpu\n"
-    assert (Path(path) / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+def test_v2_moves_the_whole_process_from_the_root_cgroup(tmp_path: Path) -> None:
+    child = stand_in(tmp_path, 77, v2_root_with_cpu=True)
+    assert enter(77, CpuCgroup(str(tmp_path), False)) == str(child)
+    assert (child / "cgroup.procs").read_text() == f"{os.getpid()}\n"
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "cpu memory\n"  # untouched
 
 
-def test_where_it_cant_nothing_is_left_behind(tmp_path: Path) -> None:
-    # v2, a cgroup that can't give its controllers down (a folder stands in for the file, so the
-    # write fails as the kernel's EBUSY would): the folder made for the exporter goes again.
-    (tmp_path / "cgroup.subtree_control").mkdir()
+@pytest.mark.parametrize("case", ["v2 below the root", "v2 root without cpu given down", "not a cgroup"])
+def test_v2_never_changes_the_hierarchy(tmp_path: Path, case: str) -> None:
+    child = stand_in(tmp_path, 77, v2_root_with_cpu=True)
+    if case == "v2 below the root":
+        (tmp_path / "cgroup.type").write_text("domain\n")
+    elif case == "v2 root without cpu given down":
+        (tmp_path / "cgroup.subtree_control").write_text("memory io\n")
+    else:
+        (tmp_path / "cgroup.procs").unlink()
+    before = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
     assert enter(77, CpuCgroup(str(tmp_path), False)) is None
-    assert [p.name for p in tmp_path.iterdir()] == ["cgroup.subtree_control"]
-    (tmp_path / "cgroup.subtree_control").rmdir()
+    assert (child / "cpu.idle").read_text() == "" and (child / "cgroup.procs").read_text() == ""
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_without_cpu_idle_nothing_is_left_behind(tmp_path: Path) -> None:
+    """A kernel before 5.15 has no cpu.idle: the folder made for it goes again, nothing moved."""
+    (tmp_path / "cgroup.procs").write_text("")
+    assert enter(77, CpuCgroup(str(tmp_path), True)) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["cgroup.procs"]
     # No folder can be made there.
     (tmp_path / "a-file").write_text("")
     assert enter(77, CpuCgroup(str(tmp_path / "a-file"), True)) is None
-    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cgroup.procs"]
 
 
 def test_sweep_removes_only_folders_of_supervisors_gone(tmp_path: Path) -> None:
@@ -104,14 +135,16 @@ def test_sweep_removes_only_folders_of_supervisors_gone(tmp_path: Path) -> None:
     dead.wait()
     assert process_gone(dead.pid)
     for name in (f"fastgw-exporter-{dead.pid}", f"fastgw-exporter-{os.getpid()}", "fastgw-exporter-1",
-                 "fastgw-exporter-x", "someone-else", f"fastgw-exporter-{dead.pid + 1000000}"):
+                 "fastgw-exporter-x", "someone-else", f"fastgw-exporter-{dead.pid + 1000000}",
+                 "fastgw-exporter-\u00b2", "fastgw-exporter-" + "9" * 40):
         (tmp_path / name).mkdir()
     (tmp_path / "fastgw-exporter-999999999" / "tasks").parent.mkdir(exist_ok=True)
     (tmp_path / "fastgw-exporter-999999999" / "tasks").write_text("12\n")  # still holds tasks: stays
     sweep(str(tmp_path), keep=dead.pid + 1000000)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         f"fastgw-exporter-{os.getpid()}", "fastgw-exporter-1", "fastgw-exporter-x", "someone-else",
-        f"fastgw-exporter-{dead.pid + 1000000}", "fastgw-exporter-999999999"])
+        f"fastgw-exporter-{dead.pid + 1000000}", "fastgw-exporter-999999999", "fastgw-exporter-\u00b2",
+        "fastgw-exporter-" + "9" * 40])
     remove(os.getpid(), CpuCgroup(str(tmp_path), True))
     assert not (tmp_path / f"fastgw-exporter-{os.getpid()}").exists()
     remove(os.getpid(), CpuCgroup(str(tmp_path), True))  # gone already: nothing to do
@@ -149,24 +182,18 @@ def test_the_real_kernel() -> None:
     try:
         assert path.parent == Path(before.path) and path.name.startswith(idle_cgroup.PREFIX)
         assert (path / "cpu.idle").read_text().strip() == "1"
-        rel = "/" + str(path.relative_to(_mount_of(before)))
-        for which in ("main", "thread"):
-            lines = got[which].splitlines()
-            line = next(ln for ln in lines if ("cpu" in ln.split(":")[1].split(",")) == before.v1
-                        and (before.v1 or ln.startswith("0::")))
-            assert line.split(":", 2)[2] == rel, (which, got)
+        own = _cpu_line(Path("/proc/thread-self/cgroup").read_text(), before.v1)
+        for which in ("main", "thread"):  # the thread started after enter() followed it in
+            assert _cpu_line(got[which], before.v1) == f"{own.rstrip('/')}/{path.name}", (which, got)
     finally:
-        owner = int(path.name[len(idle_cgroup.PREFIX):])
-        remove(owner)
+        remove(int(path.name[len(idle_cgroup.PREFIX):]))
     assert not path.exists()
 
 
-def _mount_of(where: CpuCgroup) -> Path:
-    """The hierarchy's mount point: the cgroup path (from /proc/self/cgroup) cut off the folder."""
-    lines = Path("/proc/self/cgroup").read_text().splitlines()
-    own = next(ln.split(":", 2)[2] for ln in lines
-               if (where.v1 and "cpu" in ln.split(":")[1].split(",")) or (not where.v1 and ln.startswith("0::")))
-    p = Path(where.path)
-    for _ in Path(own).parts[1:]:
-        p = p.parent
-    return p
+def _cpu_line(text: str, v1: bool) -> str:
+    """The cgroup path of v1's cpu hierarchy, or v2's, from a /proc/.../cgroup file."""
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if (v1 and "cpu" in controllers.split(",")) or (not v1 and not controllers):
+            return path
+    raise AssertionError(text)

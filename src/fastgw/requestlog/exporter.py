@@ -709,8 +709,9 @@ def _batch_id(rows: list[dict[str, Any]]) -> str:
     return hashlib.blake2b(row_ids(rows), digest_size=16).hexdigest()
 
 
-def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
-    """The exporter process's entry point."""
+def run_exporter(config: Config, paths: LogPaths, workers: int, supervisor: int | None = None) -> None:
+    """The exporter process's entry point. ``supervisor``: the pid of the process that removes the
+    exporter's idle cgroup once it exited (``fastgw serve``); none without it."""
     logging.getLogger("fastgw").setLevel(logging.INFO)
     # A SIGTERM that arrives while the Exporter is being built (imports, observers) is kept: the
     # handler inherited from the supervisor would swallow it, and run() would never stop.
@@ -729,7 +730,8 @@ def run_exporter(config: Config, paths: LogPaths, workers: int) -> None:
     # the sink thread and the loop itself inherit it). A thread can't get its priority back from
     # SCHED_IDLE without privileges.
     lc = config.logging
-    owner = os.getppid() if lc.exporter_idle_cgroup else None  # the supervisor, who removes the cgroup
+    # Not once the supervisor is gone (the exporter still drains): nobody would remove the folder.
+    owner = supervisor if lc.exporter_idle_cgroup and supervisor is not None and os.getppid() == supervisor else None
     log.info("exporter priority: %s", lower_priority(lc.exporter_idle, lc.exporter_nice, lc.exporter_own_session, owner))
     try:
         exporter.run()

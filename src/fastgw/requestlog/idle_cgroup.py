@@ -11,9 +11,11 @@ runs Python, waits for the next scheduler tick (4 ms at HZ=250), however low the
 Making a cgroup takes write access to the process's cpu cgroup: root, or a subtree delegated to
 it. In cgroup v1 only the calling thread moves (threads and processes it starts follow it), so the
 admin server's thread, started before, keeps its share. In v2 the whole process moves, and only
-where the cpu controller can be given to a child: the root cgroup (a non-root one holding
-processes can't pass controllers down). Where any step fails, nothing changes and the policy and
-session of ``priority.lower_priority`` are what there is.
+from the root cgroup where the cpu controller is already given to its children: nothing here
+changes a v2 hierarchy's controllers (enabling cpu at the root would make every top-level cgroup
+of the machine a cpu group; a non-root cgroup holding processes would turn into a thread root
+that takes no domain controllers any more). Where any step fails, nothing changes and the policy
+and session of ``priority.lower_priority`` are what there is.
 
 The folder is named after the supervisor (``fastgw-exporter-<pid>``): a restarted exporter reuses
 it, the supervisor removes it once its exporter is gone (``remove``), and a start removes the empty
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 
@@ -56,20 +59,35 @@ def cpu_cgroup(proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/s
         dash = fields.index("-")
         if len(fields) < dash + 4 or dash < 5:
             continue
-        root, point, fstype, options = fields[3], fields[4], fields[dash + 1], fields[dash + 3]
+        root, point, fstype, options = _unescape(fields[3]), _unescape(fields[4]), fields[dash + 1], fields[dash + 3]
         if v1_path is not None and fstype == "cgroup" and "cpu" in options.split(","):
-            return CpuCgroup(_under(point, root, v1_path), True)
-        if v1_path is None and v2_path is not None and fstype == "cgroup2":
-            return CpuCgroup(_under(point, root, v2_path), False)
+            path = v1_path
+        elif v1_path is None and v2_path is not None and fstype == "cgroup2":
+            path = v2_path
+        else:
+            continue
+        folder = _under(point, root, path)
+        if folder is not None:
+            return CpuCgroup(folder, fstype == "cgroup")
     return None
 
 
-def _under(mount_point: str, mount_root: str, path: str) -> str:
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def _under(mount_point: str, mount_root: str, path: str) -> str | None:
     """The folder of cgroup ``path`` in a hierarchy mounted at ``mount_point`` from its ``mount_root``
-    (a container sees its own cgroup mounted as the root)."""
-    if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
-        path = path[len(mount_root):]
-    return os.path.normpath(os.path.join(mount_point.replace("\\040", " "), path.lstrip("/")))
+    (a container sees its own cgroup mounted as the root). None where this mount doesn't show it
+    (the path is outside the mounted subtree, or climbs out of it as cgroup namespaces can show)."""
+    root = mount_root.rstrip("/")
+    if root and path != root and not path.startswith(root + "/"):
+        return None
+    rest = path[len(root):].lstrip("/")
+    if ".." in rest.split("/"):
+        return None
+    return os.path.join(mount_point, rest).rstrip("/") or "/"
 
 
 def enter(owner: int, where: CpuCgroup | None = None) -> str | None:
@@ -77,6 +95,10 @@ def enter(owner: int, where: CpuCgroup | None = None) -> str | None:
     ``cpu.idle``. The folder, or None where that can't be done (logged, nothing left behind)."""
     where = where if where is not None else cpu_cgroup()
     if where is None:
+        return None
+    why = _unusable(where)
+    if why:
+        log.info("the exporter stays in its cpu cgroup %s: %s", where.path, why)
         return None
     sweep(where.path, keep=owner)
     path = os.path.join(where.path, f"{PREFIX}{owner}")
@@ -87,20 +109,42 @@ def enter(owner: int, where: CpuCgroup | None = None) -> str | None:
             made = True
         except FileExistsError:
             pass  # a restarted exporter: its supervisor's folder
-        if not where.v1 and not os.path.exists(os.path.join(path, "cpu.idle")):
-            with open(os.path.join(where.path, "cgroup.subtree_control"), "w") as f:
-                f.write("+cpu\n")
-        with open(os.path.join(path, "cpu.idle"), "w") as f:
-            f.write("1\n")
+        # Marked idle before anything moves in: a kernel without cpu.idle (before 5.15) fails here.
+        _write(os.path.join(path, "cpu.idle"), "1")
         member, who = ("tasks", threading.get_native_id()) if where.v1 else ("cgroup.procs", os.getpid())
-        with open(os.path.join(path, member), "w") as f:
-            f.write(f"{who}\n")
+        _write(os.path.join(path, member), str(who))
     except OSError as exc:
         log.info("the exporter stays in its cpu cgroup %s: no idle cgroup under it (%s)", where.path, exc)
         if made:
             _rmdir(path)
         return None
     return path
+
+
+def _unusable(where: CpuCgroup) -> str:
+    """Why no idle cgroup can be made under ``where`` without changing the hierarchy; "" if one can."""
+    if not os.path.exists(os.path.join(where.path, "cgroup.procs")):
+        return "not a cgroup folder"
+    if where.v1:
+        return ""
+    if os.path.exists(os.path.join(where.path, "cgroup.type")):  # only v2's root cgroup has none
+        return "cgroup v2 below the root (its processes keep a child from taking the cpu controller)"
+    try:
+        with open(os.path.join(where.path, "cgroup.subtree_control")) as f:
+            if "cpu" not in f.read().split():
+                return "cgroup v2 without the cpu controller given to its children"
+    except OSError as exc:
+        return str(exc)
+    return ""
+
+
+def _write(path: str, value: str) -> None:
+    """Into a file the kernel made, never creating one (a missing control file is ENOENT)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, f"{value}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def remove(owner: int, where: CpuCgroup | None = None) -> None:
@@ -118,7 +162,7 @@ def sweep(parent: str, keep: int) -> None:
         return
     for name in names:
         pid = name[len(PREFIX):]
-        if name.startswith(PREFIX) and pid.isdigit() and int(pid) != keep and not _running(int(pid)):
+        if name.startswith(PREFIX) and pid.isascii() and pid.isdigit() and int(pid) != keep and not _running(int(pid)):
             _rmdir(os.path.join(parent, name))
 
 
@@ -127,8 +171,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError):
+        return True  # someone else's, or no pid at all: not ours to remove
     return True
 
 

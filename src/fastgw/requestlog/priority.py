@@ -71,10 +71,11 @@ def lower_priority(idle: bool, nice: int, own_session: bool = True, cgroup_owner
     ``cgroup_owner``: under SCHED_IDLE, an idle cgroup named after this pid (idle_cgroup.enter).
 
     Returns what was applied, for the log and the tests."""
-    cgroup = idle_cgroup.enter(cgroup_owner) if idle and cgroup_owner is not None else None
     # Not at nice 0 without SCHED_IDLE: a session of its own would weigh as much as the workers' whole session.
-    group = (own_autogroup(LOWEST if idle else nice) if own_session and (idle or nice > 0) and cgroup is None
-             else f"cpu.idle cgroup {cgroup}" if cgroup else None)
+    # Its session first, idle cgroup or not: that keeps it out of the terminal's job (Ctrl-C, Ctrl-Z, a
+    # hangup), and in cgroup v1 the admin server's thread, left out of the idle cgroup, in a low-weight group.
+    group = own_autogroup(LOWEST if idle else nice) if own_session and (idle or nice > 0) else None
+    cgroup = idle_cgroup.enter(cgroup_owner) if idle and cgroup_owner is not None else None
     applied = "normal"
     if idle and hasattr(os, "SCHED_IDLE"):
         try:
@@ -88,7 +89,7 @@ def lower_priority(idle: bool, nice: int, own_session: bool = True, cgroup_owner
             applied = f"nice {nice}"
         except OSError as exc:
             log.warning("could not lower the exporter's priority: %s", exc)
-    return f"{applied}, {group}" if group else applied
+    return ", ".join(part for part in (applied, group, cgroup and f"cpu.idle cgroup {cgroup}") if part)
 
 
 def own_autogroup(nice: int, path: str = "/proc/self/autogroup", enabled: str = AUTOGROUP_ENABLED) -> str | None:
