@@ -5,8 +5,9 @@ sessions (autogroups) and cgroups as group entities, compares those when a task 
 wakes, and counts a group entity as idle only when its cgroup says so (``cpu.idle``, Linux 5.15).
 So a client or upstream on the exporter's core, in another session, that wakes while the exporter
 runs Python, waits for the next scheduler tick (4 ms at HZ=250), however low the exporter's policy.
-``perf sched`` at 2,000 requests/s (logging on, 10 s runs): the load generator and nginx waited
-11-23 ms in all behind the exporter in its own session, 2-3 ms with it in an idle cgroup.
+benchmarks/bench_exporter_preemption.py (perf sched, 2,000 requests/s, 10 s runs): the load
+generator and nginx waited 18.9-30.0 ms in all behind the exporter in its own session, 1.9-5.4 ms
+behind it in an idle cgroup.
 
 Making a cgroup takes write access to the process's cpu cgroup: root, or a subtree delegated to
 it. In cgroup v1 only the calling thread moves (threads and processes it starts follow it), so the
