@@ -5,8 +5,10 @@ cgroup (the default where the process may make one) against in a session of its 
 
 Needs root (perf sched, and the cgroup) and perf. Two gateways with logging on, their workers on
 core 0 and their exporters on core 1 with the client and nginx (the provider stand-in): "idle
-cgroup" with the defaults, "own session" with ``logging.exporter_idle_cgroup: false``. Each
-repetition runs both in turn, 32 connections open loop at ``--rate`` (or ``--closed`` connections in
+cgroup" with the defaults, "own session" with ``logging.exporter_idle_cgroup: false``; and one
+with logging off, for the P99 with and without logging in the same run (10 s windows: more tail
+samples than bench_logging.py's 2.5 s, a sign test over the repetitions). Each repetition runs
+the three in turn, 32 connections open loop at ``--rate`` (or ``--closed`` connections in
 a closed loop) for ``--seconds``, under
 ``perf sched record``. From ``perf sched timehist``: every time the client or an nginx process
 waited over 0.2 ms between its wake-up and getting core 1, and how much of that wait core 1 spent
@@ -35,8 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_logging as bl  # noqa: E402
 import run_bench as rb  # noqa: E402
+from bench_sink_down import sign_test  # noqa: E402
 
-TARGETS = ("idle cgroup", "own session")
+TARGETS = ("idle cgroup", "own session", "logging off")
+CONFIG = {"idle cgroup": "on", "own session": "nocg", "logging off": "off"}  # bench_logging.gateway_config's names
 WAIT_MS = 0.2
 ROW = re.compile(r"\s*([\d.]+)\s+\[(\d+)\]\s+(.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
 TASK = re.compile(r"^(.*)\[(\d+)(?:/(\d+))?\]$")
@@ -104,18 +108,16 @@ def main() -> int:
     results: dict[str, list[dict]] = {t: [] for t in TARGETS}
     with bl.gateway_stage("fastgw-bench-preempt") as (tmp, procs, port):
         gws = {}
-        for t, extra in zip(TARGETS, ("", "nocg")):
-            (tmp / t.replace(" ", "-")).mkdir()
-            (tmp / t.replace(" ", "-") / (extra or "on")).mkdir()
-            gws[t] = bl.Gateway(extra or "on", tmp / t.replace(" ", "-"), procs, port)
-        exporters = {g.exporter: t for t, g in gws.items()}
+        for t, name in CONFIG.items():
+            (tmp / t.replace(" ", "-") / name).mkdir(parents=True)
+            gws[t] = bl.Gateway(name, tmp / t.replace(" ", "-"), procs, port)
+        exporters = {g.exporter: t for t, g in gws.items() if g.exporter}
         for t, g in gws.items():
             rb.run_loadgen(g.url(), "-c", "16", "-d", "1", "--warmup", "0.2", "--body", bl.BODY_1K,
                            *sum((["-H", h] for h in bl.MOCK_HEADERS), []))
         time.sleep(3)  # the exporters start chDB and open their placement ("exporter priority" in the log)
-        for t, g in gws.items():
-            name = "on" if t == TARGETS[0] else "nocg"
-            placement = [ln for ln in (tmp / t.replace(" ", "-") / f"{name}.log").read_text().splitlines()
+        for t in TARGETS[:2]:
+            placement = [ln for ln in (tmp / t.replace(" ", "-") / f"{CONFIG[t]}.log").read_text().splitlines()
                          if "exporter priority" in ln]
             print(f"{t}: {placement[-1].split('exporter priority: ')[-1] if placement else '?'}", file=sys.stderr)
         bl.wait_idle(list(exporters))
@@ -152,7 +154,15 @@ def main() -> int:
         print(f"| {t} | {m('p50'):.0f} | {m('p99'):.0f} | {m('waits'):.0f} | {m('wait_ms'):.1f} | {m('this exporter'):.1f} | "
               f"{m('other exporter'):.1f} | {m('kdamond'):.1f} | {m('other'):.1f} |")
     print("\nPer repetition, behind this exporter (ms): " + "; ".join(
-        f"{t} " + " ".join(f"{r['this exporter']:.1f}" for r in results[t]) for t in TARGETS))
+        f"{t} " + " ".join(f"{r['this exporter']:.1f}" for r in results[t]) for t in TARGETS[:2]))
+    print("Per repetition, p99 (µs): " + "; ".join(
+        f"{t} " + " ".join(f"{r['p99']:.0f}" for r in results[t]) for t in TARGETS))
+    off = [r["p99"] for r in results["logging off"]]
+    for t in TARGETS[:2]:
+        on = [r["p99"] for r in results[t]]
+        k, n, p = sign_test(off, on)
+        print(f"p99 {t} against logging off: {(statistics.median(on) / statistics.median(off) - 1) * 100:+.1f}% "
+              f"(medians), higher in {k} of {n} repetitions (sign test p={p:.2f})")
     return 0
 
 
