@@ -668,3 +668,30 @@ def test_a_chunk_comes_in_the_same_blocks_whatever_the_helper_count(tmp_path: Pa
             exporter._in_flight = None
     assert seen[0] == seen[1] == seen[2]
     assert seen[0][0][1] == 2599
+
+
+def test_at_rest_the_loop_looks_at_the_rings_five_times_a_second_and_fifty_while_records_wait(tmp_path: Path) -> None:
+    """Nothing in the rings: a look every IDLE_SLEEP_EMPTY (0.2 s), not every IDLE_SLEEP (20 ms), which
+    cost a resting exporter about 7 ms of CPU a second. Records waiting for their batch: every 20 ms
+    again, so a batch's worth is seen before its age. Each record exported once, at the stop."""
+    exporter, buf, probe = setup(tmp_path, f"jsonl://{tmp_path / 'out'}", ", batch_max_records: 1000, batch_max_age: 60")
+    t = threading.Thread(target=exporter.loop)
+    t.start()
+    try:
+        time.sleep(0.3)  # attached, the first empty looks done
+        before = exporter.stats.idle_waits
+        time.sleep(2.0)
+        at_rest = exporter.stats.idle_waits - before
+        ids = push(buf, 10)  # fewer than a batch, long before its age: they wait
+        time.sleep(0.3)  # the next look (0.2 s at most) sees them
+        before = exporter.stats.idle_waits
+        time.sleep(1.0)
+        waiting = exporter.stats.idle_waits - before
+        assert exporter.stats.exported == 0
+    finally:
+        exporter.stopping = True
+        t.join(10)
+    assert not t.is_alive()
+    assert 5 <= at_rest <= 12, at_rest  # 2 s at rest: about 10 looks (100 at IDLE_SLEEP)
+    assert waiting >= 25, waiting  # 1 s with records waiting: about 50
+    assert sorted(r["request_id"] for r in probe.rows) == sorted(ids)
