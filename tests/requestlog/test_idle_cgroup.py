@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fastgw.requestlog import idle_cgroup
-from fastgw.requestlog.idle_cgroup import CpuCgroup, cpu_cgroup, enter, remove, sweep
+from fastgw.requestlog.idle_cgroup import CpuCgroup, cpu_cgroup, cpu_cgroup_path, enter, remove, sweep
 from tests.helpers import can_make_idle_cgroup, process_gone
 
 V1_HYBRID = """9:name=systemd:/
@@ -34,26 +34,19 @@ def files(tmp_path: Path, cgroup: str, mounts: str) -> tuple[str, str]:
     return str(tmp_path / "cgroup"), str(tmp_path / "mountinfo")
 
 
-def test_v1_cpu_hierarchy_wins_over_the_unified_one(tmp_path: Path) -> None:
-    assert cpu_cgroup(*files(tmp_path, V1_HYBRID, V1_MOUNTS)) == CpuCgroup("/sys/fs/cgroup/cpu/batch/jobs", True)
-
-
-def test_v1_cpu_mounted_together_with_cpuacct(tmp_path: Path) -> None:
-    cg = "3:cpu,cpuacct:/system.slice/fastgw.service\n0::/\n"
-    mounts = "30 24 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
-    assert cpu_cgroup(*files(tmp_path, cg, mounts)) == CpuCgroup("/sys/fs/cgroup/cpu,cpuacct/system.slice/fastgw.service", True)
-
-
-def test_v2_only(tmp_path: Path) -> None:
-    cg = "0::/user.slice/session-3.scope\n"
-    mounts = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
-    assert cpu_cgroup(*files(tmp_path, cg, mounts)) == CpuCgroup("/sys/fs/cgroup/user.slice/session-3.scope", False)
-
-
-def test_a_container_sees_its_cgroup_mounted_as_the_root(tmp_path: Path) -> None:
-    cg = "0::/docker/abc123\n"
-    mounts = "40 30 0:26 /docker/abc123 /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n"
-    assert cpu_cgroup(*files(tmp_path, cg, mounts)) == CpuCgroup("/sys/fs/cgroup", False)
+@pytest.mark.parametrize(("cg", "mounts", "expected"), [
+    (V1_HYBRID, V1_MOUNTS, CpuCgroup("/sys/fs/cgroup/cpu/batch/jobs", True)),  # v1's cpu wins over the unified one
+    ("3:cpu,cpuacct:/system.slice/fastgw.service\n0::/\n",  # v1's cpu mounted together with cpuacct
+     "30 24 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+     CpuCgroup("/sys/fs/cgroup/cpu,cpuacct/system.slice/fastgw.service", True)),
+    ("0::/user.slice/session-3.scope\n",  # v2 alone
+     "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+     CpuCgroup("/sys/fs/cgroup/user.slice/session-3.scope", False)),
+    ("0::/docker/abc123\n",  # a container sees its own cgroup mounted as the root
+     "40 30 0:26 /docker/abc123 /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n", CpuCgroup("/sys/fs/cgroup", False)),
+])
+def test_where_the_cpu_cgroup_is(tmp_path: Path, cg: str, mounts: str, expected: CpuCgroup) -> None:
+    assert cpu_cgroup(*files(tmp_path, cg, mounts)) == expected
 
 
 def test_escapes_and_mounts_that_dont_show_the_path(tmp_path: Path) -> None:
@@ -162,7 +155,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_the_real_kernel() -> None:
+def test_the_real_kernel(tmp_path: Path) -> None:
     """In a child process (the test's own stays where it is): where this machine lets a process
     make a cgroup, the child's main thread and a thread it starts afterwards are in the idle one,
     and once the child exited, remove() takes the folder away. Elsewhere the child stays put."""
@@ -182,18 +175,12 @@ def test_the_real_kernel() -> None:
     try:
         assert path.parent == Path(before.path) and path.name.startswith(idle_cgroup.PREFIX)
         assert (path / "cpu.idle").read_text().strip() == "1"
-        own = _cpu_line(Path("/proc/thread-self/cgroup").read_text(), before.v1)
+        own = cpu_cgroup_path("/proc/thread-self/cgroup")
+        assert own is not None
         for which in ("main", "thread"):  # the thread started after enter() followed it in
-            assert _cpu_line(got[which], before.v1) == f"{own.rstrip('/')}/{path.name}", (which, got)
+            (tmp_path / which).write_text(got[which])
+            assert cpu_cgroup_path(str(tmp_path / which)) == (f"{own[0].rstrip('/')}/{path.name}", own[1]), (which, got)
     finally:
         remove(int(path.name[len(idle_cgroup.PREFIX):]))
     assert not path.exists()
 
-
-def _cpu_line(text: str, v1: bool) -> str:
-    """The cgroup path of v1's cpu hierarchy, or v2's, from a /proc/.../cgroup file."""
-    for line in text.splitlines():
-        _, controllers, path = line.split(":", 2)
-        if (v1 and "cpu" in controllers.split(",")) or (not v1 and not controllers):
-            return path
-    raise AssertionError(text)

@@ -42,18 +42,33 @@ class CpuCgroup:
     v1: bool
 
 
-def cpu_cgroup(proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/self/mountinfo") -> CpuCgroup | None:
-    """Where this process's cpu cgroup is mounted: v1's ``cpu`` hierarchy if there is one, else v2's.
-    None when there is neither (not Linux, or no cpu controller mounted)."""
+def cpu_cgroup_path(proc_cgroup: str = "/proc/self/cgroup") -> tuple[str, bool] | None:
+    """The cgroup path that decides a process's cpu share, from its /proc/<pid>/cgroup, and whether
+    it is cgroup v1's: v1's ``cpu`` hierarchy if there is one, else v2's. None when neither shows."""
     try:
         with open(proc_cgroup) as f:
             lines = [line.split(":", 2) for line in f.read().splitlines() if line.count(":") >= 2]
+    except OSError:
+        return None
+    v1 = next((path for _, controllers, path in lines if "cpu" in controllers.split(",")), None)
+    if v1 is not None:
+        return v1, True
+    v2 = next((path for _, controllers, path in lines if not controllers), None)
+    return (v2, False) if v2 is not None else None
+
+
+def cpu_cgroup(proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/self/mountinfo") -> CpuCgroup | None:
+    """Where this process's cpu cgroup is mounted (``cpu_cgroup_path``'s hierarchy). None when there
+    is none (not Linux, or no cpu controller mounted)."""
+    found = cpu_cgroup_path(proc_cgroup)
+    if found is None:
+        return None
+    path, v1 = found
+    try:
         with open(mountinfo) as f:
             mounts = [line.split() for line in f]
     except OSError:
         return None
-    v1_path = next((path for _, controllers, path in lines if "cpu" in controllers.split(",")), None)
-    v2_path = next((path for _, controllers, path in lines if not controllers), None)
     for fields in mounts:
         if "-" not in fields:
             continue
@@ -61,15 +76,10 @@ def cpu_cgroup(proc_cgroup: str = "/proc/self/cgroup", mountinfo: str = "/proc/s
         if len(fields) < dash + 4 or dash < 5:
             continue
         root, point, fstype, options = _unescape(fields[3]), _unescape(fields[4]), fields[dash + 1], fields[dash + 3]
-        if v1_path is not None and fstype == "cgroup" and "cpu" in options.split(","):
-            path = v1_path
-        elif v1_path is None and v2_path is not None and fstype == "cgroup2":
-            path = v2_path
-        else:
-            continue
-        folder = _under(point, root, path)
-        if folder is not None:
-            return CpuCgroup(folder, fstype == "cgroup")
+        if (fstype == "cgroup" and v1 and "cpu" in options.split(",")) or (fstype == "cgroup2" and not v1):
+            folder = _under(point, root, path)
+            if folder is not None:
+                return CpuCgroup(folder, v1)
     return None
 
 

@@ -51,19 +51,11 @@ def autogroups_on(enabled: str = AUTOGROUP_ENABLED, group: str = "/proc/self/aut
 def _in_a_cpu_cgroup(cgroup_file: str, cgroup_root: str) -> bool:
     """The process's cpu cgroup isn't the root one: in cgroup v1 the ``cpu`` controller's path, in
     v2 a path whose folder has the cpu controller's files. False when it can't tell."""
-    try:
-        with open(cgroup_file) as f:
-            lines = [line for line in f.read().splitlines() if line.count(":") >= 2]
-    except OSError:
+    found = idle_cgroup.cpu_cgroup_path(cgroup_file)
+    if found is None or found[0] == "/":
         return False
-    unified = "/"
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "cpu" in controllers.split(","):  # v1's cpu hierarchy decides where it is mounted
-            return path != "/"
-        if not controllers:
-            unified = path
-    return unified != "/" and os.path.exists(os.path.join(cgroup_root, unified.lstrip("/"), "cpu.weight"))
+    path, v1 = found
+    return v1 or os.path.exists(os.path.join(cgroup_root, path.lstrip("/"), "cpu.weight"))
 
 
 def lower_priority(idle: bool, nice: int, own_session: bool = True, cgroup_owner: int | None = None) -> str:
