@@ -52,8 +52,9 @@ def test_workers_share_the_port_and_a_dead_worker_is_replaced(start_gateway, moc
     assert gw.stop() == 0
 
 
-def test_graceful_shutdown_finishes_requests_in_flight(start_gateway, mock: MockUpstreamThread) -> None:  # type: ignore[no-untyped-def]
-    """After SIGTERM the gateway stops accepting while a request is still with the upstream, then
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_graceful_shutdown_finishes_requests_in_flight(start_gateway, mock: MockUpstreamThread, stop: int) -> None:  # type: ignore[no-untyped-def]
+    """After SIGTERM (or SIGHUP, a terminal that closed) the gateway stops accepting while a request is still with the upstream, then
     answers that request (with ``connection: close``) and exits 0. Waits for each step rather than
     sleeping a fixed time: a 0.2 s allowance for the listener to close failed on a loaded machine."""
     gw = start_gateway(gateway_config(mock.url, server={"graceful_timeout": "10s"}))
@@ -68,7 +69,7 @@ def test_graceful_shutdown_finishes_requests_in_flight(start_gateway, mock: Mock
     t = threading.Thread(target=slow_request)
     t.start()
     _wait(lambda: mock.mock.request_count > seen, 5, "the request to reach the upstream")
-    gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.send_signal(stop)
     _wait(lambda: not _accepts(gw.port), 2.5, "the gateway to stop accepting")
     assert "responses" not in result  # the upstream answers 3 s after the request came: still in flight
     t.join(20)

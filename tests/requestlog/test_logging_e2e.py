@@ -334,13 +334,17 @@ def test_manual_log_feedback_and_scores(start_gateway, mock: MockUpstreamThread,
         ("accuracy", 7.0, False), ("helpful", 0.0, True)]
 
 
-@pytest.mark.parametrize(("stop", "own_session"), [("ctrl-c", True), ("ctrl-c", False), ("sigterm to each", True),
+@pytest.mark.parametrize(("stop", "own_session"), [("ctrl-c", True), ("ctrl-c", False), ("hangup", True),
+                                                   ("hangup", False), ("sigterm to each", True),
                                                    ("sigkill to fastgw serve", True)])
 def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it(
         mock: MockUpstreamThread, tmp_path: Path, stop: str, own_session: bool) -> None:
-    """Two ways a stop reaches more than `fastgw serve`:
+    """The ways a stop reaches more than `fastgw serve`:
     - Ctrl-C in a terminal: SIGINT to the foreground process group, `fastgw serve` and its workers,
       and the exporter while it stays in their session;
+    - the terminal closing (or the shell whose job it is exiting): SIGHUP to that same group. Its
+      default action ended every process at once: the request in flight got no answer and no
+      row, and an exporter in the job was gone before it drained;
     - systemd's default KillMode=control-group: SIGTERM to every process of the unit at once;
     - `fastgw serve` killed outright: the kernel's SIGTERM to its children (parent_death).
     Either way a request still in flight is answered during the stop (the workers' grace), and its
@@ -371,6 +375,8 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
         time.sleep(0.3)
         if stop == "ctrl-c":
             os.killpg(gw.proc.pid, signal.SIGINT)
+        elif stop == "hangup":
+            os.killpg(gw.proc.pid, signal.SIGHUP)
         elif stop == "sigterm to each":
             for pid in [gw.proc.pid, *kids]:
                 os.kill(pid, signal.SIGTERM)

@@ -172,6 +172,7 @@ class Exporter:
         # would wait in its ring for the next start. `fastgw serve` sends SIGTERM once its workers
         # are done (and the kernel does if it dies: parent_death).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the same, for the same reason
         self.loop()
 
     def loop(self) -> None:

@@ -65,7 +65,7 @@ class Server:
         await self.gateway.start()
         server = await loop.create_server(lambda: HttpProtocol(self.state), sock=sock, backlog=self.config.server.backlog)
         self._servers.append(server)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: a terminal that closed
             loop.add_signal_handler(sig, self._stop.set)
         self._on_tick()
         if on_ready is not None:

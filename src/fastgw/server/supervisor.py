@@ -2,7 +2,7 @@
 
 The parent binds nothing that accepts (a listening socket in the group would take a share of the
 connections); it starts the workers, restarts one that dies (with a back-off when they die fast),
-and on SIGTERM/SIGINT passes the signal on and waits for them to drain. A parent killed outright
+and on SIGTERM/SIGINT/SIGHUP passes a stop on and waits for them to drain. A parent killed outright
 (``kill -9``, the OOM killer) cannot pass anything on, so each child asks the kernel for a SIGTERM
 when its parent dies (``parent_death``) and shuts down as it would on the parent's own: the
 workers finish their requests, the exporter drains every ring and spill file it can still read.
@@ -51,6 +51,10 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # A closed terminal (or a shell that exits with `fastgw serve` as its job) sends SIGHUP to
+        # the job: a stop like Ctrl-C, with the workers' grace and the exporter's drain, where the
+        # default action ended every process at once, in-flight requests and their records too.
+        signal.signal(signal.SIGHUP, self._on_signal)
         if self.exporter is not None:
             self._spawn(EXPORTER)
         for index in range(self.count):
@@ -76,11 +80,11 @@ class Supervisor:
         if index == EXPORTER:
             assert self.exporter is not None
             # SIGINT ignored from its first line, not from run_exporter's: see Exporter.run.
-            proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, self.exporter),
+            proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, self.exporter, signal.SIG_IGN),
                                     name="fastgw-exporter", daemon=False)
         else:
             name = worker_name(index)
-            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target, index),
+            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target, signal.SIG_DFL, index),
                                     name=name,
                                     daemon=False)
         proc.start()
@@ -110,11 +114,14 @@ class Supervisor:
                 proc.join()
 
 
-def _child(name: str, parent: int, on_int: Any, target: Callable[..., None], *args: Any) -> None:
+def _child(name: str, parent: int, on_int: Any, target: Callable[..., None], on_hup: Any, *args: Any) -> None:
     # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
-    # installs its own, a SIGTERM must end it rather than vanish.
+    # installs its own, a SIGTERM must end it rather than vanish. SIGINT and SIGHUP come from a
+    # terminal to the whole job: the exporter ignores both, because `fastgw serve` stops it once
+    # the workers are done (see Exporter.run); a worker's loop takes them as a stop.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, on_int)
+    signal.signal(signal.SIGHUP, on_hup)
     name_this_process(name)  # before any thread starts, so its threads carry it too
     die_with_parent(parent, signal.SIGTERM)
     target(*args)
