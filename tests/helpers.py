@@ -39,10 +39,11 @@ class GatewayProcess:
     """``fastgw serve`` started the way a user starts it, with a config file written for the test."""
 
     def __init__(self, config: dict[str, Any], tmp: Path, *, pure: bool = False, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, foreground_job: bool = False) -> None:
+                 args: list[str] | None = None, foreground_job: bool = False, nohup: bool = False) -> None:
         """``foreground_job``: a process group of its own, as a shell runs a command in a terminal
         (Ctrl-C goes to the whole group). `fastgw serve` and its workers set their own SIGINT
-        handlers, so one the test runner left ignored doesn't matter."""
+        handlers, so one the test runner left ignored doesn't matter. ``nohup``: started through
+        coreutils' nohup (SIGHUP ignored)."""
         self.port = free_port()
         cfg = {**config, "server": {"port": self.port, **config.get("server", {})}}
         # Each gateway's admin server on a port of its own: tests run many gateways side by side.
@@ -65,7 +66,8 @@ class GatewayProcess:
         # Run from the test's folder: defaults relative to the working directory (the key store's
         # ./fastgw-keys.db, ./fastgw-data) land there, never in the checkout.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastgw", "serve", "--config", str(self.config_path), *(args or [])],
+            [*(["nohup"] if nohup else []), sys.executable, "-m", "fastgw", "serve", "--config", str(self.config_path),
+             *(args or [])],
             env=full_env, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=tmp,
             **({"process_group": 0} if foreground_job else {}),
         )

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from fastgw.testing.mock_upstream import MockUpstreamThread
-from tests.helpers import chat_request, connect, free_port, gateway_config, read_responses
+from tests.helpers import chat_request, children, connect, free_port, gateway_config, read_responses
 
 
 @pytest.mark.parametrize(("pure", "word"), [(False, "native: cython"), (True, "native: pure")])
@@ -76,6 +76,33 @@ def test_graceful_shutdown_finishes_requests_in_flight(start_gateway, mock: Mock
     (resp,) = result["responses"]  # type: ignore[misc]
     assert resp.status == 200 and resp.headers.get("connection") == "close"
     assert gw.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("logging", [False, True], ids=["in-process", "supervised"])
+def test_under_nohup_a_hangup_changes_nothing(start_gateway, mock: MockUpstreamThread, logging: bool) -> None:  # type: ignore[no-untyped-def]
+    """`nohup fastgw serve` is asked to outlive its terminal: SIGHUP to its whole job (as a closing
+    terminal sends it) must not stop it, in the worker served in-process (logging off) or under
+    the supervisor with two workers and an exporter; SIGTERM still stops it cleanly."""
+    config = gateway_config(mock.url, server={"workers": 2} if logging else {},
+                            logging={} if logging else {"enabled": False})
+    gw = start_gateway(config, nohup=True, foreground_job=True)
+    deadline = time.monotonic() + 20
+    # Ready: the in-process worker prints its banner once its signal handlers are set (its port
+    # listens before); under the supervisor, two workers and the exporter are there.
+    while not ("listening on" in gw.log() if not logging else len(children(gw.proc.pid)) == 3):
+        assert time.monotonic() < deadline, gw.log()
+        time.sleep(0.05)
+    before = children(gw.proc.pid)
+    os.killpg(gw.proc.pid, signal.SIGHUP)
+    time.sleep(1.0)
+    assert gw.proc.poll() is None, gw.log()
+    assert sorted(children(gw.proc.pid)) == sorted(before), gw.log()
+    for _ in range(4):  # SO_REUSEPORT spreads new connections over the workers
+        with connect(gw.port) as s:
+            s.sendall(chat_request())
+            assert read_responses(s, 1)[0].status == 200
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.proc.wait(30) == 0, gw.log()
 
 
 def _accepts(port: int) -> bool:

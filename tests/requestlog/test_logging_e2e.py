@@ -342,7 +342,7 @@ def test_a_stop_sent_to_every_process_still_exports_a_request_answered_during_it
     """The ways a stop reaches more than `fastgw serve`:
     - Ctrl-C in a terminal: SIGINT to the foreground process group, `fastgw serve` and its workers,
       and the exporter while it stays in their session;
-    - the terminal closing (or the shell whose job it is exiting): SIGHUP to that same group. Its
+    - the terminal closing: SIGHUP to that same group (from the shell, or the kernel). Its
       default action ended every process at once: the request in flight got no answer and no
       row, and an exporter in the job was gone before it drained;
     - systemd's default KillMode=control-group: SIGTERM to every process of the unit at once;

@@ -14,8 +14,8 @@ exporter applies its caps), and the records it could not read. So a helper chang
 is stored, and when one fails, dies or is slow to start, its part is prepared in the exporter.
 
 Helpers are started on the first chunk that needs them, under the exporter's scheduling policy
-and CPU affinity (inherited), and die with it (``PR_SET_PDEATHSIG``). They ignore SIGINT and
-SIGTERM: the exporter stops them by closing their pipes once its last batch is written.
+and CPU affinity (inherited), and die with it (``PR_SET_PDEATHSIG``). They ignore SIGINT, SIGTERM
+and SIGHUP: the exporter stops them by closing their pipes once its last batch is written.
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ def helper_main(conn: Connection, parent: int, prices_file: str | None, encode_p
     name_this_process("fastgw-helper")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import importlib
 
     from fastgw.requestlog.enrich import Enricher

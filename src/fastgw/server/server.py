@@ -1,7 +1,8 @@
 """Server: listen, tick, and shut down gracefully; one instance per worker process.
 
-Shutdown on SIGTERM or SIGINT: stop accepting, close idle connections, let busy ones finish their
-current response (they close after it), and after ``graceful_timeout`` abort whatever is left.
+Shutdown on SIGTERM, SIGINT or SIGHUP (unless ignored, as under nohup): stop accepting, close idle
+connections, let busy ones finish their current response (they close after it), and after
+``graceful_timeout`` abort whatever is left.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ class Server:
         await self.gateway.start()
         server = await loop.create_server(lambda: HttpProtocol(self.state), sock=sock, backlog=self.config.server.backlog)
         self._servers.append(server)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: a terminal that closed
+        stops = [signal.SIGTERM, signal.SIGINT]
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # ignored: under nohup, or by the supervisor's
+            stops.append(signal.SIGHUP)  # a terminal that closed
+        for sig in stops:
             loop.add_signal_handler(sig, self._stop.set)
         self._on_tick()
         if on_ready is not None:

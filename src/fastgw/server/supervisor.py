@@ -47,14 +47,18 @@ class Supervisor:
         self.procs: dict[int, BaseProcess] = {}
         self.restarts = 0
         self._stopping = False
+        self._hup_ignored = False
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        # A closed terminal (or a shell that exits with `fastgw serve` as its job) sends SIGHUP to
-        # the job: a stop like Ctrl-C, with the workers' grace and the exporter's drain, where the
-        # default action ended every process at once, in-flight requests and their records too.
-        signal.signal(signal.SIGHUP, self._on_signal)
+        # A closed terminal sends SIGHUP to the job: a stop like Ctrl-C, with the workers' grace
+        # and the exporter's drain, where the default action ended every process at once,
+        # in-flight requests and their records too. Under `nohup` (SIGHUP ignored from the start)
+        # it stays ignored, in the workers too: the user asked to outlive the terminal.
+        self._hup_ignored = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        if not self._hup_ignored:
+            signal.signal(signal.SIGHUP, self._on_signal)
         if self.exporter is not None:
             self._spawn(EXPORTER)
         for index in range(self.count):
@@ -84,7 +88,8 @@ class Supervisor:
                                     name="fastgw-exporter", daemon=False)
         else:
             name = worker_name(index)
-            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target, signal.SIG_DFL, index),
+            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target,
+                                                      signal.SIG_IGN if self._hup_ignored else signal.SIG_DFL, index),
                                     name=name,
                                     daemon=False)
         proc.start()
@@ -118,7 +123,8 @@ def _child(name: str, parent: int, on_int: Any, target: Callable[..., None], on_
     # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
     # installs its own, a SIGTERM must end it rather than vanish. SIGINT and SIGHUP come from a
     # terminal to the whole job: the exporter ignores both, because `fastgw serve` stops it once
-    # the workers are done (see Exporter.run); a worker's loop takes them as a stop.
+    # the workers are done (see Exporter.run); a worker's loop takes them as a stop (SIGHUP only
+    # where `fastgw serve` did not find it ignored: Server.serve).
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, on_int)
     signal.signal(signal.SIGHUP, on_hup)
