@@ -36,7 +36,7 @@ def _reports_then_waits(out: multiprocessing.Queue) -> None:  # type: ignore[typ
 
 
 def _starts_one_then_dies(out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    CTX.Process(target=_child, args=("fastgw-test", os.getpid(), signal.default_int_handler, _reports_then_waits, out)).start()
+    CTX.Process(target=_child, args=("fastgw-test", os.getpid(), signal.default_int_handler, signal.SIG_DFL, _reports_then_waits, out)).start()
     time.sleep(0.5)
     os._exit(0)  # the grandchild is signalled either way: by the kernel, or by its own check if it asks later
 
@@ -60,7 +60,7 @@ def test_a_child_whose_parent_is_already_gone_gets_its_signal_at_once() -> None:
     out = CTX.Queue()
     # Told its parent is a process that is not its parent: the race the check covers (the parent
     # died between the fork and the call, and the child was adopted by another).
-    child = CTX.Process(target=_child, args=("fastgw-test", os.getpid() + 1_000_000, signal.default_int_handler, _reports_then_waits, out))
+    child = CTX.Process(target=_child, args=("fastgw-test", os.getpid() + 1_000_000, signal.default_int_handler, signal.SIG_DFL, _reports_then_waits, out))
     child.start()
     child.join(10)
     if child.exitcode is None:  # still paused: the test fails, without leaving it for pytest's exit to wait on

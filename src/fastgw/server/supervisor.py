@@ -84,12 +84,12 @@ class Supervisor:
         if index == EXPORTER:
             assert self.exporter is not None
             # SIGINT ignored from its first line, not from run_exporter's: see Exporter.run.
-            proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, self.exporter, signal.SIG_IGN),
+            proc = self.ctx.Process(target=_child, args=("fastgw-exporter", parent, signal.SIG_IGN, signal.SIG_IGN, self.exporter),
                                     name="fastgw-exporter", daemon=False)
         else:
             name = worker_name(index)
-            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler, self.target,
-                                                      signal.SIG_IGN if self._hup_ignored else signal.SIG_DFL, index),
+            proc = self.ctx.Process(target=_child, args=(name, parent, signal.default_int_handler,
+                                                      signal.SIG_IGN if self._hup_ignored else signal.SIG_DFL, self.target, index),
                                     name=name,
                                     daemon=False)
         proc.start()
@@ -119,7 +119,7 @@ class Supervisor:
                 proc.join()
 
 
-def _child(name: str, parent: int, on_int: Any, target: Callable[..., None], on_hup: Any, *args: Any) -> None:
+def _child(name: str, parent: int, on_int: Any, on_hup: Any, target: Callable[..., None], *args: Any) -> None:
     # The fork copied the parent's handlers, which only flag the parent's own loop: until the child
     # installs its own, a SIGTERM must end it rather than vanish. SIGINT and SIGHUP come from a
     # terminal to the whole job: the exporter ignores both, because `fastgw serve` stops it once
