@@ -272,3 +272,51 @@ def test_tile_must_be_positive():
     for twin in (PURE, CYTHON):
         with pytest.raises(ValueError):
             twin.encode_block(SMALL, small(), 0)
+
+
+# --- the compiled twin gathers each row's cells in one walk over its dict ------------------------
+
+
+def test_keys_equal_to_the_column_names_are_found_whatever_the_string_object():
+    """The gather finds a column by its name's hash, then by identity or equality: keys made at run
+    time (not the interned names of the spec) and keys that are not columns at all."""
+    # Only columns with a default: a key the gather missed would become its column's default, where
+    # a refused value (a required column, a UUID of None) would send the whole block to the pure
+    # twin and hide the miss.
+    optional = PURE.layout([(c.name, c.type, c.default, False) for c in schema.REQUESTS.insert_columns
+                            if c.name not in ("request_id", "created_at")])
+    rows = [request_row(i) for i in range(40)]
+    rebuilt = [{"".join(list(k)): v for k, v in r.items()} for r in rows]
+    assert all(next(iter(r)) is not next(iter(s)) for r, s in zip(rows, rebuilt))  # not the same objects
+    extra = [dict(r, **{f"not_a_column_{j}": j for j in range(60)}, stauts=1) for r in rows]
+    expected = PURE.encode_block(optional, rows)
+    assert expected != PURE.encode_block(optional, [{} for _ in rows])
+    assert tiled(optional, rebuilt) == tiled(optional, extra) == expected
+
+
+def test_rows_emptied_while_their_tile_is_written_are_encoded_as_they_were_read():
+    """Python code may run while a tile's columns are written (here a Mapping's iteration, for the
+    properties column). It empties every row; the cells the tile read first are held, so the block
+    is the rows' as they were, with nothing read after it was freed."""
+    from collections.abc import Mapping
+
+    def fresh_row(i):  # values that only the row holds, so clearing it would free them
+        return request_row(i, user_id="".join(["u", str(i)] * 3), path="/v1/" + "x" * (i + 1))
+
+    rows = [fresh_row(i) for i in range(6)]
+
+    class Emptying(Mapping):
+        def __getitem__(self, key):
+            return {"a": "b"}[key]
+
+        def __len__(self):
+            return 1
+
+        def __iter__(self):
+            for r in rows:
+                r.clear()
+            return iter(["a"])
+
+    expected = PURE.encode_block(REQUESTS, [dict(fresh_row(0), properties={"a": "b"})] + [fresh_row(i) for i in range(1, 6)])
+    rows[0]["properties"] = Emptying()
+    assert CYTHON.encode_block(REQUESTS, rows) == expected
