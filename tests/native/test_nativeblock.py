@@ -320,3 +320,36 @@ def test_rows_emptied_while_their_tile_is_written_are_encoded_as_they_were_read(
     expected = PURE.encode_block(REQUESTS, [dict(fresh_row(0), properties={"a": "b"})] + [fresh_row(i) for i in range(1, 6)])
     rows[0]["properties"] = Emptying()
     assert CYTHON.encode_block(REQUESTS, rows) == expected
+
+
+def test_a_key_whose_own_code_empties_the_row_is_looked_up_as_dicts_do():
+    """A key that is not an exact str may hash and compare in Python, and change the row while it
+    does: such a row is read by a lookup per column (as the pure twin reads it), never by the walk
+    over borrowed entries. Here its __eq__ empties the row when the user_id column is looked up;
+    the columns after it take their defaults in both twins, and nothing freed is read."""
+    class Clearing(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            self.row.clear()
+            return str.__eq__(self, other)
+
+    def make():
+        row = request_row(1)
+        del row["user_id"]
+        key = Clearing("user_id")
+        key.row = row
+        row[key] = "".join(["u", "-", str(len(row))])  # a value only the row holds
+        return row
+
+    pure = PURE.encode_block(REQUESTS, [make()])
+    assert pure != PURE.encode_block(REQUESTS, [request_row(1)])  # the row was emptied on the way
+    for _ in range(3):
+        assert CYTHON.encode_block(REQUESTS, [make()]) == pure
+
+
+def test_a_column_named_twice_gets_its_value_twice():
+    spec = PURE.layout([("a", "String", "", False), ("a", "String", "", False), ("b", "UInt8", 0, False)])
+    rows = [{"a": "x", "b": 1}, {"a": "y"}]
+    assert both(spec, rows) == PURE.encode_block(spec, rows)
+    assert PURE.encode_block(spec, rows) != PURE.encode_block(spec, [{"b": 1}, {}])

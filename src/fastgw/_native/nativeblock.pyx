@@ -30,6 +30,7 @@ cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
     bint PyDict_CheckExact(object o)
     bint PyUnicode_Check(object o)
+    bint PyUnicode_CheckExact(object o)
     bint PyBytes_Check(object o)
     bint PyLong_Check(object o)
     bint PyLong_CheckExact(object o)
@@ -254,12 +255,14 @@ ctypedef struct Names:
     Py_ssize_t* slots  # column index by hash, -1 for an empty slot
     Py_hash_t* hashes  # each column name's hash
     PyObject** names  # each column's name (borrowed: the spec outlives the call)
+    bint usable  # every name an exact str, no two equal: else every row goes by lookups
 
 
 cdef int names_init(Names* t, tuple spec) except -1:
     cdef Py_ssize_t ncols = len(spec), size = 8, c, j
     cdef Py_hash_t h
     cdef object name
+    t.usable = True
     while size < 4 * ncols:
         size *= 2
     t.mask = size - 1
@@ -272,42 +275,55 @@ cdef int names_init(Names* t, tuple spec) except -1:
         t.slots[j] = -1
     for c in range(ncols):
         name = (<tuple>spec[c])[0]
+        t.names[c] = <PyObject*>name
+        if not PyUnicode_CheckExact(name):
+            t.usable = False
+            continue
         h = PyObject_Hash(name)
         t.hashes[c] = h
-        t.names[c] = <PyObject*>name
         j = <Py_ssize_t>(<size_t>h & <size_t>t.mask)
         while t.slots[j] >= 0:
+            if t.hashes[t.slots[j]] == h and name == <object>t.names[t.slots[j]]:
+                t.usable = False  # a name twice: a dict lookup per column gives each its value
             j = (j + 1) & t.mask
         t.slots[j] = c
     return 0
 
 
 cdef int gather_row(Names* t, tuple spec, object row, PyObject** out) except -1:
-    """``out[c]``: a new reference to the row's value for column c, or NULL where it has none."""
+    """``out[c]``: a new reference to the row's value for column c, or NULL where it has none.
+
+    The walk runs no Python code: it takes only exact dicts whose keys are all exact str (their
+    hashes and comparisons are C), so the borrowed key and value can't be freed under it. Any
+    other row (a Mapping, a dict subclass, a key of another type, which may hash or compare in
+    Python and change the row meanwhile) gets a lookup per column, as dicts do it."""
     cdef Py_ssize_t pos = 0, j, c, ncols = len(spec)
     cdef PyObject* k
     cdef PyObject* v
     cdef PyObject* name
     cdef Py_hash_t h
-    if not PyDict_CheckExact(row):  # a Mapping, or a dict subclass whose get() may differ
-        for c in range(ncols):
-            value = get_value(row, (<tuple>spec[c])[0])
-            if value is not None:
-                Py_XINCREF(<PyObject*>value)
-                out[c] = <PyObject*>value
-        return 0
-    while PyDict_Next(row, &pos, &k, &v):
-        h = PyObject_Hash(<object>k)
-        j = <Py_ssize_t>(<size_t>h & <size_t>t.mask)
-        while t.slots[j] >= 0:
-            c = t.slots[j]
-            name = t.names[c]
-            if t.hashes[c] == h and (name == k or PyObject_RichCompareBool(<object>name, <object>k, Py_EQ)):
-                if out[c] == NULL:
+    if t.usable and PyDict_CheckExact(row):
+        while PyDict_Next(row, &pos, &k, &v):
+            if not PyUnicode_CheckExact(<object>k):
+                release(out, ncols)
+                break
+            h = PyObject_Hash(<object>k)
+            j = <Py_ssize_t>(<size_t>h & <size_t>t.mask)
+            while t.slots[j] >= 0:
+                c = t.slots[j]
+                name = t.names[c]
+                if t.hashes[c] == h and (name == k or PyObject_RichCompareBool(<object>name, <object>k, Py_EQ)):
                     Py_XINCREF(v)
                     out[c] = v
-                break
-            j = (j + 1) & t.mask
+                    break
+                j = (j + 1) & t.mask
+        else:
+            return 0
+    for c in range(ncols):
+        value = get_value(row, (<tuple>spec[c])[0])
+        if value is not None:
+            Py_XINCREF(<PyObject*>value)
+            out[c] = <PyObject*>value
     return 0
 
 
