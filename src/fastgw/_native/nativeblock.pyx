@@ -335,7 +335,8 @@ cdef void release(PyObject** cells, Py_ssize_t count) noexcept:
 
 
 cdef inline object gathered(PyObject* v, object name, object default, bint required, Py_ssize_t i):
-    """``cell`` for a gathered value."""
+    """A column's value from its gathered cell: missing or None takes the default; a required
+    column refuses."""
     if v == NULL or <object>v is None:
         if required:
             raise BlockError(f"row {i} has no {name}; the column is required")
