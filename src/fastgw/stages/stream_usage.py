@@ -37,8 +37,9 @@ def wants_injection(ctx: RequestContext) -> bool:
     if provider is None or provider.format.name != "openai" or not provider.stream_usage or ctx.method != b"POST":
         return False
     path = ctx.upstream_path
-    if b"?" in path:
-        path = path.split(b"?", 1)[0]
+    query = path.find(b"?")  # not `in`: see route.origin_form
+    if query >= 0:
+        path = path[:query]
     return path.endswith(b"/chat/completions") and recordwire.contains_any(ctx.body, _STREAM_KEY)
 
 
