@@ -209,6 +209,39 @@ def test_contains_any(twin) -> None:
     assert not wire.contains_any(b"", hints)
 
 
+@st.composite
+def haystack_and_needles(draw):
+    """Needles that often share their last byte (the compiled twin's one-walk path), and data made
+    of their pieces, whole needles and filler, so that hits, near misses and needles cut off at
+    the data's start are all common."""
+    shared = draw(st.sampled_from([b":", b"a", b"\x00", b"\xff", None]))
+    needles = draw(st.lists(st.binary(max_size=5), min_size=1, max_size=6))
+    if shared is not None:
+        needles = [n + shared for n in needles]
+    pieces = [n[i:] for n in needles for i in range(len(n))] + [b":", b"a", b"xy", b"\r\n"]
+    data = b"".join(draw(st.lists(st.sampled_from(pieces), max_size=12)))
+    return data, tuple(needles)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@settings(max_examples=400, deadline=None)
+@given(case=haystack_and_needles())
+def test_contains_any_is_any_needle_in_data(twin, case) -> None:
+    data, needles = case
+    assert load_twin(twin, "recordwire").contains_any(data, needles) == any(n in data for n in needles)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_contains_any_edges(twin) -> None:
+    contains_any = load_twin(twin, "recordwire").contains_any
+    assert contains_any(b"", (b"",)) and contains_any(b"", (b"x:", b""))  # the empty needle is in everything
+    assert not contains_any(b"", (b"x:", b"y:")) and not contains_any(b"abc", ())
+    assert contains_any(b"key:", (b"x-api-key:", b"key:"))  # a longer needle reaching before the data's start
+    assert not contains_any(b"ey:", (b"key:", b"auth:"))
+    assert contains_any(b"a:b:c", (b"zz:", b"b:"))  # the second occurrence of the shared byte
+    assert contains_any(b"token", (b"key:", b"token"))  # needles with different last bytes
+
+
 @pytest.mark.parametrize("twin", TWINS)
 def test_header_value(twin) -> None:
     value = load_twin(twin, "recordwire").header_value

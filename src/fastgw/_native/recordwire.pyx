@@ -114,6 +114,36 @@ def contains_any(bytes data not None, tuple needles not None):
     cdef bytes needle
     cdef const char* p = PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t m, end, at = 0
+    cdef int last = -1, c
+    cdef const char* hit
+    # Needles that all end in the same byte (header names with their colon, as the redaction's
+    # hints): one memchr walk over that byte, each hit compared with every needle ending there,
+    # instead of one memmem pass per needle. For five hints over a request's header block that
+    # is ~800 instructions instead of ~2,900 (callgrind, bench_worker_instructions.py).
+    if len(needles) > 1:
+        for needle in needles:
+            m = PyBytes_GET_SIZE(needle)
+            if m == 0:
+                return True  # the empty needle occurs everywhere, as memmem and `in` say
+            c = <unsigned char>PyBytes_AS_STRING(needle)[m - 1]
+            if last == -1:
+                last = c
+            elif c != last:
+                last = -2
+                break
+    if last >= 0:
+        while at < n:
+            hit = <const char*>memchr(p + at, last, <size_t>(n - at))
+            if hit == NULL:
+                return False
+            end = hit - p + 1  # just past the shared last byte
+            for needle in needles:
+                m = PyBytes_GET_SIZE(needle)
+                if m <= end and memcmp(p + end - m, PyBytes_AS_STRING(needle), <size_t>m) == 0:
+                    return True
+            at = end
+        return False
     for needle in needles:
         if memmem(p, n, PyBytes_AS_STRING(needle), PyBytes_GET_SIZE(needle)) != NULL:
             return True
