@@ -240,6 +240,14 @@ def test_contains_any_edges(twin) -> None:
     assert not contains_any(b"ey:", (b"key:", b"auth:"))
     assert contains_any(b"a:b:c", (b"zz:", b"b:"))  # the second occurrence of the shared byte
     assert contains_any(b"token", (b"key:", b"token"))  # needles with different last bytes
+    assert contains_any(b"a::", (b"::", b"q:"))  # a hit right after another occurrence of the shared byte
+    long = b"x" * 5000
+    assert contains_any(long + b"key:", (b"key:", b"auth:")) and not contains_any(long + b":", (b"key:", b"auth:"))
+    colons = b":" * 70_000  # the shared-byte walk's worst case, past its limit: memmem's pace
+    assert not contains_any(colons, (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:"))
+    for bad in ((b"x:", None), (b"x:", "y:"), (b"x:", bytearray(b"y:")), (b"x:", b"y:", 5)):
+        with pytest.raises(TypeError):
+            contains_any(b"x:", bad)
 
 
 @pytest.mark.parametrize("twin", TWINS)

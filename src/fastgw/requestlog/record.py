@@ -45,7 +45,7 @@ _CREDENTIAL_LINE = re.compile(
     rb"^(" + b"|".join(re.escape(n.encode()) for n in sorted(CREDENTIAL_HEADERS)) + rb"):[^\r\n]*", re.MULTILINE
 )
 # A cheap test for whether the regex is needed at all: every credential name ends in one of these
-# (recordwire.contains_any: memmem in C, where five `in` tests cost about 0.9 µs a request).
+# (recordwire.contains_any: one C walk over the colons, where five `in` tests cost about 0.9 µs a request).
 _CREDENTIAL_HINTS = (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:")
 
 

@@ -60,6 +60,9 @@ def _true(value: str | None) -> bool:
 
 
 def contains_any(data: bytes, needles: tuple[bytes, ...]) -> bool:
+    for needle in needles:  # as the compiled twin: every needle exact bytes, checked before the search
+        if type(needle) is not bytes:
+            raise TypeError(f"needles must be bytes, not {type(needle).__name__}")
     return any(needle in data for needle in needles)
 
 
