@@ -18,8 +18,8 @@ sends bench_logging.py's 1 KB chat request one at a time over one keep-alive con
 ``--warmup`` requests, then the counters are zeroed (``callgrind_control -z``), then
 ``--requests`` more, then the counters are written (``callgrind_control -d``). The worker runs
 about 100 times slower under valgrind (6-8 ms a request), so timers and time-outs behave
-differently; the instructions a request executes are the figure, and they repeat to within 0.1%
-between runs (the rest: hash randomisation, timers). The simulated misses move more (the
+differently; the instructions a request executes are the figure, and they repeat to within about
+0.2% between runs (the rest: hash randomisation, timers). The simulated misses move more (the
 addresses differ from run to run), the last level's most.
 
 Variants (the cuts of log_cut.py, made in the worker's process before it starts):
