@@ -31,6 +31,12 @@ class ConnState(enum.IntEnum):
     CLOSED = 3
 
 
+# The members as module globals, for the request path: Python 3.11's EnumType has a __getattr__,
+# so every ``ConnState.IDLE`` goes through a slow attribute hook (about 75 ns, ~850 instructions,
+# against 7 ns for a global; five a request in the worker).
+CONNECTING, IDLE, ACTIVE, CLOSED = ConnState.CONNECTING, ConnState.IDLE, ConnState.ACTIVE, ConnState.CLOSED
+
+
 class StaleConnection(UpstreamProtocolError):
     """A reused connection failed before any response byte: safe to send the request again."""
 
@@ -139,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.state = ConnState.CONNECTING
+        self.state = CONNECTING
         self.requests_sent = 0
         self.idle_since = 0.0
         self.read_timeout = read_timeout
@@ -190,7 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = ConnState.CLOSED
+        self.state = CLOSED
         self._cancel_timer()
         resp = self.response
         if resp is not None and not resp.complete:
@@ -255,7 +261,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def send(self, data: bytes, is_head: bool) -> UpstreamResponse:
         """Write one request; the response's head arrives through ``UpstreamResponse.wait_head``."""
-        self.state = ConnState.ACTIVE
+        self.state = ACTIVE
         self.requests_sent += 1
         self._is_head = is_head
         resp = self.response = UpstreamResponse(self)
@@ -270,25 +276,25 @@ class UpstreamConnection(asyncio.Protocol):
 
     def release(self) -> None:
         self.response = None  # the read timer, if armed, fires once more, finds no response, stops
-        if self._dirty or self.state is ConnState.CLOSED or self.transport is None or self.transport.is_closing():
+        if self._dirty or self.state is CLOSED or self.transport is None or self.transport.is_closing():
             self.close()
             return
         if self.read_paused:
             self.resume_reading()
-        self.state = ConnState.IDLE
+        self.state = IDLE
         self.idle_since = self.loop.time()
         self.pool.connection_released(self)
 
     def close(self) -> None:
-        if self.transport is not None and self.state is not ConnState.CLOSED:
+        if self.transport is not None and self.state is not CLOSED:
             self.transport.abort()  # not close(): unread response bytes must not be drained
-        elif self.state is not ConnState.CLOSED:
-            self.state = ConnState.CLOSED
+        elif self.state is not CLOSED:
+            self.state = CLOSED
             self.pool.connection_closed(self)
 
     def is_usable(self, now: float, idle_timeout: float) -> bool:
         return (
-            self.state is ConnState.IDLE
+            self.state is IDLE
             and self.transport is not None
             and not self.transport.is_closing()
             and now - self.idle_since < idle_timeout

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastgw.config import UpstreamConfig
 from fastgw.errors import UpstreamTimeout, UpstreamUnreachable
 from fastgw.providers.table import Origin
-from fastgw.upstream.connection import ConnState, StaleConnection, UpstreamConnection, UpstreamResponse
+from fastgw.upstream.connection import ACTIVE, CLOSED, StaleConnection, UpstreamConnection, UpstreamResponse
 from fastgw.upstream.tls import make_ssl_context
 
 
@@ -36,7 +36,7 @@ class OriginPool:
         self.waiters: deque[asyncio.Future[UpstreamConnection | None]] = deque()
 
     def __repr__(self) -> str:
-        active = sum(1 for c in self.connections if c.state is ConnState.ACTIVE)
+        active = sum(1 for c in self.connections if c.state is ACTIVE)
         return (
             f"<OriginPool {self.origin} idle={len(self.idle)} active={active} "
             f"connecting={self.connecting} waiting={len(self.waiters)}>"
@@ -51,7 +51,7 @@ class OriginPool:
         while self.idle:
             conn = self.idle.pop()
             if conn.is_usable(now, idle_timeout):
-                conn.state = ConnState.ACTIVE
+                conn.state = ACTIVE
                 return conn
             conn.close()
         return None
@@ -63,7 +63,7 @@ class OriginPool:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                conn.state = ConnState.ACTIVE
+                conn.state = ACTIVE
                 waiter.set_result(conn)
                 return
         if len(self.idle) >= self.pool.config.max_idle_per_origin:
@@ -192,11 +192,11 @@ class ConnectionPool:
             op.slot_freed()
             raise
         op.connecting -= 1
-        if conn.state is ConnState.CLOSED:  # lost during the TLS handshake's last step
+        if conn.state is CLOSED:  # lost during the TLS handshake's last step
             op.slot_freed()
             raise UpstreamUnreachable(f"connection to {origin} closed while connecting")
         op.connections.add(conn)
-        conn.state = ConnState.ACTIVE
+        conn.state = ACTIVE
         return conn
 
     async def _connect(self, op: OriginPool) -> UpstreamConnection:
