@@ -95,13 +95,14 @@ class Client:
     def run(self, n: int) -> None:
         import httptools
 
+        done: list[int] = []
+
+        class Events:
+            def on_message_complete(self) -> None:
+                done.append(1)
+
         for i in range(n):
-            done: list[int] = []
-
-            class Events:
-                def on_message_complete(self) -> None:
-                    done.append(1)
-
+            done.clear()
             parser = httptools.HttpResponseParser(Events())
             self.sock.sendall(self.request)
             while not done:

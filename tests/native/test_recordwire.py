@@ -211,9 +211,9 @@ def test_contains_any(twin) -> None:
 
 @st.composite
 def haystack_and_needles(draw):
-    """Needles that often share their last byte (the compiled twin's one-walk path), and data made
-    of their pieces, whole needles and filler, so that hits, near misses and needles cut off at
-    the data's start are all common."""
+    """Needles that often share their last byte (as the credential hints do), and data made of
+    their pieces, whole needles and filler, so that hits, near misses and needles cut off at the
+    data's start are all common."""
     shared = draw(st.sampled_from([b":", b"a", b"\x00", b"\xff", None]))
     needles = draw(st.lists(st.binary(max_size=5), min_size=1, max_size=6))
     if shared is not None:
@@ -243,7 +243,7 @@ def test_contains_any_edges(twin) -> None:
     assert contains_any(b"a::", (b"::", b"q:"))  # a hit right after another occurrence of the shared byte
     long = b"x" * 5000
     assert contains_any(long + b"key:", (b"key:", b"auth:")) and not contains_any(long + b":", (b"key:", b"auth:"))
-    colons = b":" * 70_000  # the shared-byte walk's worst case, past its limit: memmem's pace
+    colons = b":" * 70_000  # every byte a near miss for every hint
     assert not contains_any(colons, (b"key:", b"auth:", b"authorization:", b"cookie:", b"token:"))
     for bad in ((b"x:", None), (b"x:", "y:"), (b"x:", bytearray(b"y:")), (b"x:", b"y:", 5)):
         with pytest.raises(TypeError):

@@ -19,8 +19,7 @@ HAS_TARGET_MODEL: int
 STRINGS: tuple[str, ...]  # the meta's strings, in order
 
 def contains_any(data: bytes, needles: tuple[bytes, ...]) -> bool:
-    """Whether any of ``needles`` occurs in ``data``: the redaction's cheap test, one C pass a needle,
-    or one pass in all when every needle ends in the same byte."""
+    """Whether any of ``needles`` occurs in ``data``: the redaction's cheap test, one C pass a needle."""
 
 def top_level_model(body: bytes | str) -> str | None:
     """The string value of the top-level ``"model"`` key of a JSON object, read without parsing it:

@@ -110,53 +110,15 @@ cdef inline bint _true(object value):
     return value is not None and (<str>value).lower() == "true"
 
 
-# Past this many bytes contains_any goes back to one memmem a needle: the shared-byte walk costs
-# up to a compare per needle at each occurrence of that byte, and a client decides the header
-# block (a 60 KB value of ":" took 1.1 ms that way, 62 µs by memmem; found by review). At
-# 2,048 bytes of ":" the walk took 48 µs, and memmem over 60,000 took 68 µs in the same run.
-cdef Py_ssize_t SHARED_WALK_MAX = 2048
-
-
 def contains_any(bytes data not None, tuple needles not None):
-    cdef object item
+    cdef object needle
     cdef const char* p = PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t m, end, at = 0, k, count = len(needles)
-    cdef int last = -1, c
-    cdef const char* hit
-    for item in needles:  # exact bytes only: a None would pass a `cdef bytes` and be read as bytes
-        if type(item) is not bytes:
-            raise TypeError(f"needles must be bytes, not {type(item).__name__}")
-    # Needles that all end in the same byte (header names with their colon, as the redaction's
-    # hints) over a short block: one memchr walk over that byte, each hit compared with every
-    # needle ending there, instead of one memmem pass per needle. For the five credential hints
-    # over a request's header block: about 1,050 instructions instead of 1,800 (callgrind,
-    # bench_worker_instructions.py).
-    if count > 1 and n <= SHARED_WALK_MAX:
-        for k in range(count):
-            m = PyBytes_GET_SIZE(<bytes>needles[k])
-            if m == 0:
-                return True  # the empty needle occurs everywhere, as memmem and `in` say
-            c = <unsigned char>PyBytes_AS_STRING(<bytes>needles[k])[m - 1]
-            if last == -1:
-                last = c
-            elif c != last:
-                last = -2
-                break
-    if last >= 0:
-        while at < n:
-            hit = <const char*>memchr(p + at, last, <size_t>(n - at))
-            if hit == NULL:
-                return False
-            end = hit - p + 1  # just past the shared last byte
-            for k in range(count):
-                m = PyBytes_GET_SIZE(<bytes>needles[k])
-                if m <= end and memcmp(p + end - m, PyBytes_AS_STRING(<bytes>needles[k]), <size_t>m) == 0:
-                    return True
-            at = end
-        return False
-    for k in range(count):
-        if memmem(p, n, PyBytes_AS_STRING(<bytes>needles[k]), PyBytes_GET_SIZE(<bytes>needles[k])) != NULL:
+    for needle in needles:  # exact bytes only: a None would pass a `cdef bytes` and be read as bytes
+        if type(needle) is not bytes:
+            raise TypeError(f"needles must be bytes, not {type(needle).__name__}")
+    for needle in needles:
+        if memmem(p, n, PyBytes_AS_STRING(<bytes>needle), PyBytes_GET_SIZE(<bytes>needle)) != NULL:
             return True
     return False
 
