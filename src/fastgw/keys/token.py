@@ -50,7 +50,10 @@ def bearer_key(value: bytes | str | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, bytes):
-        if PREFIX_BYTES not in value[:16]:  # the common no-key case: one bounded substring test
+        # The common no-key case: one bounded substring test. find(), not `in`: CPython 3.11's bytes
+        # `in` first tries its operand as an integer, and formats and drops a TypeError (callgrind:
+        # ~3,000 instructions a test, against ~700 for find's argument parsing and search).
+        if value.find(PREFIX_BYTES, 0, 16) < 0:
             return None
         value = value.decode("latin-1")
     value = value.strip()

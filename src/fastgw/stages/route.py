@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from fastgw._native import recordwire
 from fastgw.config import Config
 from fastgw.context import RequestContext
 from fastgw.errors import BadRequest, Forbidden, NotFound
@@ -28,6 +29,9 @@ from fastgw.stages.base import Handler, Response
 # A "." or ".." path segment, raw or percent-encoded: an upstream that normalises it would serve a
 # path other than the one we checked, so such paths are refused rather than normalised here.
 _DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?=/|\?|#|$)", re.IGNORECASE)
+# A path holding none of these bytes has no dot segment and no backslash: nothing to check further.
+_PLAIN_PATH_BREAKERS = (b".", b"%", b"\\")
+_BACKSLASH = (b"\\",)
 UNIFIED_PATH = b"/v1/chat/completions"
 # At a "model" key with a string value; group 1: the value's first segment when it has a "/".
 _MODEL_VALUE = re.compile(rb'"model"\s*:\s*"(?:([A-Za-z0-9_-]++)/)?')  # possessive: no backtracking
@@ -93,9 +97,11 @@ def origin_form(method: bytes, target: bytes) -> bytes:
     """
     if method == b"CONNECT":
         raise BadRequest("CONNECT is not supported")
-    # find() rather than `in`: CPython 3.11's bytes `in` first tries its operand as an integer and
-    # builds a TypeError it then drops, about 65 ns a test (callgrind: ~1,000 instructions each).
-    if target[:1] == b"/" and target.find(b".") < 0 and target.find(b"%") < 0 and target.find(b"\\") < 0:
+    # Not `in`: CPython 3.11's bytes `in` first tries its operand as an integer and formats a
+    # TypeError it then drops (callgrind: ~3,000 instructions a test). Not three find()s either:
+    # each parses its arguments through PyArg_ParseTuple (~670 instructions with the search, 225 ns
+    # for the three against 40 for one contains_any).
+    if target[:1] == b"/" and not recordwire.contains_any(target, _PLAIN_PATH_BREAKERS):
         return target  # the common case: a plain path can hold no dot segment
     if target[:1] != b"/":
         lower = target[:8].lower()
@@ -107,7 +113,7 @@ def origin_form(method: bytes, target: bytes) -> bytes:
             target = b"/" + (target[query:] if query >= 0 else b"")
         else:
             target = target[slash:]
-    if b"\\" in target or _DOT_SEGMENT.search(target.split(b"?", 1)[0]):
+    if recordwire.contains_any(target, _BACKSLASH) or _DOT_SEGMENT.search(target.split(b"?", 1)[0]):
         raise BadRequest("dot segments and backslashes are not allowed in the request path")
     return target
 

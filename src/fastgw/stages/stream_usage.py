@@ -36,10 +36,7 @@ def wants_injection(ctx: RequestContext) -> bool:
     provider = ctx.provider
     if provider is None or provider.format.name != "openai" or not provider.stream_usage or ctx.method != b"POST":
         return False
-    path = ctx.upstream_path
-    query = path.find(b"?")  # not `in`: see route.origin_form
-    if query >= 0:
-        path = path[:query]
+    path = ctx.upstream_path.partition(b"?")[0]  # not `in` nor find(): see route.origin_form
     return path.endswith(b"/chat/completions") and recordwire.contains_any(ctx.body, _STREAM_KEY)
 
 
