@@ -22,7 +22,6 @@ were slower (two-sided), which is what "no difference beyond noise" can be held 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -32,16 +31,6 @@ import bench_logging as bl  # noqa: E402
 import run_bench as rb  # noqa: E402
 
 FILL_S, WRK_S, LAT_S = 15, 4, 2.5
-
-
-def sign_test(a: list[float], b: list[float]) -> tuple[int, int, float]:
-    """Pairs (same repetition) where b > a, pairs that differ, and the two-sided binomial p-value of
-    a split at least that uneven when either is as likely to be the slower."""
-    diffs = [y - x for x, y in zip(a, b) if y != x]
-    n, k = len(diffs), sum(1 for d in diffs if d > 0)
-    tail = min(k, n - k)
-    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2**n) if n else 1.0
-    return k, n, p
 
 
 def main() -> int:
@@ -112,7 +101,7 @@ def main() -> int:
             print(f"per repetition, {key}: " + "; ".join(f"{name} " + " ".join(f"{x:.0f}" for x in v[key])
                                                        for name, v in res.items()))
         for key in keys[1:]:
-            k, n, p = sign_test(res["on"][key], res["down"][key])
+            k, n, p = rb.sign_test(res["on"][key], res["down"][key])
             print(f"sign test, {key}: down slower than on in {k} of {n} repetitions (p = {p:.2f})")
     return 0
 

@@ -29,6 +29,7 @@ import argparse
 import datetime as _dt
 import importlib.metadata as md
 import json
+import math
 import os
 import platform
 import re
@@ -434,6 +435,29 @@ def run_wrk(url: str, seconds: int, conns: int = 64, script: Path = WRK_LUA) -> 
     return {"requests": requests, "elapsed_s": elapsed, "rps": requests / elapsed,
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": sum(map(int, sock.groups())) if sock else 0}
+
+
+def sign_test(a: list[float], b: list[float]) -> tuple[int, int, float]:
+    """Pairs (same repetition) where b > a, pairs that differ, and the two-sided binomial p-value of
+    a split at least that uneven when either is as likely to be the larger."""
+    diffs = [y - x for x, y in zip(a, b) if y != x]
+    n, k = len(diffs), sum(1 for d in diffs if d > 0)
+    tail = min(k, n - k)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(tail + 1)) / 2**n) if n else 1.0
+    return k, n, p
+
+
+def median_interval(xs: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval for the median of ``xs`` (order statistics: the
+    median lies between the k-th smallest and the k-th largest of n values with probability
+    1 - 2 P(Binomial(n, 1/2) < k)), and that coverage. With too few values for ``confidence``,
+    the widest interval there is (min, max)."""
+    v, n = sorted(xs), len(xs)
+    k = 1
+    while k < n // 2 and 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n <= 1 - confidence:
+        k += 1
+    coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+    return v[k - 1], v[n - k], coverage
 
 
 def run_loadgen(url: str, *args: str, timeout: float = 120) -> dict[str, Any]:
