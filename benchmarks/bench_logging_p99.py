@@ -14,7 +14,9 @@ on core 0, the clients, nginx and the exporter on core 1). Two gateways, logging
 load in turn: 1 and 16 connections closed-loop, then 2,000 and 6,000 requests a second open-loop
 over 32 connections (bench_logging.py's loads), each ``--seconds`` long after 0.3 s of warm-up;
 at each load it runs direct, then off and on in an order that alternates from one repetition to
-the next. Then wrk -c64 for 4 s against off and on: the worker's CPU a request at saturation.
+the next. Then wrk -c64 for 4 s against off and on: the worker's CPU a request at saturation, and
+for on, the exporter's CPU a record from wrk's start until it is idle again (it has exported
+what wrk sent, and the next repetition starts from drained rings) and its RSS then.
 
 Per load, the figure is the ratio of on to off within a repetition (both measured seconds apart):
 its median over the repetitions, a distribution-free 95% interval for that median (order
@@ -52,6 +54,8 @@ def verdict(lo: float, hi: float, coverage: float) -> str:
 def measure(reps: int, seconds: float) -> dict[str, Any]:
     lat: dict[str, dict[str, list[dict[str, float]]]] = {k: {g: [] for g in ("direct", *GATEWAYS)} for k, _ in LOADS}
     cpu: dict[str, list[float]] = {g: [] for g in GATEWAYS}
+    exporter: list[float] = []  # CPU a record (all its threads, chDB's included), from wrk's start until idle
+    rss: list[float] = []  # the exporter's RSS right after
     with bl.gateway_stage("fastgw-bench-p99") as (tmp, procs, port):
         direct_url = f"http://127.0.0.1:{port}{rb.CHAT_PATH}"
         for name in GATEWAYS:
@@ -73,16 +77,20 @@ def measure(reps: int, seconds: float) -> dict[str, Any]:
                 bl.log(f"rep{rep} {key:8s} p50/p99 µs: {line}")
             for name in order:
                 g = gws[name]
-                w0 = rb.cpu_ticks([g.worker])
+                w0, e0 = rb.cpu_ticks([g.worker]), rb.cpu_ticks([g.exporter]) if g.exporter else 0
                 n = bl.saturate(g.url(), WRK_S, name)
                 cpu[name].append((rb.cpu_ticks([g.worker]) - w0) / rb.CLK_TCK / n * 1e6)
-                bl.log(f"rep{rep} wrk {name}: {n / WRK_S:.0f} req/s, worker {cpu[name][-1]:.1f} µs/req")
-            if gws["on"].exporter:
-                bl.wait_idle([gws["on"].exporter])  # the next repetition starts from drained rings
+                line = f"rep{rep} wrk {name}: {n / WRK_S:.0f} req/s, worker {cpu[name][-1]:.1f} µs/req"
+                if g.exporter:  # until it has exported what wrk sent (batches by age: 1 s)
+                    bl.wait_idle([g.exporter])
+                    exporter.append((rb.cpu_ticks([g.exporter]) - e0) / rb.CLK_TCK / n * 1e6)
+                    rss.append(rb.rss_mib(g.exporter))
+                    line += f"; exporter {exporter[-1]:.1f} µs/record, RSS {rss[-1]:.0f} MiB"
+                bl.log(line)
         spill = list((tmp / "on" / "spill").rglob("spill-*.wal"))  # the worker's; parked-*.wal: the exporter's
         for g in gws.values():
             procs.stop(g.proc, timeout=180)
-    return {"lat": lat, "cpu": cpu, "spill_files": len(spill)}
+    return {"lat": lat, "cpu": cpu, "exporter": exporter, "rss": rss, "spill_files": len(spill)}
 
 
 def report(res: dict[str, Any], reps: int, seconds: float) -> str:
@@ -113,7 +121,10 @@ def report(res: dict[str, Any], reps: int, seconds: float) -> str:
     lo, hi, cover = rb.median_interval(ratios)
     lines += ["", f"Worker CPU a request at saturation (wrk -c64, {WRK_S} s): off {c_off:.1f} µs, on {c_on:.1f} µs "
               f"(median ratio {statistics.median(ratios):.3f}, 95% interval {lo:.3f}–{hi:.3f}, coverage {cover:.0%}). "
-              f"Spill files left by the on gateway's worker: {res['spill_files']}.", ""]
+              f"Spill files left by the on gateway's worker: {res['spill_files']}.", "",
+              f"The exporter over the same wrk runs, until idle: {statistics.median(res['exporter']):.1f} µs of CPU a record "
+              f"(all its threads; per repetition {' '.join(f'{x:.1f}' for x in res['exporter'])}); RSS after each run: "
+              f"median {statistics.median(res['rss']):.0f} MiB, largest {max(res['rss']):.0f} MiB.", ""]
     return "\n".join(lines)
 
 
