@@ -177,24 +177,25 @@ class Enricher:
                     us = attempt.get(key) if attempt.__class__ is dict else None
                     if us.__class__ is int and not 0 <= us <= MAX_US:
                         attempt[key] = saturated_us(us)
-        row.update(
-            kind="request",
-            created_at=created_at,
-            model_requested=model_requested,
-            model_served=model_served,
-            stream=stream,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source,
-            cost_nanousd=cost,
-            cache_saved_nanousd=saved or 0,
-            cost_null_reason=reason or "",
-            request_body=request_body,
-            response_body=response_body,
-        )
+        # One assignment a field rather than ``row.update(kind=..., ...)``: the keywords were first
+        # gathered into a dict of their own and then merged, about 10,000 instructions a record
+        # (callgrind of row_of on bench_exporter_stages.py's records) against ~3,000 for these.
+        row["kind"] = "request"
+        row["created_at"] = created_at
+        row["model_requested"] = model_requested
+        row["model_served"] = model_served
+        row["stream"] = stream
+        row["prompt_tokens"] = usage.prompt_tokens
+        row["completion_tokens"] = usage.completion_tokens
+        row["cache_read_tokens"] = usage.cache_read_tokens
+        row["cache_write_tokens"] = usage.cache_write_tokens
+        row["reasoning_tokens"] = usage.reasoning_tokens
+        row["usage_source"] = usage.source
+        row["cost_nanousd"] = cost
+        row["cache_saved_nanousd"] = saved or 0
+        row["cost_null_reason"] = reason or ""
+        row["request_body"] = request_body
+        row["response_body"] = response_body
         if client_left and not row.get("error_type"):
             row["error_type"] = "client_disconnected"
         return row
