@@ -398,7 +398,8 @@ def unpack_meta(bytes raw not None, Py_ssize_t start, Py_ssize_t n):
     fallback_index = _i32(p + 52)
     # Room for the row the exporter makes of this dict in place (enrich.Enricher.row_of adds a
     # dozen fields and drops a few): a dict literal is sized for its own entries, and the row
-    # then grew it once more, rehashing every key (~2,000 instructions a record).
+    # then grew it once more, rehashing every key (~2,800 instructions a record by callgrind,
+    # benchmarks/micro/bench_exporter_instructions.py).
     cdef dict record = _PyDict_NewPresized(ROW_ROOM)
     record["kind"] = "request"
     record["request_id"] = PyUnicode_DecodeUTF8(s[0].p, s[0].n, NULL)

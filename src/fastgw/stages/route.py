@@ -31,7 +31,6 @@ from fastgw.stages.base import Handler, Response
 _DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2e){1,2}(?=/|\?|#|$)", re.IGNORECASE)
 # A path holding none of these bytes has no dot segment and no backslash: nothing to check further.
 _PLAIN_PATH_BREAKERS = (b".", b"%", b"\\")
-_BACKSLASH = (b"\\",)
 UNIFIED_PATH = b"/v1/chat/completions"
 # At a "model" key with a string value; group 1: the value's first segment when it has a "/".
 _MODEL_VALUE = re.compile(rb'"model"\s*:\s*"(?:([A-Za-z0-9_-]++)/)?')  # possessive: no backtracking
@@ -113,7 +112,7 @@ def origin_form(method: bytes, target: bytes) -> bytes:
             target = b"/" + (target[query:] if query >= 0 else b"")
         else:
             target = target[slash:]
-    if recordwire.contains_any(target, _BACKSLASH) or _DOT_SEGMENT.search(target.split(b"?", 1)[0]):
+    if target.find(b"\\") >= 0 or _DOT_SEGMENT.search(target.split(b"?", 1)[0]):
         raise BadRequest("dot segments and backslashes are not allowed in the request path")
     return target
 
